@@ -1,0 +1,125 @@
+"""The `harness` command. Each subcommand parses its flags and calls one function;
+heavy imports happen inside the handlers so `harness --help` stays instant.
+
+    harness doctor                         what this environment has and what to fix
+    harness demo [--out DIR] [--fresh]     the end-to-end toy demo
+    harness model init --family F --size S --out DIR [--seed N]
+    harness model info DIR                 family, parameter counts, tokens per frame
+    harness data synth --out DIR --videos N [--seed S] [--minutes A-B] [--fps F]
+                       [--size WxH] [--format harness|videomme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import main
+
+    return main()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from harness.demo import run_demo
+
+    run_demo(Path(args.out), fresh=args.fresh, seed=args.seed, family=args.family)
+    return 0
+
+
+def _model_init(args: argparse.Namespace) -> int:
+    from harness.model.build import count_parameters, init_model
+
+    if args.size == "7b":
+        raise SystemExit("size 7b builds on the meta device (no weights) and cannot be saved; "
+                         "use `harness model info --size 7b` for its parameter counts")
+    model = init_model(args.family, args.size, seed=args.seed)
+    model.save_pretrained(args.out)
+    counts = count_parameters(model)
+    print(f"wrote {args.family}/{args.size} (seed {args.seed}) to {args.out}: "
+          f"{sum(counts.values()):,} parameters {counts}; vocabulary {len(model.tokenizer)}")
+    return 0
+
+
+def _model_info(args: argparse.Namespace) -> int:
+    from harness.model.build import count_parameters, init_model, load_model
+
+    if args.path:
+        model = load_model(args.path)
+    else:
+        model = init_model(args.family, args.size)
+    counts = count_parameters(model)
+    print(f"family {model.family}; parameters {sum(counts.values()):,} {counts}")
+    if model.family == "vila":
+        g = model.patch_grid
+        print(f"frame {model.image_size}px -> {g}x{g} patches -> {((g + 1) // 2) ** 2} tokens per frame")
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from harness.data.synthetic import parse_minutes, parse_size, synthesize
+
+    formats = ("harness",) if args.format == "harness" else ("harness", "videomme")
+    summary = synthesize(
+        Path(args.out), args.videos, seed=args.seed, minutes=parse_minutes(args.minutes),
+        fps=args.fps, size=parse_size(args.size), formats=formats,
+    )
+    print(summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="report the environment and what to fix")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("demo", help="run the end-to-end toy demo on CPU")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--fresh", action="store_true", help="rebuild everything instead of reusing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", choices=["vila", "qwen2_5_vl"], default="vila")
+    p.set_defaults(func=_demo)
+
+    model = sub.add_parser("model", help="build or inspect models").add_subparsers(dest="action", required=True)
+    p = model.add_parser("init", help="random weights + local tokenizer, saved as a checkpoint")
+    p.add_argument("--family", choices=["vila", "qwen2_5_vl"], required=True)
+    p.add_argument("--size", choices=["tiny", "small", "7b"], default="tiny")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_model_init)
+    p = model.add_parser("info", help="parameter counts of a checkpoint or a named size")
+    p.add_argument("path", nargs="?", help="checkpoint folder (or give --family/--size)")
+    p.add_argument("--family", choices=["vila", "qwen2_5_vl"], default="vila")
+    p.add_argument("--size", choices=["tiny", "small", "7b"], default="tiny")
+    p.set_defaults(func=_model_info)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
+    p = data.add_parser("synth", help="write synthetic long-video reasoning tasks as real mp4")
+    p.add_argument("--out", required=True)
+    p.add_argument("--videos", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", default="0.5-1", help="video length range in minutes, A-B")
+    p.add_argument("--fps", type=float, default=4.0)
+    p.add_argument("--size", default="64x64", help="frame size WxH")
+    p.add_argument("--format", choices=["harness", "videomme"], default="harness",
+                   help="videomme also writes the test split in the official Video-MME layout")
+    p.set_defaults(func=_data_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        # Bad input from the user: say what is wrong without a traceback.
+        print(f"harness {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Build a model from a named size (random weights, local tokenizer) or load one from a
+local checkpoint folder; the family of a folder is read from its layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from harness.model.configs import QWEN_PIXELS, check_family_size, qwen_vl_config, vila_configs
+from harness.model.interface import VideoLM
+from harness.model.qwen_vl import QwenVLModel
+from harness.model.tokenizer import build_tokenizer
+from harness.model.vila import VilaModel
+
+TOKENIZER_VOCAB = 1024  # upper bound for the locally trained BPE of toy models
+
+
+def init_model(family: str, size: str, seed: int = 0) -> VideoLM:
+    """A model with random weights. `size='7b'` is built on the meta device (no memory is
+    allocated; for parameter and FLOP accounting only)."""
+    check_family_size(family, size)
+    tokenizer = build_tokenizer(TOKENIZER_VOCAB)
+    n = len(tokenizer)
+    torch.manual_seed(seed)
+    device = torch.device("meta") if size == "7b" else torch.device("cpu")
+    with device:
+        if family == "vila":
+            vision, llm = vila_configs(size, n)
+            model: VideoLM = VilaModel.from_configs(vision, llm, tokenizer)
+        else:
+            ids = {
+                "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+                "video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+                "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+                "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+                "bos_token_id": tokenizer.pad_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "pad_token_id": tokenizer.pad_token_id,
+            }
+            config = qwen_vl_config(size, n, ids)  # validates family/size
+            model = QwenVLModel.from_config(config, tokenizer, *QWEN_PIXELS[size])
+    return model.eval()
+
+
+def detect_family(path: str | Path) -> str:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder {path} does not exist")
+    if (path / "llm").is_dir() and (path / "vision_tower").is_dir():
+        return "vila"
+    cfg = path / "config.json"
+    if cfg.exists() and json.loads(cfg.read_text()).get("model_type") == "qwen2_5_vl":
+        return "qwen2_5_vl"
+    raise ValueError(
+        f"{path}: not a recognised checkpoint (expected llm/ + vision_tower/ + mm_projector/ "
+        f"for vila, or a config.json with model_type qwen2_5_vl)"
+    )
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> VideoLM:
+    family = detect_family(path)
+    cls = VilaModel if family == "vila" else QwenVLModel
+    return cls.from_pretrained(path, dtype=dtype).eval()
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters per top-level part (works on meta-device models)."""
+    return {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}

@@ -1,0 +1,266 @@
+"""The one interface both model families implement.
+
+A video goes through three steps, kept apart so that MR-SP can split and cache them:
+
+1. `preprocess(frames, timestamps)` -> `VideoPixels`: resize/normalise/patchify into
+   *units* that are encoded independently (a frame for `vila`; a temporal patch of two
+   frames for `qwen2_5_vl`). Units are the grain at which frames are split across ranks.
+2. `encode_video(pixels)` -> `VideoEmbeds` with `[U, T, D]` rows (T tokens per unit).
+   Encoding a subset of units gives exactly those rows of encoding all of them.
+3. `build_prompt(input_ids, video)` -> `PromptEmbeds`: the prompt's text
+   embeddings with the video's rows spliced in at the single video placeholder, plus the
+   positions the LLM must use (1-D or 3-D), computed on the full sequence.
+
+Then `token_logprobs` scores given tokens and `generate` samples from `PromptEmbeds`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.model.positions import next_positions
+from harness.model.tokenizer import VIDEO_TOKEN
+
+
+@dataclass
+class VideoPixels:
+    units: torch.Tensor  # vila: [U, 3, S, S]; qwen2_5_vl: [U, h*w, 3*2*p*p]
+    num_frames: int  # frames before grouping into units
+    seconds_per_unit: float  # mean time between consecutive units (M-RoPE time axis)
+    grid_hw: tuple[int, int]  # patch grid of one unit, before the 2x2 token merge
+
+    def select(self, start: int, end: int) -> VideoPixels:
+        """Units [start, end): the slice one rank encodes under MR-SP stage 1."""
+        return VideoPixels(self.units[start:end], self.num_frames, self.seconds_per_unit, self.grid_hw)
+
+
+@dataclass
+class VideoEmbeds:
+    """What encoding one video yields, and all `build_prompt` needs (the cached object)."""
+
+    embeds: torch.Tensor  # [U, T, D]
+    grid_hw: tuple[int, int]  # token grid of one unit as the LLM sees it; T = h * w
+    seconds_per_unit: float
+
+    @property
+    def num_tokens(self) -> int:
+        return self.embeds.shape[0] * self.embeds.shape[1]
+
+
+@dataclass
+class PromptEmbeds:
+    embeds: torch.Tensor  # [L, D]
+    positions: torch.Tensor  # [L] (1-D RoPE) or [3, L] (M-RoPE)
+    input_ids: torch.Tensor  # [L]; video rows carry the video placeholder id
+    video_span: tuple[int, int]  # [start, end) of the video rows
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+
+def mean_spacing(timestamps: np.ndarray) -> float:
+    """Mean seconds between consecutive sampled frames (1.0 for a single frame)."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    return float((ts[-1] - ts[0]) / (len(ts) - 1)) if len(ts) > 1 else 1.0
+
+
+def splice_video(
+    input_ids: torch.Tensor, text_embeds: torch.Tensor, video_embeds: torch.Tensor, video_id: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Replace the single `video_id` placeholder by the video's rows.
+
+    input_ids [L], text_embeds [L, D], video_embeds [V, D] -> (ids [L-1+V], embeds
+    [L-1+V, D], span). Exactly one placeholder is required: a missing or doubled one would
+    silently give a prompt without video or with the wrong one.
+    """
+    (where,) = (input_ids == video_id).nonzero(as_tuple=True)
+    if where.numel() != 1:
+        raise ValueError(f"prompt must hold exactly one video placeholder, found {where.numel()}")
+    i = int(where[0])
+    v = video_embeds.shape[0]
+    ids = torch.cat([input_ids[:i], input_ids.new_full((v,), video_id), input_ids[i + 1 :]])
+    embeds = torch.cat([text_embeds[:i], video_embeds.to(text_embeds.dtype), text_embeds[i + 1 :]])
+    return ids, embeds, (i, i + v)
+
+
+class VideoLM(nn.Module, ABC):
+    """Common base: the family-specific parts are preprocessing, encoding, the prompt's
+    positions, and saving. Scoring and generation are shared."""
+
+    family: str
+    tokenizer: object
+
+    @abstractmethod
+    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoPixels: ...
+
+    @abstractmethod
+    def encode_video(self, pixels: VideoPixels) -> VideoEmbeds: ...
+
+    @abstractmethod
+    def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:
+        """Positions [L] or [3, L] of a prompt whose video rows are already spliced in."""
+
+    def build_prompt(self, input_ids: torch.Tensor, video: VideoEmbeds) -> PromptEmbeds:
+        """input_ids [L] with one video placeholder -> the LLM's input for this prompt."""
+        text = self.embed_tokens(input_ids)  # [L, D]
+        flat = video.embeds.reshape(-1, video.embeds.shape[-1])  # [U*T, D]
+        ids, embeds, span = splice_video(input_ids, text, flat, self.video_token_id)
+        return PromptEmbeds(embeds, self.prompt_positions(ids, video), ids, span)
+
+    @abstractmethod
+    def save_pretrained(self, out: str | Path) -> None: ...
+
+    @property
+    @abstractmethod
+    def language_model(self) -> nn.Module:
+        """The decoder stack (takes inputs_embeds, position_ids, attention_mask)."""
+
+    @property
+    @abstractmethod
+    def lm_head(self) -> nn.Module: ...
+
+    @property
+    def video_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.language_model.get_input_embeddings()(ids)
+
+    def chat_prompt_ids(self, question: str, system: str | None = None) -> torch.Tensor:
+        """Token ids of a one-turn chat with the video before the question, ending with the
+        assistant header, ready for `build_prompt`."""
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append(
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}
+        )
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # [L]
+
+    def encode_frames(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoEmbeds:
+        """Convenience for one whole video on one process: preprocess + encode."""
+        return self.encode_video(self.preprocess(frames, timestamps))
+
+    # --- scoring -----------------------------------------------------------------------
+
+    def hidden_states(
+        self, embeds: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """embeds [B, L, D], positions [B, L] or [3, B, L], attention_mask [B, L] -> [B, L, D]."""
+        out = self.language_model(
+            inputs_embeds=embeds, position_ids=positions, attention_mask=attention_mask, use_cache=False
+        )
+        return out.last_hidden_state
+
+    def token_logprobs(
+        self,
+        embeds: torch.Tensor,
+        positions: torch.Tensor,
+        attention_mask: torch.Tensor,
+        targets: torch.Tensor,
+        target_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """log p(targets[b, t] | sequence up to t) for the masked positions.
+
+        embeds [B, L, D]; targets [B, L] is the token that follows position t (so the last
+        prompt position predicts the first response token); target_mask [B, L] bool.
+        Returns [B, L] float32, zero where unmasked. Logits are formed only at masked
+        positions, so the [B, L, vocab] tensor never exists for long video prompts.
+        """
+        hidden = self.hidden_states(embeds, positions, attention_mask)  # [B, L, D]
+        selected = hidden[target_mask]  # [N, D]
+        logits = self.lm_head(selected).float()  # [N, V]
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[target_mask].unsqueeze(-1))
+        out = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)  # [B, L]
+        out[target_mask] = logp.squeeze(-1)
+        return out
+
+    def response_logprobs(self, prompt: PromptEmbeds, response_ids: torch.Tensor) -> torch.Tensor:
+        """Log-probs [R] of one response given its prompt (unbatched; for tests and eval)."""
+        r = response_ids.shape[0]
+        embeds = torch.cat([prompt.embeds, self.embed_tokens(response_ids)])  # [L+R, D]
+        positions = torch.cat(
+            [prompt.positions, next_positions(prompt.positions, r)], dim=-1
+        )  # [L+R] or [3, L+R]
+        length = embeds.shape[0]
+        targets = torch.zeros(length, dtype=torch.long)
+        mask = torch.zeros(length, dtype=torch.bool)
+        targets[len(prompt) - 1 : length - 1] = response_ids
+        mask[len(prompt) - 1 : length - 1] = True
+        logp = self.token_logprobs(
+            embeds[None], positions.unsqueeze(-2), torch.ones(1, length, dtype=torch.long),
+            targets[None], mask[None],
+        )
+        return logp[0, len(prompt) - 1 : length - 1]  # [R]
+
+    # --- generation --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: PromptEmbeds,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        num_return_sequences: int = 1,
+    ) -> list[torch.Tensor]:
+        """Sample continuations of one prompt with a KV cache; returns token id tensors
+        (without the prompt), each cut after the first end-of-turn token."""
+        eos = self.tokenizer.eos_token_id
+        n = num_return_sequences
+        embeds = prompt.embeds[None].expand(n, -1, -1)  # [n, L, D]
+        positions = prompt.positions.unsqueeze(-2).expand(*prompt.positions.shape[:-1], n, -1)
+        cache = None
+        out = torch.empty(n, 0, dtype=torch.long)
+        done = torch.zeros(n, dtype=torch.bool)
+        mask = torch.ones(n, embeds.shape[1], dtype=torch.long)
+        step_in = embeds
+        step_pos = positions
+        for _ in range(max_new_tokens):
+            res = self.language_model(
+                inputs_embeds=step_in, position_ids=step_pos, attention_mask=mask,
+                past_key_values=cache, use_cache=True,
+            )
+            cache = res.past_key_values
+            logits = self.lm_head(res.last_hidden_state[:, -1]).float()  # [n, V]
+            token = _pick(logits, do_sample, temperature, top_p)  # [n]
+            token = torch.where(done, torch.full_like(token, eos), token)
+            out = torch.cat([out, token[:, None]], dim=1)
+            done |= token == eos
+            if bool(done.all()):
+                break
+            step_in = self.embed_tokens(token)[:, None]  # [n, 1, D]
+            step_pos = _advance(step_pos)
+            mask = torch.cat([mask, torch.ones(n, 1, dtype=torch.long)], dim=1)
+        return [_cut_after(row, eos) for row in out]
+
+
+def _advance(positions: torch.Tensor) -> torch.Tensor:
+    """Position of the next text token: one past the largest position on any axis."""
+    top = positions.amax(dim=-1, keepdim=True)  # [n, 1] or [3, n, 1]
+    if positions.dim() == 3:
+        top = top.amax(dim=0, keepdim=True).expand(3, -1, -1)  # M-RoPE: all axes move together
+    return top + 1
+
+
+def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float) -> torch.Tensor:
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)  # [n, V]
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the top token
+        sorted_p = sorted_p * keep
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+def _cut_after(row: torch.Tensor, eos: int) -> torch.Tensor:
+    (hits,) = (row == eos).nonzero(as_tuple=True)
+    return row[: int(hits[0]) + 1] if hits.numel() else row

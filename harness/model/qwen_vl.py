@@ -1,0 +1,114 @@
+"""The `qwen2_5_vl` family: transformers' `Qwen2_5_VLForConditionalGeneration`, used
+through the harness interface (video encoded into units of two frames, prompts built
+from cached embeddings, 3-D M-RoPE positions computed by `positions.mrope_positions`).
+
+A checkpoint is the ordinary HF folder (config.json, weights, tokenizer,
+preprocessor_config.json), so a released Qwen2.5-VL checkpoint loads from a local path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+from harness.data.video import patchify_qwen
+from harness.model.interface import VideoEmbeds, VideoLM, VideoPixels, mean_spacing
+from harness.model.positions import mrope_positions
+
+# OpenAI CLIP normalisation, which Qwen2-VL's processor uses.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class QwenVLModel(VideoLM):
+    family = "qwen2_5_vl"
+
+    def __init__(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer, preprocess_cfg: dict):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.preprocess_cfg = preprocess_cfg
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head
+
+    @property
+    def _vision(self):
+        return self.model.config.vision_config
+
+    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoPixels:
+        v, p = self._vision, self.preprocess_cfg
+        pixels, (t, h, w) = patchify_qwen(
+            frames,
+            patch_size=v.patch_size,
+            temporal_patch_size=v.temporal_patch_size,
+            merge_size=v.spatial_merge_size,
+            min_pixels=p["min_pixels"],
+            max_pixels=p["max_pixels"],
+            mean=tuple(p.get("image_mean", CLIP_MEAN)),
+            std=tuple(p.get("image_std", CLIP_STD)),
+        )  # [t*h*w, 3*tps*p*p]
+        units = pixels.reshape(t, h * w, -1)  # [U, h*w, K]: patches are grouped by unit first
+        seconds = mean_spacing(timestamps) * v.temporal_patch_size
+        return VideoPixels(units, len(frames), seconds, (h, w))
+
+    def encode_video(self, pixels: VideoPixels) -> VideoEmbeds:
+        u = pixels.units.shape[0]
+        h, w = pixels.grid_hw
+        visual = self.model.model.visual
+        flat = pixels.units.reshape(u * h * w, -1).to(visual.dtype)  # [U*h*w, K]
+        # Qwen2.5-VL's vision attention never crosses a temporal unit (cu_seqlens split per
+        # unit), so units encode independently: a rank can encode any slice of them.
+        grid = torch.tensor([[u, h, w]])
+        out = visual(flat, grid_thw=grid).pooler_output  # [U*h*w/m^2, D]
+        m = self._vision.spatial_merge_size
+        return VideoEmbeds(out.reshape(u, (h // m) * (w // m), -1), (h // m, w // m),
+                           pixels.seconds_per_unit)
+
+    def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:
+        u = video.embeds.shape[0]
+        return mrope_positions(
+            input_ids, self.video_token_id, (u, *video.grid_hw),
+            video.seconds_per_unit, self._vision.tokens_per_second,
+        )  # [3, L]
+
+    def save_pretrained(self, out: str | Path) -> None:
+        out = Path(out)
+        self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        (out / "preprocessor_config.json").write_text(json.dumps(self.preprocess_cfg, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> QwenVLModel:
+        path = Path(path)
+        pre = path / "preprocessor_config.json"
+        if not pre.exists():
+            raise FileNotFoundError(f"{path} is not a Qwen2.5-VL checkpoint: missing {pre.name}")
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, json.loads(pre.read_text()))
+
+    @classmethod
+    def from_config(cls, config: Qwen2_5_VLConfig, tokenizer, min_pixels: int, max_pixels: int) -> QwenVLModel:
+        v = config.vision_config
+        preprocess_cfg = {
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "min_pixels": min_pixels,
+            "max_pixels": max_pixels,
+            "patch_size": v.patch_size,
+            "temporal_patch_size": v.temporal_patch_size,
+            "merge_size": v.spatial_merge_size,
+            "image_mean": list(CLIP_MEAN),
+            "image_std": list(CLIP_STD),
+        }
+        return cls(Qwen2_5_VLForConditionalGeneration(config), tokenizer, preprocess_cfg)
