@@ -30,7 +30,7 @@ class LLMShape:
 
 _LLM = {
     "tiny": LLMShape(64, 2, 4, 2, 128, 8192, 10000.0),
-    "small": LLMShape(384, 6, 6, 2, 1024, 32768, 10000.0),
+    "small": LLMShape(512, 8, 8, 2, 1536, 32768, 10000.0),
     # Qwen2.5-7B (the LLM of LongVILA-R1-7B and of Qwen2.5-VL-7B).
     "7b": LLMShape(3584, 28, 28, 4, 18944, 32768, 1_000_000.0),
 }
@@ -56,7 +56,7 @@ _SIGLIP = {
     "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                  num_attention_heads=2, image_size=32, patch_size=8),
     # 64/8 -> 8x8 patches -> 16 tokens per frame.
-    "small": dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4,
+    "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
                   num_attention_heads=4, image_size=64, patch_size=8),
     # SigLIP-so400m-patch14-448: 32x32 patches -> 256 tokens per frame.
     "7b": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
@@ -87,8 +87,8 @@ def vila_configs(size: str, tokenizer_len: int) -> tuple[SiglipVisionConfig, Qwe
 _QWEN_VISION = {
     "tiny": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8,
                  window_size=32, fullatt_block_indexes=[1]),
-    "small": dict(depth=4, hidden_size=192, intermediate_size=512, num_heads=4, patch_size=8,
-                  window_size=32, fullatt_block_indexes=[1, 3]),
+    "small": dict(depth=6, hidden_size=256, intermediate_size=1024, num_heads=4, patch_size=8,
+                  window_size=32, fullatt_block_indexes=[2, 5]),
     "7b": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
                window_size=112, fullatt_block_indexes=[7, 15, 23, 31]),
 }

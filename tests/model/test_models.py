@@ -89,7 +89,7 @@ def test_sampling_is_seeded_and_respects_count(tiny_model, frames):
     a = tiny_model.generate(prompt, max_new_tokens=5, do_sample=True, num_return_sequences=3, top_p=0.9)
     torch.manual_seed(3)
     b = tiny_model.generate(prompt, max_new_tokens=5, do_sample=True, num_return_sequences=3, top_p=0.9)
-    assert len(a) == 3 and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert len(a) == 3 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_save_load_round_trip_gives_identical_logprobs(tiny_model, frames, tmp_path):
