@@ -1,0 +1,203 @@
+"""The training record: one JSON object per line, with the authors' fields plus a few of ours.
+
+Authors' fields (NVlabs/Long-RL, LongVideo-Reason): `problem_id`, `data_type`, `videos`
+(paths relative to the jsonl's directory), `problem` (question + options, one "A. ..." per
+line), `problem_type`, `reasoning` (chain of thought, used by CoT-SFT; may be empty for RL-only
+data) and `answer` (always wrapped: "<answer>B</answer>").
+Ours, optional so the authors' files load too: `category` (temporal | goal | plot | spatial),
+`options` (the option texts without letters), `video_id`, `duration` (seconds).
+Unknown keys are kept in `extra`, not dropped, and written back.
+
+`validate_record(d)` turns a dict into a `Record` or raises `RecordError` naming the record
+and the field. `read_jsonl` yields valid records and skips bad lines with a logged warning
+(path:line and why), counted in `skipped` if given; `strict=True` raises instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DATA_TYPES = ("video", "image", "text")
+PROBLEM_TYPES = ("multiple choice", "numerical", "OCR", "free-form", "regression")
+CATEGORIES = ("temporal", "goal", "plot", "spatial")
+ANSWER_RE = re.compile(r"^<answer>(.*)</answer>$", re.DOTALL)
+
+
+class RecordError(ValueError):
+    """A record that breaks the schema; says which record and which field."""
+
+    def __init__(self, problem_id: Any, field_name: str, message: str, *, where: str = "") -> None:
+        self.problem_id, self.field, self.reason = problem_id, field_name, message
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}record {problem_id!r}: field {field_name!r}: {message}")
+
+
+@dataclass
+class Record:
+    problem_id: str
+    data_type: str
+    videos: list[str]
+    problem: str
+    problem_type: str
+    answer: str  # "<answer>B</answer>"
+    reasoning: str = ""
+    category: str | None = None
+    options: list[str] | None = None
+    video_id: str | None = None
+    duration: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answer_text(self) -> str:
+        """The answer without its <answer> tags, e.g. "B"."""
+        return ANSWER_RE.match(self.answer).group(1).strip()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
+        return {**d, **self.extra}
+
+
+_KNOWN = {f.name for f in fields(Record)} - {"extra"}
+
+
+def validate_record(d: Mapping[str, Any]) -> Record:
+    """Check a raw record and return it as a `Record`; RecordError on the first problem."""
+    if not isinstance(d, Mapping):
+        raise RecordError(None, "<record>", f"expected a JSON object, got {type(d).__name__}")
+    pid = d.get("problem_id")
+
+    def need(name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
+        if name not in d or d[name] is None:
+            if required:
+                raise RecordError(pid, name, "missing")
+            return None
+        if not isinstance(d[name], kind) or isinstance(d[name], bool):
+            raise RecordError(pid, name, f"expected {getattr(kind, '__name__', kind)}, got {type(d[name]).__name__}")
+        return d[name]
+
+    if not isinstance(pid, str) or not pid.strip():
+        raise RecordError(pid, "problem_id", "must be a non-empty string")
+    data_type = need("data_type", str)
+    if data_type not in DATA_TYPES:
+        raise RecordError(pid, "data_type", f"must be one of {DATA_TYPES}, got {data_type!r}")
+    videos = need("videos", list, required=data_type == "video") or []
+    if data_type == "video" and not videos:
+        raise RecordError(pid, "videos", "a video record needs at least one video path")
+    if not all(isinstance(v, str) and v for v in videos):
+        raise RecordError(pid, "videos", "every entry must be a non-empty path string")
+    problem = need("problem", str)
+    if not problem.strip():
+        raise RecordError(pid, "problem", "empty")
+    problem_type = need("problem_type", str)
+    if problem_type not in PROBLEM_TYPES:
+        raise RecordError(pid, "problem_type", f"must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+    answer = need("answer", str)
+    m = ANSWER_RE.match(answer.strip())
+    if not m or not m.group(1).strip():
+        raise RecordError(pid, "answer", f"must look like <answer>B</answer>, got {answer!r}")
+    reasoning = need("reasoning", str, required=False) or ""
+    category = need("category", str, required=False)
+    if category is not None and category not in CATEGORIES:
+        raise RecordError(pid, "category", f"must be one of {CATEGORIES}, got {category!r}")
+    options = need("options", list, required=False)
+    if options is not None and not (len(options) >= 2 and all(isinstance(o, str) and o for o in options)):
+        raise RecordError(pid, "options", "must be a list of at least 2 non-empty strings")
+    video_id = need("video_id", str, required=False)
+    duration = need("duration", (int, float), required=False)
+    if duration is not None and not duration >= 0:
+        raise RecordError(pid, "duration", f"must be >= 0 seconds, got {duration!r}")
+
+    if problem_type == "multiple choice":
+        letter = m.group(1).strip()
+        if not re.fullmatch(r"[A-Z]", letter):
+            raise RecordError(pid, "answer", f"multiple choice answer must be one letter, got {letter!r}")
+        if options is not None:
+            if ord(letter) - ord("A") >= len(options):
+                raise RecordError(pid, "answer", f"letter {letter} but only {len(options)} options")
+            lines = set(problem.splitlines())
+            for i, opt in enumerate(options):
+                if f"{chr(ord('A') + i)}. {opt}" not in lines:
+                    raise RecordError(pid, "problem", f"option line '{chr(ord('A') + i)}. {opt}' not found")
+
+    return Record(
+        problem_id=pid, data_type=data_type, videos=list(videos), problem=problem,
+        problem_type=problem_type, answer=answer.strip(), reasoning=reasoning, category=category,
+        options=list(options) if options is not None else None, video_id=video_id,
+        duration=float(duration) if duration is not None else None,
+        extra={k: v for k, v in d.items() if k not in _KNOWN},
+    )
+
+
+@dataclass
+class SkippedLine:
+    path: str
+    line: int  # 1-based
+    reason: str
+
+
+def read_jsonl(path: str | Path, *, strict: bool = False,
+               skipped: list[SkippedLine] | None = None) -> Iterator[Record]:
+    """Yield the valid records of a jsonl file; blank lines are ignored.
+
+    A line that is not JSON, breaks the schema, or repeats an earlier problem_id is skipped
+    with a warning and appended to `skipped`; with strict=True it raises RecordError instead
+    (the message has path:line). A missing file raises FileNotFoundError.
+    """
+    path = Path(path)
+    seen: dict[str, int] = {}
+    n_bad = n_lines = 0
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            n_lines += 1
+            try:
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise RecordError(None, "<json>", f"not valid JSON ({err.msg} at column {err.colno})") from None
+                rec = validate_record(raw)
+                if rec.problem_id in seen:
+                    raise RecordError(rec.problem_id, "problem_id", f"duplicate of line {seen[rec.problem_id]}")
+            except RecordError as err:
+                if strict:
+                    raise RecordError(err.problem_id, err.field, err.reason, where=f"{path}:{lineno}") from None
+                n_bad += 1
+                log.warning("%s:%d: skipped: %s", path, lineno, err)
+                if skipped is not None:
+                    skipped.append(SkippedLine(str(path), lineno, str(err)))
+                continue
+            seen[rec.problem_id] = lineno
+            yield rec
+    if n_bad:
+        log.warning("%s: skipped %d of %d records", path, n_bad, n_lines)
+
+
+def write_jsonl(path: str | Path, records: Iterable[Record | Mapping[str, Any]]) -> int:
+    """Validate and write records, one per line (written to a temporary file, then renamed,
+    so readers never see half a file). Returns how many were written; raises RecordError on
+    the first invalid record or repeated problem_id, leaving `path` untouched."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    ids: set[str] = set()
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in records:
+                rec = validate_record(r.to_dict() if isinstance(r, Record) else r)
+                if rec.problem_id in ids:
+                    raise RecordError(rec.problem_id, "problem_id", "duplicate")
+                ids.add(rec.problem_id)
+                f.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(ids)

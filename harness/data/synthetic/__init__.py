@@ -1,0 +1,11 @@
+"""Synthetic long-video reasoning tasks: the project's toy LongVideo-Reason, as real mp4.
+
+Modules: scene (world rules and ground-truth timeline), schedule (cast and event slots),
+render (numpy drawing, PyAV mp4), questions (four categories, balanced letters), oracle
+(answers from sampled frames only), videomme (Video-MME layout), dataset (`synthesize`).
+"""
+
+from harness.data.synthetic.dataset import SynthSummary, parse_minutes, parse_size, synthesize
+from harness.data.synthetic.oracle import consistent_options, oracle_answer
+
+__all__ = ["SynthSummary", "consistent_options", "oracle_answer", "parse_minutes", "parse_size", "synthesize"]

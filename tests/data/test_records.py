@@ -1,0 +1,152 @@
+"""The training record schema: validation names the record and field; jsonl reading skips
+bad lines with their line numbers instead of dying; writing is validated and atomic."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from harness.data.records import (
+    Record,
+    RecordError,
+    SkippedLine,
+    read_jsonl,
+    validate_record,
+    write_jsonl,
+)
+
+
+def good(**overrides) -> dict:
+    d = {
+        "problem_id": "v0001-q1",
+        "data_type": "video",
+        "videos": ["videos/v0001.mp4"],
+        "problem": "Where did it go?\nA. left\nB. right\nC. up\nD. down",
+        "problem_type": "multiple choice",
+        "reasoning": "At 0:12 it moves right. So the answer is B.",
+        "answer": "<answer>B</answer>",
+        "category": "spatial",
+        "options": ["left", "right", "up", "down"],
+        "video_id": "v0001",
+        "duration": 31.5,
+    }
+    d.update(overrides)
+    return {k: v for k, v in d.items() if v is not ...}
+
+
+def test_valid_record_round_trips():
+    rec = validate_record(good())
+    assert isinstance(rec, Record)
+    assert rec.answer_text == "B" and rec.options[1] == "right" and rec.duration == 31.5
+    assert validate_record(rec.to_dict()) == rec
+
+
+def test_authors_minimal_record_is_valid():
+    d = good(reasoning=..., category=..., options=..., video_id=..., duration=...)
+    rec = validate_record(d)
+    assert rec.category is None and rec.options is None and rec.reasoning == ""
+    assert set(rec.to_dict()) == {"problem_id", "data_type", "videos", "problem", "problem_type",
+                                  "answer", "reasoning"}
+
+
+def test_unknown_keys_are_kept():
+    rec = validate_record(good(source="clip-7"))
+    assert rec.extra == {"source": "clip-7"}
+    assert rec.to_dict()["source"] == "clip-7"
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"problem_id": ""}, "problem_id"),
+        ({"data_type": "audio"}, "data_type"),
+        ({"data_type": ...}, "data_type"),
+        ({"videos": []}, "videos"),
+        ({"videos": "videos/v0001.mp4"}, "videos"),
+        ({"videos": [""]}, "videos"),
+        ({"problem": ...}, "problem"),
+        ({"problem": "  "}, "problem"),
+        ({"problem_type": "mcq"}, "problem_type"),
+        ({"answer": "B"}, "answer"),
+        ({"answer": "<answer></answer>"}, "answer"),
+        ({"answer": "<answer>BC</answer>"}, "answer"),
+        ({"answer": "<answer>E</answer>"}, "answer"),
+        ({"category": "causal"}, "category"),
+        ({"options": ["only one"]}, "options"),
+        ({"options": ["left", "right", "up", "sideways"]}, "problem"),
+        ({"duration": -1.0}, "duration"),
+        ({"duration": True}, "duration"),
+        ({"reasoning": 3}, "reasoning"),
+    ],
+)
+def test_bad_field_names_record_and_field(overrides, field):
+    with pytest.raises(RecordError) as info:
+        validate_record(good(**overrides))
+    assert info.value.field == field
+    assert field in str(info.value)
+    if overrides.get("problem_id", "v0001-q1"):
+        assert "v0001-q1" in str(info.value)
+
+
+def test_not_an_object():
+    with pytest.raises(RecordError, match="JSON object"):
+        validate_record(["not", "a", "dict"])
+
+
+def test_free_form_answer_need_not_be_a_letter():
+    rec = validate_record(good(problem_type="free-form", answer="<answer>a red square</answer>",
+                               options=...))
+    assert rec.answer_text == "a red square"
+
+
+def test_read_jsonl_skips_and_counts_bad_lines(tmp_path, caplog):
+    path = tmp_path / "data.jsonl"
+    lines = [
+        json.dumps(good()),
+        "{not json",
+        "",
+        json.dumps(good(problem_id="v0001-q2", answer="<answer>Z</answer>")),
+        json.dumps(good()),  # duplicate id
+        json.dumps(good(problem_id="v0001-q3")),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    skipped: list[SkippedLine] = []
+    with caplog.at_level(logging.WARNING):
+        recs = list(read_jsonl(path, skipped=skipped))
+    assert [r.problem_id for r in recs] == ["v0001-q1", "v0001-q3"]
+    assert [s.line for s in skipped] == [2, 4, 5]
+    assert "JSON" in skipped[0].reason and "'answer'" in skipped[1].reason and "duplicate of line 1" in skipped[2].reason
+    assert f"{path}:2" in caplog.text and "skipped 3 of 5 records" in caplog.text
+
+
+def test_read_jsonl_strict_raises_with_location(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(good()) + "\n" + json.dumps(good(problem_type="mcq")) + "\n")
+    with pytest.raises(RecordError, match=r"data.jsonl:2: record 'v0001-q1': field 'problem_type'"):
+        list(read_jsonl(path, strict=True))
+
+
+def test_read_jsonl_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        list(read_jsonl(tmp_path / "nope.jsonl"))
+
+
+def test_write_jsonl_round_trip(tmp_path):
+    path = tmp_path / "out.jsonl"
+    recs = [validate_record(good()), good(problem_id="v0001-q2", source="x")]
+    assert write_jsonl(path, recs) == 2
+    back = list(read_jsonl(path, strict=True))
+    assert back[0] == recs[0] and back[1].extra == {"source": "x"}
+
+
+def test_write_jsonl_is_validated_and_atomic(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    with pytest.raises(RecordError, match="answer"):
+        write_jsonl(path, [good(), good(problem_id="v0001-q2", answer="B")])
+    with pytest.raises(RecordError, match="duplicate"):
+        write_jsonl(path, [good(), good()])
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
