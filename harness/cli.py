@@ -3,6 +3,8 @@ heavy imports happen inside the handlers so `harness --help` stays instant.
 
     harness doctor                         what this environment has and what to fix
     harness demo [--out DIR] [--fresh]     the end-to-end toy demo
+    harness sft --config FILE [k=v ...] [--resume]    CoT-SFT
+    harness rl  --config FILE [k=v ...] [--resume]    RL (GRPO, DAPO, RLOO, Dr.GRPO)
     harness model init --family F --size S --out DIR [--seed N]
     harness model info DIR                 family, parameter counts, tokens per frame
     harness data synth --out DIR --videos N [--seed S] [--minutes A-B] [--fps F]
@@ -26,6 +28,24 @@ def _demo(args: argparse.Namespace) -> int:
     from harness.demo import run_demo
 
     run_demo(Path(args.out), fresh=args.fresh, seed=args.seed, family=args.family)
+    return 0
+
+
+def _sft(args: argparse.Namespace) -> int:
+    from harness.config import SFTConfig, load_config
+    from harness.trainer.sft import train_sft
+
+    result = train_sft(load_config(args.config, args.overrides, SFTConfig), resume=args.resume)
+    print(result)
+    return 0
+
+
+def _rl(args: argparse.Namespace) -> int:
+    from harness.config import RLConfig, load_config
+    from harness.trainer.rl import train_rl
+
+    result = train_rl(load_config(args.config, args.overrides, RLConfig), resume=args.resume)
+    print(result)
     return 0
 
 
@@ -83,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--family", choices=["vila", "qwen2_5_vl"], default="vila")
     p.set_defaults(func=_demo)
+
+    for name, func, what in (("sft", _sft, "chain-of-thought SFT"), ("rl", _rl, "RL (GRPO family)")):
+        p = sub.add_parser(name, help=f"{what} from a YAML config")
+        p.add_argument("--config", help="YAML file (configs/...); defaults when omitted")
+        p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.out_dir")
+        p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. optim.lr=1e-5")
+        p.set_defaults(func=func)
 
     model = sub.add_parser("model", help="build or inspect models").add_subparsers(dest="action", required=True)
     p = model.add_parser("init", help="random weights + local tokenizer, saved as a checkpoint")

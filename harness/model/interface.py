@@ -125,6 +125,19 @@ class VideoLM(nn.Module, ABC):
     @abstractmethod
     def lm_head(self) -> nn.Module: ...
 
+    @abstractmethod
+    def vision_modules(self) -> tuple[nn.Module, nn.Module]:
+        """(vision tower, projector): the parts frozen during RL by default."""
+
+    def set_trainable(self, *, vision: bool, projector: bool, llm: bool = True) -> None:
+        tower, projector_module = self.vision_modules()
+        for p in self.parameters():
+            p.requires_grad_(llm)
+        for p in tower.parameters():
+            p.requires_grad_(vision)
+        for p in projector_module.parameters():  # after the tower: qwen's merger lives inside it
+            p.requires_grad_(projector)
+
     @property
     def video_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)

@@ -42,6 +42,10 @@ class QwenVLModel(VideoLM):
     def lm_head(self) -> nn.Module:
         return self.model.lm_head
 
+    def vision_modules(self) -> tuple[nn.Module, nn.Module]:
+        # Qwen2.5-VL's patch merger (2x2 merge + MLP) plays the projector's role.
+        return self.model.model.visual, self.model.model.visual.merger
+
     @property
     def _vision(self):
         return self.model.config.vision_config

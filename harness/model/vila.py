@@ -94,6 +94,9 @@ class VilaModel(VideoLM):
     def lm_head(self) -> nn.Module:
         return self.llm.lm_head
 
+    def vision_modules(self) -> tuple[nn.Module, nn.Module]:
+        return self.vision_tower, self.mm_projector
+
     @property
     def image_size(self) -> int:
         return self.vision_tower.config.image_size

@@ -149,3 +149,14 @@ def test_real_frame_count_odd_for_qwen_pads_last_frame(frames):
     pixels = model.preprocess(f[:7], ts[:7])
     assert pixels.units.shape[0] == 4  # 7 frames -> 4 units of 2 (last frame repeated)
     assert np.isclose(pixels.seconds_per_unit, 1.0)
+
+
+def test_set_trainable_freezes_the_named_parts(tiny_model):
+    tower, projector = tiny_model.vision_modules()
+    tiny_model.set_trainable(vision=False, projector=True)
+    assert not any(p.requires_grad for n, p in tower.named_parameters() if not n.startswith("merger"))
+    assert all(p.requires_grad for p in projector.parameters())
+    assert all(p.requires_grad for p in tiny_model.language_model.parameters())
+    tiny_model.set_trainable(vision=False, projector=False)
+    assert not any(p.requires_grad for p in projector.parameters())
+    tiny_model.set_trainable(vision=True, projector=True)

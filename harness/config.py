@@ -1,0 +1,294 @@
+"""YAML -> typed dataclasses, with `key.sub=value` overrides and validation before any heavy
+work. The recipes take these objects; components below them take flat arguments.
+
+`load_config(path, overrides, SFTConfig)` reads the YAML, applies overrides (values parsed as
+YAML: `optim.lr=3e-4`, `data.num_frames=32`, `model.path=null`), checks every key exists and
+every value has the declared type, then runs each section's `check()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad config: names the file, the key and what is wrong."""
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    family: str = "vila"
+    size: str = "tiny"  # named size for a fresh random model, when `path` is not given
+    path: str | None = None  # a checkpoint folder (a real one, or an earlier stage's output)
+    seed: int = 0
+
+    def check(self) -> None:
+        _one_of("model.family", self.family, ("vila", "qwen2_5_vl"))
+        _one_of("model.size", self.size, ("tiny", "small"))
+
+
+@dataclass
+class DataConfig:
+    dir: str = "runs/toy/data"  # holds the jsonl splits; video paths are relative to it
+    train: str = "sft.jsonl"
+    eval: str | None = "test.jsonl"
+    num_frames: int = 16  # uniform sampling; the paper's default scales this to 512+
+    max_skip_fraction: float = 0.1  # a run whose skipped records exceed this stops
+    # When `dir` has no data yet, synthesise this many videos there first (0: never).
+    synth_videos: int = 0
+    synth_seed: int = 0
+
+    def check(self) -> None:
+        _positive("data.num_frames", self.num_frames)
+        if not 0.0 <= self.max_skip_fraction <= 1.0:
+            raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6  # the authors' RL default; SFT configs set their own
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+
+    def check(self) -> None:
+        _positive("optim.lr", self.lr)
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/toy/run"
+    seed: int = 0
+    steps: int = 100
+    log_every: int = 1
+    save_every: int = 50
+    keep_last: int = 2
+    eval_every: int = 0  # 0: only at the end
+    eval_max_new_tokens: int = 160
+    tensorboard: bool = True
+    progress: bool = True
+    # A NaN/inf loss skips the step; this many in a row stops the run.
+    max_bad_steps: int = 3
+
+    def check(self) -> None:
+        _positive("run.steps", self.steps)
+        _positive("run.save_every", self.save_every)
+
+
+@dataclass
+class SFTTrainConfig:
+    batch_size: int = 4
+    grad_accum: int = 1
+    freeze_vision: bool = True
+    freeze_projector: bool = False
+
+    def check(self) -> None:
+        _positive("train.batch_size", self.batch_size)
+        _positive("train.grad_accum", self.grad_accum)
+
+
+@dataclass
+class SFTConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"
+    n: int = 5  # responses per prompt (authors: 5; their video scripts use 8)
+    temperature: float = 1.0
+    top_p: float = 0.99
+    max_new_tokens: int = 160
+
+    def check(self) -> None:
+        _one_of("rollout.engine", self.engine, ("hf",))
+        if self.n < 2:
+            raise ConfigError(f"rollout.n must be >= 2 for group advantages, got {self.n}")
+        _positive("rollout.temperature", self.temperature)
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class AlgoConfig:
+    advantage: str = "grpo"  # grpo | drgrpo | rloo
+    clip_low: float = 0.2
+    clip_high: float = 0.3
+    dual_clip: float | None = 3.0
+    loss_agg: str = "token-mean"
+    kl_coef: float = 1e-2
+    kl_kind: str = "low_var_kl"
+    kl_in_reward: bool = False  # False: KL as a loss term (authors); True: reward penalty
+    entropy_coef: float = 0.0
+    dapo: bool = False  # drop groups with identical rewards and refill the batch
+    acc_weight: float = 0.9
+    format_weight: float = 0.1
+    reward_fn: str | None = None  # "module:function" replacing the accuracy reward
+
+    def check(self) -> None:
+        _one_of("algo.advantage", self.advantage, ("grpo", "drgrpo", "rloo"))
+        _one_of("algo.loss_agg", self.loss_agg, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
+        _one_of("algo.kl_kind", self.kl_kind, ("k1", "k2", "k3", "low_var_kl", "abs"))
+        if self.kl_coef < 0:
+            raise ConfigError(f"algo.kl_coef must be >= 0, got {self.kl_coef}")
+
+
+@dataclass
+class RLTrainConfig:
+    prompts_per_step: int = 4
+    mini_batches: int = 1  # policy updates per step (the batch is split into this many)
+    micro_batch: int = 8  # sequences per forward/backward
+    cache_video_embeds: bool = True  # False: the non-MR-SP baseline (re-encode every pass)
+    freeze_vision: bool = True
+    freeze_projector: bool = True
+
+    def check(self) -> None:
+        _positive("train.prompts_per_step", self.prompts_per_step)
+        _positive("train.mini_batches", self.mini_batches)
+        _positive("train.micro_batch", self.micro_batch)
+
+
+@dataclass
+class RLConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(train="rl.jsonl"))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: RLTrainConfig = field(default_factory=RLTrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def check(self) -> None:
+        batch = self.train.prompts_per_step * self.rollout.n
+        if batch % self.train.mini_batches:
+            raise ConfigError(
+                f"train.prompts_per_step * rollout.n = {batch} must divide into "
+                f"train.mini_batches = {self.train.mini_batches}"
+            )
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None, overrides: list[str], schema: type[T]) -> T:
+    """Build `schema` from a YAML file (or defaults when path is None) plus overrides."""
+    where = str(path) if path else "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{where}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    for item in overrides:
+        apply_override(data, item)
+    cfg = from_dict(schema, data, where)
+    check_all(cfg)
+    return cfg
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """`a.b.c=value` -> data["a"]["b"]["c"] = yaml.safe_load(value)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {p!r} is not a section")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def from_dict(schema: type[T], data: dict[str, Any], where: str, prefix: str = "") -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(schema)
+    names = {f.name for f in dataclasses.fields(schema)}
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {prefix}{key!r}{hint}")
+    kwargs = {}
+    for name in names & data.keys():
+        kwargs[name] = _coerce(hints[name], data[name], where, f"{prefix}{name}")
+    return schema(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where, key + ".")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _coerce(opt, value, where, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {key} = {value!r} is not a valid {tp}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"{where}: {key} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, where, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-6" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{where}: {key} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def check_all(cfg: Any) -> None:
+    """Run `check()` on every section (and on the whole config) that defines one."""
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(section) and hasattr(section, "check"):
+            section.check()
+    if hasattr(cfg, "check"):
+        cfg.check()
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} = {value!r}; choose one of {allowed}")
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")

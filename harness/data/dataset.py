@@ -1,0 +1,131 @@
+"""Video QA datasets for the recipes: records from a jsonl split, the prompt and target
+text of each, a resumable shuffled order, and a ledger of what was skipped and why.
+
+Prompt format (ours, in the spirit of the authors' reasoning template): the question with
+its options, then an instruction to reason inside <think></think> and answer with the
+option letter inside <answer></answer>. CoT-SFT targets are
+`<think>{reasoning}</think><answer>{letter}</answer>`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.records import Record, SkippedLine, read_jsonl
+from harness.data.video import VideoClip, VideoDecodeError, load_video
+
+log = logging.getLogger(__name__)
+
+REASONING_INSTRUCTION = (
+    "Think step by step inside <think> </think> tags, then give only the option letter "
+    "inside <answer> </answer> tags."
+)
+
+
+def question_text(record: Record) -> str:
+    return f"{record.problem}\n{REASONING_INSTRUCTION}"
+
+
+def sft_target(record: Record) -> str:
+    return f"<think>{record.reasoning}</think>{record.answer}"
+
+
+class SkipBudgetExceeded(RuntimeError):
+    """More records were skipped than the run allows; the message lists them."""
+
+
+@dataclass
+class SkipLedger:
+    """Counts skipped records (malformed lines, unreadable videos) with their reasons.
+
+    `check(seen)` raises once the skipped share of everything seen exceeds
+    `max_fraction`, listing what was skipped, so a run on broken data stops early instead
+    of training on a fraction of it.
+    """
+
+    max_fraction: float
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+
+    def add(self, what: str, why: str) -> None:
+        log.warning("skipping %s: %s", what, why)
+        self.skipped.append((what, why))
+
+    def check(self, seen: int) -> None:
+        if seen and len(self.skipped) / seen > self.max_fraction:
+            listing = "\n".join(f"  {w}: {y}" for w, y in self.skipped[:50])
+            raise SkipBudgetExceeded(
+                f"{len(self.skipped)} of {seen} records skipped (> {self.max_fraction:.0%} allowed):\n{listing}"
+            )
+
+
+class VideoQADataset:
+    """Records of one jsonl split; videos are decoded on demand (`load_frames`)."""
+
+    def __init__(self, path: str | Path, num_frames: int, ledger: SkipLedger):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"dataset split {self.path} does not exist")
+        self.root = self.path.parent
+        self.num_frames = num_frames
+        self.ledger = ledger
+        bad: list[SkippedLine] = []
+        self.records: list[Record] = list(read_jsonl(self.path, skipped=bad))
+        for line in bad:
+            ledger.add(f"{self.path}:{line.line}", line.reason)
+        if not self.records:
+            raise ValueError(f"dataset split {self.path} holds no valid records")
+        ledger.check(len(self.records) + len(bad))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def video_path(self, record: Record) -> Path:
+        return self.root / record.videos[0]
+
+    def load_frames(self, record: Record) -> VideoClip | None:
+        """Decode the record's sampled frames, or None (recorded in the ledger) when the
+        video cannot be decoded."""
+        try:
+            return load_video(self.video_path(record), self.num_frames)
+        except VideoDecodeError as err:
+            self.ledger.add(f"{record.problem_id} ({self.video_path(record)})", str(err))
+            return None
+
+
+class EpochSampler:
+    """A shuffled pass over `n` items per epoch, seeded per epoch, resumable from
+    (epoch, position): `state()` / `load_state()` are what checkpoints store."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch, self.pos = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def take(self, k: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < k:
+            if self.pos == self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+            step = min(k - len(out), self.n - self.pos)
+            out.extend(int(i) for i in self._order[self.pos : self.pos + step])
+            self.pos += step
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed, "n": self.n}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        if state["n"] != self.n or state["seed"] != self.seed:
+            raise ValueError(f"sampler state {state} does not match this dataset (n={self.n}, seed={self.seed})")
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._permutation(self.epoch)

@@ -1,0 +1,57 @@
+"""Setup shared by the recipes: seeding, data preparation, model loading, optimizer."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.config import DataConfig, ModelConfig, OptimConfig
+from harness.model.build import init_model, load_model
+from harness.model.interface import VideoLM
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_data(cfg: DataConfig) -> Path:
+    """The data folder, synthesised first when it has no training split and the config
+    asks for synthetic data."""
+    root = Path(cfg.dir)
+    if not (root / cfg.train).exists():
+        if cfg.synth_videos <= 0:
+            raise FileNotFoundError(
+                f"{root / cfg.train} does not exist (set data.synth_videos to synthesise toy data there)"
+            )
+        from harness.data.synthetic import synthesize
+
+        synthesize(root, cfg.synth_videos, seed=cfg.synth_seed, formats=("harness", "videomme"))
+    return root
+
+
+def build_model(cfg: ModelConfig) -> VideoLM:
+    model = load_model(cfg.path) if cfg.path else init_model(cfg.family, cfg.size, seed=cfg.seed)
+    if model.family != cfg.family:
+        raise ValueError(f"model.path {cfg.path} holds a {model.family} model but model.family={cfg.family}")
+    return model
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: every parameter is frozen")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    warm = max(cfg.warmup_steps, 0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    return opt, sched
+
+
+def response_ids(tokenizer, text: str) -> torch.Tensor:
+    """Token ids of an assistant response, ending with the end-of-turn token."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return torch.tensor([*ids, tokenizer.eos_token_id])  # [R]

@@ -1,0 +1,345 @@
+"""Stage 2 of the paper: RL (GRPO and relatives) with cached video embeddings.
+
+    harness rl --config configs/rl/toy-cpu.yaml [key=value ...] [--resume]
+
+One step reads as timed blocks:
+  data -> encode (each prompt's video once; MR-SP stage 1 + cache) -> rollout (G responses
+  per prompt from prompt embeddings) -> reward -> advantage -> logprob (old policy and
+  reference, reusing the cached embeddings) -> update (mini-batches of micro-batches)
+  -> sync (new weights to the rollout engine).
+With `train.cache_video_embeds: false` (the baseline) the video is encoded again for every
+rollout and every log-prob/update pass. The vision tower and projector are frozen (the
+cache is exact only then); the reference model is the starting policy, frozen.
+
+Defaults follow the authors (REFERENCE.md): n=5, temperature 1.0, top-p 0.99, clip
+0.2/0.3, dual clip 3.0, low_var_kl loss 1e-2, token-mean, lr 1e-6, reward
+0.9*accuracy + 0.1*format. `algo.dapo` drops groups whose rewards are all equal and
+samples more prompts to refill the batch (at most 3 extra rounds).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from harness.algos import advantages as adv_fns
+from harness.algos.kl import kl_estimate, kl_loss
+from harness.algos.losses import masked_mean, policy_loss
+from harness.algos.rewards import accuracy_reward, format_reward, load_reward_fn, safe_reward
+from harness.config import ConfigError, RLConfig, to_dict
+from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset, question_text
+from harness.data.records import Record
+from harness.data.video import VideoClip
+from harness.model.interface import PromptEmbeds, VideoLM
+from harness.rollout.engine import SamplingConfig
+from harness.rollout.hf_engine import HFEngine
+from harness.trainer.batch import pack_sequences, response_logprobs
+from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from harness.trainer.common import build_model, build_optimizer, prepare_data, seed_everything
+from harness.trainer.evaluate import evaluate_accuracy
+from harness.trainer.metrics import MetricsLogger, StepTimer, peak_memory
+from harness.trainer.videos import StepVideoCache
+
+MAX_REFILL_ROUNDS = 3
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sample:
+    """One rollout: which prompt it answers and everything computed about it."""
+
+    prompt: int  # index into the step's prompt list (the group id)
+    tokens: torch.Tensor  # [R]
+    engine_logp: torch.Tensor  # [R]
+    text: str
+    reward: float = 0.0
+    accuracy: float = 0.0
+    format: float = 0.0
+
+
+@dataclass
+class PromptItem:
+    record: Record
+    clip: VideoClip
+    input_ids: torch.Tensor  # [L] chat prompt with one video placeholder
+
+
+def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
+    # --- setup ------------------------------------------------------------------------
+    if cfg.train.cache_video_embeds and not (cfg.train.freeze_vision and cfg.train.freeze_projector):
+        raise ConfigError("train.cache_video_embeds needs a frozen vision tower and projector "
+                          "(cached embeddings would be stale after an update)")
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    seed_everything(cfg.run.seed)
+    root = prepare_data(cfg.data)
+    ledger = SkipLedger(cfg.data.max_skip_fraction)
+    train = VideoQADataset(root / cfg.data.train, cfg.data.num_frames, ledger)
+    held_out = VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, ledger) if cfg.data.eval else None
+    policy = build_model(cfg.model)
+    policy.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
+    reference = _frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
+    optimizer, scheduler = build_optimizer(policy, cfg.optim)
+    engine = HFEngine(policy)
+    videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds)
+    accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
+    sampler = EpochSampler(len(train), cfg.run.seed)
+    start = 0
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model=policy, optimizer=optimizer, scheduler=scheduler)
+        sampler.load_state(state["data_state"])
+        start = state["step"]
+        engine.sync_weights(policy)
+    logger = MetricsLogger(out, tensorboard=cfg.run.tensorboard, resume=ckpt is not None)
+    if ckpt is not None:
+        logger.truncate_after(start)
+    timer = StepTimer()
+    bad_steps = 0
+
+    # --- loop -------------------------------------------------------------------------
+    bar = tqdm(range(start, cfg.run.steps), desc="rl", disable=not cfg.run.progress,
+               initial=start, total=cfg.run.steps)
+    for step in bar:
+        videos.new_step()
+        calls_before = videos.encoder_calls
+        items, samples, reward_errors = [], [], 0
+        for _round in range(1 + (MAX_REFILL_ROUNDS if cfg.algo.dapo else 0)):
+            want = cfg.train.prompts_per_step - len(items)
+            with timer.block("data"):
+                new_items = _load_prompts(train, sampler, want, policy)
+            with timer.block("rollout"):
+                new_samples = _rollout(engine, policy, videos, new_items, cfg, seed=_step_seed(cfg, step, _round),
+                                       offset=len(items))
+            with timer.block("reward"):
+                for s in new_samples:
+                    reward_errors += _score(s, new_items[s.prompt - len(items)].record, accuracy_fn, cfg)
+            if cfg.algo.dapo:
+                new_items, new_samples = _drop_uniform_groups(new_items, new_samples, offset=len(items))
+            items += new_items
+            samples += new_samples
+            if len(items) >= cfg.train.prompts_per_step:
+                break
+        if not samples:
+            raise RuntimeError(f"rl step {step + 1}: no usable samples (all groups dropped or skipped)")
+
+        with timer.block("advantage"):
+            rewards = torch.tensor([s.reward for s in samples])
+            groups = torch.tensor([s.prompt for s in samples])
+            advantages = _advantages(rewards, groups, cfg.algo.advantage)  # [N]
+
+        with timer.block("logprob"):
+            old_logp = _score_samples(policy, videos, items, samples, cfg.train.micro_batch)
+            ref_logp = (_score_samples(reference, videos, items, samples, cfg.train.micro_batch)
+                        if reference is not None else None)
+
+        with timer.block("update"):
+            policy.train()
+            update = _update(policy, optimizer, videos, items, samples, advantages, old_logp, ref_logp, cfg)
+            policy.eval()
+        if not math.isfinite(update["loss"]):
+            bad_steps += 1
+            if bad_steps >= cfg.run.max_bad_steps:
+                raise RuntimeError(f"rl: {bad_steps} non-finite losses in a row at step {step + 1}; stopping")
+        else:
+            bad_steps = 0
+            scheduler.step()
+        with timer.block("sync"):
+            engine.sync_weights(policy)
+
+        # --- log / save / eval ---------------------------------------------------------
+        lengths = torch.tensor([float(s.tokens.shape[0]) for s in samples])
+        diffs = torch.cat([(s.engine_logp - old_logp[i, : s.tokens.shape[0]]).abs() for i, s in enumerate(samples)])
+        metrics = {
+            "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if len(samples) > 1 else 0.0,
+            "reward/accuracy": sum(s.accuracy for s in samples) / len(samples),
+            "reward/format_rate": sum(s.format for s in samples) / len(samples),
+            "reward/errors": float(reward_errors),
+            "response/length_mean": float(lengths.mean()), "response/length_max": float(lengths.max()),
+            "rollout/logp_diff_max": float(diffs.max()), "rollout/logp_diff_mean": float(diffs.mean()),
+            "video/encoder_calls": float(videos.encoder_calls - calls_before),
+            "data/prompts": float(len(items)), "data/skipped_total": float(len(ledger.skipped)),
+            "lr": scheduler.get_last_lr()[0], **update, **timer.pop(), **peak_memory(),
+        }
+        if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
+            metrics.update(evaluate_accuracy(policy, held_out, cfg.run.eval_max_new_tokens))
+        if (step + 1) % cfg.run.log_every == 0:
+            logger.log(step + 1, metrics)
+        bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}")
+        if (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps:
+            save_checkpoint(out, step + 1, model=policy, optimizer=optimizer, scheduler=scheduler,
+                            data_state=sampler.state(), keep_last=cfg.run.keep_last)
+
+    final = {}
+    if held_out is not None:
+        final = evaluate_accuracy(policy, held_out, cfg.run.eval_max_new_tokens)
+        logger.log(cfg.run.steps, final)
+    policy.save_pretrained(out / "final")
+    logger.close()
+    return final
+
+
+# --- blocks ------------------------------------------------------------------------------
+
+
+def _frozen_copy(model: VideoLM) -> VideoLM:
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def _step_seed(cfg: RLConfig, step: int, round_: int) -> int:
+    # Sampling randomness is a function of (run seed, step, round), so a resumed run draws
+    # exactly what an uninterrupted one would.
+    return (cfg.run.seed * 1_000_003 + step) * 8 + round_
+
+
+def _load_prompts(train: VideoQADataset, sampler: EpochSampler, want: int, model: VideoLM) -> list[PromptItem]:
+    items = []
+    for i in sampler.take(want):
+        rec = train.records[i]
+        clip = train.load_frames(rec)
+        if clip is not None:
+            items.append(PromptItem(rec, clip, model.chat_prompt_ids(question_text(rec))))
+    train.ledger.check(sampler.epoch * len(train) + sampler.pos)
+    return items
+
+
+def _prompt_embeds(model: VideoLM, videos: StepVideoCache, item: PromptItem) -> PromptEmbeds:
+    return model.build_prompt(item.input_ids, videos.get(item.record.problem_id, item.clip))
+
+
+def _rollout(engine: HFEngine, model: VideoLM, videos: StepVideoCache, items: list[PromptItem],
+             cfg: RLConfig, seed: int, offset: int) -> list[Sample]:
+    r = cfg.rollout
+    n = r.n
+    with torch.no_grad():
+        if videos.reuse:  # one prompt (one encoding) per item, n samples each
+            prompts = [_prompt_embeds(model, videos, it) for it in items]
+            sampling = SamplingConfig(n=n, temperature=r.temperature, top_p=r.top_p,
+                                      max_new_tokens=r.max_new_tokens, seed=seed)
+            outs = engine.generate(prompts, sampling)
+            owners = [o.prompt_index for o in outs]
+        else:  # baseline: every rollout encodes the video again
+            prompts = [_prompt_embeds(model, videos, it) for it in items for _ in range(n)]
+            sampling = SamplingConfig(n=1, temperature=r.temperature, top_p=r.top_p,
+                                      max_new_tokens=r.max_new_tokens, seed=seed)
+            outs = engine.generate(prompts, sampling)
+            owners = [o.prompt_index // n for o in outs]
+    return [
+        Sample(offset + k, o.token_ids, o.logprobs,
+               model.tokenizer.decode(o.token_ids, skip_special_tokens=True))
+        for k, o in zip(owners, outs, strict=True)
+    ]
+
+
+def _score(sample: Sample, record: Record, accuracy_fn, cfg: RLConfig) -> int:
+    """Fill the sample's reward; returns 1 when the reward function failed (reward 0)."""
+    acc, err = safe_reward(accuracy_fn, sample.text, record.answer, record.problem_type)
+    sample.accuracy = float(acc)
+    sample.format = format_reward(sample.text)
+    sample.reward = cfg.algo.acc_weight * sample.accuracy + cfg.algo.format_weight * sample.format
+    if err is not None:
+        log.warning("reward function failed on %s: %s", record.problem_id, err)
+        sample.reward = 0.0
+        return 1
+    return 0
+
+
+def _drop_uniform_groups(items: list[PromptItem], samples: list[Sample], offset: int):
+    groups = torch.tensor([s.prompt for s in samples])
+    keep = adv_fns.dapo_keep_mask(torch.tensor([s.reward for s in samples]), groups)
+    kept_groups = sorted({s.prompt for s, k in zip(samples, keep.tolist(), strict=True) if k})
+    renumber = {g: offset + j for j, g in enumerate(kept_groups)}
+    new_items = [items[g - offset] for g in kept_groups]
+    new_samples = []
+    for s, k in zip(samples, keep.tolist(), strict=True):
+        if k:
+            s.prompt = renumber[s.prompt]
+            new_samples.append(s)
+    return new_items, new_samples
+
+
+def _advantages(rewards: torch.Tensor, groups: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "rloo":
+        return adv_fns.rloo_advantages(rewards, groups)
+    return adv_fns.grpo_advantages(rewards, groups, scale_by_std=kind == "grpo")
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _score_samples(model: VideoLM, videos: StepVideoCache, items: list[PromptItem], samples: list[Sample],
+                   micro: int) -> torch.Tensor:
+    """Log-probs [N, R_max] of every sample's response under `model` (no grad)."""
+    r_max = max(s.tokens.shape[0] for s in samples)
+    out = torch.zeros(len(samples), r_max)
+    with torch.no_grad():
+        for idx in _chunks(len(samples), micro):
+            prompts = [_prompt_embeds(model, videos, items[samples[i].prompt]) for i in idx]
+            batch = pack_sequences(model, prompts, [samples[i].tokens for i in idx])
+            logp = response_logprobs(model, batch)  # [b, R]
+            out[idx.start : idx.stop, : logp.shape[1]] = logp
+    return out
+
+
+def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[PromptItem], samples: list[Sample],
+            advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
+            cfg: RLConfig) -> dict[str, float]:
+    """Policy update over `train.mini_batches` mini-batches; returns averaged stats."""
+    a = cfg.algo
+    lengths = torch.tensor([s.tokens.shape[0] for s in samples])
+    mask_all = torch.arange(old_logp.shape[1])[None] < lengths[:, None]  # [N, R]
+    stats: dict[str, list[float]] = {}
+    n_mini = min(cfg.train.mini_batches, len(samples))
+    for mini in _chunks(len(samples), math.ceil(len(samples) / n_mini)):
+        n_tokens = int(mask_all[mini.start : mini.stop].sum())
+        n_seqs = len(mini)
+        for idx in _chunks(mini.stop - mini.start, cfg.train.micro_batch):
+            rows = range(mini.start + idx.start, mini.start + idx.stop)
+            prompts = [_prompt_embeds(policy, videos, items[samples[i].prompt]) for i in rows]
+            batch = pack_sequences(policy, prompts, [samples[i].tokens for i in rows])
+            logp = response_logprobs(policy, batch)  # [b, R]
+            width = logp.shape[1]
+            mask = batch.response_mask
+            old = old_logp[rows.start : rows.stop, :width]
+            adv = advantages[rows.start : rows.stop, None].expand(-1, width)  # [b, R]
+            loss, pg = policy_loss(logp, old, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high,
+                                   dual_clip=a.dual_clip, agg=a.loss_agg, num_tokens=n_tokens, num_seqs=n_seqs)
+            share = len(rows) / n_seqs  # micro-batch stats are weighted into mini-batch means
+            if ref_logp is not None:
+                ref = ref_logp[rows.start : rows.stop, :width]
+                loss = loss + a.kl_coef * kl_loss(logp, ref, mask, kind=a.kl_kind, agg=a.loss_agg,
+                                                  num_tokens=n_tokens, num_seqs=n_seqs)
+                with torch.no_grad():
+                    _add(stats, "kl", float(masked_mean(kl_estimate(logp, ref, a.kl_kind), mask)) * share)
+            loss.backward()
+            _add(stats, "loss", float(loss))
+            for k in ("clip_frac", "dual_clip_frac", "approx_kl"):
+                _add(stats, f"pg/{k}", pg[k] * share)
+            with torch.no_grad():
+                # Mean -log p of the sampled tokens: a Monte Carlo estimate of the policy's
+                # entropy (unbiased for on-policy samples at temperature 1), at no extra cost.
+                _add(stats, "entropy", float(-masked_mean(logp, mask)) * share)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in policy.parameters() if p.requires_grad], cfg.optim.grad_clip)
+        _add(stats, "grad_norm", float(grad_norm))
+        if math.isfinite(float(grad_norm)):
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    # micro-batch parts summed per mini-batch, then averaged over mini-batches
+    return {k: sum(v) / (len(v) if k == "grad_norm" else n_mini) for k, v in stats.items()}
+
+
+def _add(stats: dict[str, list[float]], key: str, value: float) -> None:
+    stats.setdefault(key, []).append(value)
