@@ -1,0 +1,73 @@
+"""The contract every rollout engine keeps (the HF engine here, vLLM later).
+
+An engine takes prompts that are already embeddings (`PromptEmbeds`: text rows with the
+cached video rows spliced in, plus the harness's own 1-D or M-RoPE positions), samples `n`
+responses per prompt, and reports each sampled token's log-prob under the model's *raw*
+distribution: `log_softmax(logits)` before temperature and top-p. That is what vLLM reports
+by default and what the trainer recomputes as the old-policy log-prob, so the two can be
+compared token by token; the log-prob of the tempered, truncated sampling distribution is a
+different number and is never reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from harness.model.interface import PromptEmbeds
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample. `greedy` takes the argmax (temperature and top_p are then unused);
+    otherwise tokens are drawn from softmax(logits / temperature) restricted to the smallest
+    top set whose mass reaches `top_p` (the top token is always kept). `seed` makes a call
+    reproducible; None draws a fresh seed."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    greedy: bool = False
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if not self.greedy and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 when not greedy, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class RolloutOutput:
+    """One sampled response (CPU tensors).
+
+    `token_ids` [R] long: ends with eos when `finished`, else exactly `max_new_tokens` long.
+    `logprobs` [R] float32: log_softmax of the raw logits at each step, at the sampled token.
+    """
+
+    prompt_index: int
+    sample_index: int
+    token_ids: torch.Tensor  # [R]
+    logprobs: torch.Tensor  # [R]
+    finished: bool
+
+
+class RolloutEngine(Protocol):
+    def generate(
+        self, prompts: list[PromptEmbeds], sampling: SamplingConfig
+    ) -> list[RolloutOutput]:
+        """`sampling.n` responses per prompt, grouped: all samples of prompt 0, then of
+        prompt 1, ...; `len(prompts) * sampling.n` outputs in all."""
+        ...
+
+    def sync_weights(self, model: nn.Module) -> None:
+        """Make the engine sample from `model`'s current weights (after an optimizer step)."""
+        ...
