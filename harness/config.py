@@ -229,8 +229,8 @@ def from_dict(schema: type[T], data: dict[str, Any], where: str, prefix: str = "
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown key {prefix}{key!r}{hint}")
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{hint}")
     kwargs = {}
     for name in names & data.keys():
         kwargs[name] = _coerce(hints[name], data[name], where, f"{prefix}{name}")

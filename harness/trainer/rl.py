@@ -324,7 +324,7 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
                 with torch.no_grad():
                     _add(stats, "kl", float(masked_mean(kl_estimate(logp, ref, a.kl_kind), mask)) * share)
             loss.backward()
-            _add(stats, "loss", float(loss))
+            _add(stats, "loss", loss.item())
             for k in ("clip_frac", "dual_clip_frac", "approx_kl"):
                 _add(stats, f"pg/{k}", pg[k] * share)
             with torch.no_grad():

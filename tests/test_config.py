@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from harness.config import ConfigError, RLConfig, SFTConfig, apply_override, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "sft").glob("*.yaml")))
+def test_every_sft_config_validates(path):
+    load_config(path, [], SFTConfig)
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "rl").glob("*.yaml")))
+def test_every_rl_config_validates(path):
+    load_config(path, [], RLConfig)
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_config(None, ["optim.lr=3e-4", "model.path=null", "optim.betas=[0.8, 0.9]",
+                             "run.tensorboard=false"], SFTConfig)
+    assert cfg.optim.lr == 3e-4 and cfg.model.path is None
+    assert cfg.optim.betas == (0.8, 0.9) and cfg.run.tensorboard is False
+
+
+def test_wrong_types_and_values_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="train.batch_size must be int"):
+        load_config(None, ["train.batch_size=two"], SFTConfig)
+    with pytest.raises(ConfigError, match="model.family"):
+        load_config(None, ["model.family=llava"], SFTConfig)
+    with pytest.raises(ConfigError, match="not of the form"):
+        apply_override({}, "no_equals_sign")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad, [], SFTConfig)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml", [], SFTConfig)

@@ -1,0 +1,93 @@
+"""The RL recipe on a few steps: encode-once accounting, baseline equivalence, resume,
+failing reward functions, DAPO, config checks."""
+
+import pytest
+import torch
+
+from harness.config import ConfigError, RLConfig, load_config
+from harness.model.build import load_model
+from harness.trainer.metrics import read_metrics
+from harness.trainer.rl import train_rl
+from tests.trainer.conftest import tiny_overrides
+
+PROMPTS, N = 2, 3
+
+
+def _cfg(data, out, **extra):
+    base = {
+        "model.path": None, "model.size": "tiny", "run.steps": 2, "run.save_every": 1, "data.eval": None,
+        "rollout.n": N, "rollout.max_new_tokens": 6, "train.prompts_per_step": PROMPTS,
+        "train.micro_batch": 4, "train.mini_batches": 2, "optim.lr": 1e-3,
+        "algo.reward_fn": "tests.trainer.reward_fns:by_length",
+    }
+    base.update(extra)
+    return load_config("configs/rl/toy-cpu.yaml", tiny_overrides(data, out, **base), RLConfig)
+
+
+def _train_rows(out):
+    return [r for r in read_metrics(out / "metrics.jsonl") if "reward/mean" in r]
+
+
+def test_video_encoded_once_per_prompt_per_step(toy_data, tmp_path):
+    train_rl(_cfg(toy_data, tmp_path / "cached"))
+    rows = _train_rows(tmp_path / "cached")
+    assert [r["video/encoder_calls"] for r in rows] == [PROMPTS] * 2
+    assert all(r["reward/std"] > 0 for r in rows)  # the length reward varies: real updates
+
+
+def test_baseline_reencodes_everywhere_and_computes_the_same(toy_data, tmp_path):
+    """Without the cache every rollout, old/ref log-prob and update pass encodes again
+    (4 passes x N samples per prompt); the numbers are identical, only the cost differs."""
+    train_rl(_cfg(toy_data, tmp_path / "cached"))
+    train_rl(_cfg(toy_data, tmp_path / "base", **{"train.cache_video_embeds": False}))
+    cached, base = _train_rows(tmp_path / "cached"), _train_rows(tmp_path / "base")
+    assert [r["video/encoder_calls"] for r in base] == [PROMPTS * N * 4] * 2
+    for key in ("reward/mean", "loss", "kl", "response/length_mean"):
+        assert [r[key] for r in cached] == pytest.approx([r[key] for r in base], rel=1e-5, abs=1e-7), key
+
+
+def test_rollout_and_trainer_logprobs_agree(toy_data, tmp_path):
+    train_rl(_cfg(toy_data, tmp_path / "run"))
+    for row in _train_rows(tmp_path / "run"):
+        assert row["rollout/logp_diff_max"] < 1e-4
+
+
+def test_resume_continues_exactly(toy_data, tmp_path):
+    train_rl(_cfg(toy_data, tmp_path / "a", **{"run.steps": 4}))
+    train_rl(_cfg(toy_data, tmp_path / "b", **{"run.steps": 2}))
+    train_rl(_cfg(toy_data, tmp_path / "b", **{"run.steps": 4}), resume=True)
+    a, b = _train_rows(tmp_path / "a"), _train_rows(tmp_path / "b")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for key in ("reward/mean", "loss", "kl"):
+        assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-5, abs=1e-7), key
+    wa = load_model(tmp_path / "a" / "final").state_dict()
+    wb = load_model(tmp_path / "b" / "final").state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_failing_reward_function_counts_and_goes_on(toy_data, tmp_path):
+    train_rl(_cfg(toy_data, tmp_path / "run", **{"algo.reward_fn": "tests.trainer.reward_fns:sometimes_raises"}))
+    rows = _train_rows(tmp_path / "run")
+    assert len(rows) == 2 and sum(r["reward/errors"] for r in rows) > 0
+
+
+def test_dapo_keeps_only_informative_groups(toy_data, tmp_path):
+    train_rl(_cfg(toy_data, tmp_path / "run", **{"algo.dapo": True, "algo.kl_coef": 0.0,
+                                                 "algo.clip_high": 0.28}))
+    for row in _train_rows(tmp_path / "run"):
+        assert 1 <= row["data/prompts"] <= PROMPTS
+        assert row["reward/std"] > 0
+
+
+def test_cache_with_trainable_vision_is_refused(toy_data, tmp_path):
+    with pytest.raises(ConfigError, match="frozen vision tower"):
+        train_rl(_cfg(toy_data, tmp_path / "run", **{"train.freeze_vision": False}))
+
+
+def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'rollout.temperature'"):
+        load_config(None, ["rollout.temprature=0.5"], RLConfig)
+    with pytest.raises(ConfigError, match="rollout.n must be >= 2"):
+        load_config(None, ["rollout.n=1"], RLConfig)
+    with pytest.raises(ConfigError, match="must divide"):
+        load_config(None, ["train.prompts_per_step=3", "rollout.n=3", "train.mini_batches=2"], RLConfig)
