@@ -34,10 +34,14 @@ class ModelConfig:
     size: str = "tiny"  # named size for a fresh random model, when `path` is not given
     path: str | None = None  # a checkpoint folder (a real one, or an earlier stage's output)
     seed: int = 0
+    dtype: str = "float32"  # bfloat16 for real checkpoints on GPU
+    device: str = "auto"  # auto: cuda when available, else cpu
 
     def check(self) -> None:
         _one_of("model.family", self.family, ("vila", "qwen2_5_vl"))
         _one_of("model.size", self.size, ("tiny", "small"))
+        _one_of("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        _one_of("model.device", self.device, ("auto", "cpu", "cuda"))
 
 
 @dataclass

@@ -108,10 +108,13 @@ class VideoLM(nn.Module, ABC):
 
     def build_prompt(self, input_ids: torch.Tensor, video: VideoEmbeds) -> PromptEmbeds:
         """input_ids [L] with one video placeholder -> the LLM's input for this prompt."""
-        text = self.embed_tokens(input_ids)  # [L, D]
-        flat = video.embeds.reshape(-1, video.embeds.shape[-1])  # [U*T, D]
-        ids, embeds, span = splice_video(input_ids, text, flat, self.video_token_id)
-        return PromptEmbeds(embeds, self.prompt_positions(ids, video), ids, span)
+        input_ids = input_ids.cpu()  # token bookkeeping stays on the host
+        text = self.embed_tokens(input_ids.to(self.device))  # [L, D]
+        flat = video.embeds.reshape(-1, video.embeds.shape[-1]).to(text.device)  # [U*T, D]
+        ids, embeds, span = splice_video(input_ids.to(text.device), text, flat, self.video_token_id)
+        ids = ids.cpu()
+        positions = self.prompt_positions(ids, video).to(text.device)
+        return PromptEmbeds(embeds, positions, ids, span)
 
     @abstractmethod
     def save_pretrained(self, out: str | Path) -> None: ...
@@ -137,6 +140,10 @@ class VideoLM(nn.Module, ABC):
             p.requires_grad_(vision)
         for p in projector_module.parameters():  # after the tower: qwen's merger lives inside it
             p.requires_grad_(projector)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     @property
     def video_token_id(self) -> int:
@@ -186,6 +193,7 @@ class VideoLM(nn.Module, ABC):
         positions, so the [B, L, vocab] tensor never exists for long video prompts.
         """
         hidden = self.hidden_states(embeds, positions, attention_mask)  # [B, L, D]
+        targets, target_mask = targets.to(hidden.device), target_mask.to(hidden.device)
         selected = hidden[target_mask]  # [N, D]
         logits = self.lm_head(selected).float()  # [N, V]
         logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[target_mask].unsqueeze(-1))
@@ -196,17 +204,19 @@ class VideoLM(nn.Module, ABC):
     def response_logprobs(self, prompt: PromptEmbeds, response_ids: torch.Tensor) -> torch.Tensor:
         """Log-probs [R] of one response given its prompt (unbatched; for tests and eval)."""
         r = response_ids.shape[0]
+        dev = prompt.embeds.device
+        response_ids = response_ids.to(dev)
         embeds = torch.cat([prompt.embeds, self.embed_tokens(response_ids)])  # [L+R, D]
         positions = torch.cat(
-            [prompt.positions, next_positions(prompt.positions, r)], dim=-1
+            [prompt.positions, next_positions(prompt.positions, r).to(dev)], dim=-1
         )  # [L+R] or [3, L+R]
         length = embeds.shape[0]
-        targets = torch.zeros(length, dtype=torch.long)
-        mask = torch.zeros(length, dtype=torch.bool)
+        targets = torch.zeros(length, dtype=torch.long, device=dev)
+        mask = torch.zeros(length, dtype=torch.bool, device=dev)
         targets[len(prompt) - 1 : length - 1] = response_ids
         mask[len(prompt) - 1 : length - 1] = True
         logp = self.token_logprobs(
-            embeds[None], positions.unsqueeze(-2), torch.ones(1, length, dtype=torch.long),
+            embeds[None], positions.unsqueeze(-2), torch.ones(1, length, dtype=torch.long, device=dev),
             targets[None], mask[None],
         )
         return logp[0, len(prompt) - 1 : length - 1]  # [R]
@@ -230,9 +240,10 @@ class VideoLM(nn.Module, ABC):
         embeds = prompt.embeds[None].expand(n, -1, -1)  # [n, L, D]
         positions = prompt.positions.unsqueeze(-2).expand(*prompt.positions.shape[:-1], n, -1)
         cache = None
-        out = torch.empty(n, 0, dtype=torch.long)
-        done = torch.zeros(n, dtype=torch.bool)
-        mask = torch.ones(n, embeds.shape[1], dtype=torch.long)
+        dev = embeds.device
+        out = torch.empty(n, 0, dtype=torch.long, device=dev)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        mask = torch.ones(n, embeds.shape[1], dtype=torch.long, device=dev)
         step_in = embeds
         step_pos = positions
         for _ in range(max_new_tokens):
@@ -250,8 +261,8 @@ class VideoLM(nn.Module, ABC):
                 break
             step_in = self.embed_tokens(token)[:, None]  # [n, 1, D]
             step_pos = _advance(step_pos)
-            mask = torch.cat([mask, torch.ones(n, 1, dtype=torch.long)], dim=1)
-        return [_cut_after(row, eos) for row in out]
+            mask = torch.cat([mask, torch.ones(n, 1, dtype=torch.long, device=dev)], dim=1)
+        return [_cut_after(row, eos) for row in out.cpu()]
 
 
 def _advance(positions: torch.Tensor) -> torch.Tensor:

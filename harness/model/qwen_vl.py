@@ -70,10 +70,10 @@ class QwenVLModel(VideoLM):
         u = pixels.units.shape[0]
         h, w = pixels.grid_hw
         visual = self.model.model.visual
-        flat = pixels.units.reshape(u * h * w, -1).to(visual.dtype)  # [U*h*w, K]
+        flat = pixels.units.reshape(u * h * w, -1).to(self.device, visual.dtype)  # [U*h*w, K]
         # Qwen2.5-VL's vision attention never crosses a temporal unit (cu_seqlens split per
         # unit), so units encode independently: a rank can encode any slice of them.
-        grid = torch.tensor([[u, h, w]])
+        grid = torch.tensor([[u, h, w]], device=self.device)
         out = visual(flat, grid_thw=grid).pooler_output  # [U*h*w/m^2, D]
         m = self._vision.spatial_merge_size
         return VideoEmbeds(out.reshape(u, (h // m) * (w // m), -1), (h // m, w // m),

@@ -112,7 +112,8 @@ class VilaModel(VideoLM):
 
     def encode_video(self, pixels: VideoPixels) -> VideoEmbeds:
         tower_dtype = next(self.vision_tower.parameters()).dtype
-        out = self.vision_tower(pixels.units.to(tower_dtype), output_hidden_states=True)
+        units = pixels.units.to(self.device, tower_dtype)  # [U, 3, S, S]
+        out = self.vision_tower(units, output_hidden_states=True)
         feats = out.hidden_states[self.select_layer]  # [U, P, C]
         g = self.patch_grid
         tokens = self.mm_projector(feats.reshape(feats.shape[0], g, g, -1))  # [U, T, D]

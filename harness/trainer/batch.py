@@ -38,23 +38,25 @@ def pack_sequences(model: VideoLM, prompts: list[PromptEmbeds], responses: list[
     r_max = max(r.shape[0] for r in responses)
     d = prompts[0].embeds.shape[-1]
     three_d = prompts[0].positions.dim() == 2
+    dev = prompts[0].embeds.device
     embeds = prompts[0].embeds.new_zeros(b, width, d)  # [B, L, D]
-    positions = torch.zeros((3, b, width) if three_d else (b, width), dtype=torch.long)
-    attention = torch.zeros(b, width, dtype=torch.long)
-    targets = torch.zeros(b, width, dtype=torch.long)
-    target_mask = torch.zeros(b, width, dtype=torch.bool)
-    response_index = torch.zeros(b, r_max, dtype=torch.long)
-    response_mask = torch.zeros(b, r_max, dtype=torch.bool)
+    positions = torch.zeros((3, b, width) if three_d else (b, width), dtype=torch.long, device=dev)
+    attention = torch.zeros(b, width, dtype=torch.long, device=dev)
+    targets = torch.zeros(b, width, dtype=torch.long, device=dev)
+    target_mask = torch.zeros(b, width, dtype=torch.bool, device=dev)
+    response_index = torch.zeros(b, r_max, dtype=torch.long, device=dev)
+    response_mask = torch.zeros(b, r_max, dtype=torch.bool, device=dev)
     for i, (prompt, resp) in enumerate(zip(prompts, responses, strict=True)):
         p, r = len(prompt), resp.shape[0]
+        resp = resp.to(dev)
         embeds[i, :p] = prompt.embeds
         embeds[i, p : p + r] = model.embed_tokens(resp)
-        pos = torch.cat([prompt.positions, next_positions(prompt.positions, r)], dim=-1)
+        pos = torch.cat([prompt.positions, next_positions(prompt.positions, r).to(dev)], dim=-1)
         positions[..., i, : p + r] = pos
         attention[i, : p + r] = 1
         targets[i, p - 1 : p + r - 1] = resp
         target_mask[i, p - 1 : p + r - 1] = True
-        response_index[i, :r] = torch.arange(p - 1, p + r - 1)
+        response_index[i, :r] = torch.arange(p - 1, p + r - 1, device=dev)
         response_mask[i, :r] = True
     return SequenceBatch(embeds, positions, attention, targets, target_mask, response_index, response_mask)
 

@@ -35,10 +35,16 @@ def prepare_data(cfg: DataConfig) -> Path:
 
 
 def build_model(cfg: ModelConfig) -> VideoLM:
-    model = load_model(cfg.path) if cfg.path else init_model(cfg.family, cfg.size, seed=cfg.seed)
+    dtype = getattr(torch, cfg.dtype)
+    model = load_model(cfg.path, dtype=dtype) if cfg.path else init_model(cfg.family, cfg.size, seed=cfg.seed)
     if model.family != cfg.family:
         raise ValueError(f"model.path {cfg.path} holds a {model.family} model but model.family={cfg.family}")
-    return model
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("model.device=cuda but torch sees no CUDA device (harness doctor tells why)")
+    return model.to(device=device, dtype=dtype)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig):

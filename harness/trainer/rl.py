@@ -157,7 +157,8 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
 
         # --- log / save / eval ---------------------------------------------------------
         lengths = torch.tensor([float(s.tokens.shape[0]) for s in samples])
-        diffs = torch.cat([(s.engine_logp - old_logp[i, : s.tokens.shape[0]]).abs() for i, s in enumerate(samples)])
+        diffs = torch.cat([(s.engine_logp - old_logp[i, : s.tokens.shape[0]].cpu()).abs()
+                           for i, s in enumerate(samples)])
         metrics = {
             "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if len(samples) > 1 else 0.0,
             "reward/accuracy": sum(s.accuracy for s in samples) / len(samples),
@@ -283,7 +284,7 @@ def _score_samples(model: VideoLM, videos: StepVideoCache, items: list[PromptIte
                    micro: int) -> torch.Tensor:
     """Log-probs [N, R_max] of every sample's response under `model` (no grad)."""
     r_max = max(s.tokens.shape[0] for s in samples)
-    out = torch.zeros(len(samples), r_max)
+    out = torch.zeros(len(samples), r_max, device=model.device)
     with torch.no_grad():
         for idx in _chunks(len(samples), micro):
             prompts = [_prompt_embeds(model, videos, items[samples[i].prompt]) for i in idx]
@@ -313,7 +314,7 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
             width = logp.shape[1]
             mask = batch.response_mask
             old = old_logp[rows.start : rows.stop, :width]
-            adv = advantages[rows.start : rows.stop, None].expand(-1, width)  # [b, R]
+            adv = advantages[rows.start : rows.stop, None].to(logp.device).expand(-1, width)  # [b, R]
             loss, pg = policy_loss(logp, old, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high,
                                    dual_clip=a.dual_clip, agg=a.loss_agg, num_tokens=n_tokens, num_seqs=n_seqs)
             share = len(rows) / n_seqs  # micro-batch stats are weighted into mini-batch means
