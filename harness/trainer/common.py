@@ -9,8 +9,11 @@ import numpy as np
 import torch
 
 from harness.config import DataConfig, ModelConfig, OptimConfig
+from harness.data.dataset import EpochSampler
 from harness.model.build import init_model, load_model
 from harness.model.interface import VideoLM
+from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint
+from harness.trainer.metrics import MetricsLogger
 
 
 def seed_everything(seed: int) -> None:
@@ -55,6 +58,26 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig):
     warm = max(cfg.warmup_steps, 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     return opt, sched
+
+
+def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, scheduler,
+                    sampler: EpochSampler, tensorboard: bool) -> tuple[int, MetricsLogger]:
+    """Restore the latest checkpoint (weights, optimizer, RNG, data position) when resuming,
+    and open the metrics log so that it reads as one uninterrupted run. Returns the
+    number of steps already done and the logger."""
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is None:
+        if resume:
+            raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
+        if (out / "metrics.jsonl").exists():
+            raise FileExistsError(f"{out} holds an earlier run: pass --resume to continue it, "
+                                  f"or choose another run.out_dir")
+        return 0, MetricsLogger(out, tensorboard=tensorboard)
+    state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+    sampler.load_state(state["data_state"])
+    logger = MetricsLogger(out, tensorboard=tensorboard, resume=True)
+    logger.truncate_after(state["step"])
+    return state["step"], logger
 
 
 def response_ids(tokenizer, text: str) -> torch.Tensor:

@@ -41,10 +41,16 @@ from harness.model.interface import PromptEmbeds, VideoLM
 from harness.rollout.engine import SamplingConfig
 from harness.rollout.hf_engine import HFEngine
 from harness.trainer.batch import pack_sequences, response_logprobs
-from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from harness.trainer.common import build_model, build_optimizer, prepare_data, seed_everything
+from harness.trainer.checkpoint import save_checkpoint
+from harness.trainer.common import (
+    build_model,
+    build_optimizer,
+    prepare_data,
+    seed_everything,
+    start_or_resume,
+)
 from harness.trainer.evaluate import evaluate_accuracy
-from harness.trainer.metrics import MetricsLogger, StepTimer, peak_memory
+from harness.trainer.metrics import StepTimer, peak_memory
 from harness.trainer.videos import StepVideoCache
 
 MAX_REFILL_ROUNDS = 3
@@ -92,16 +98,9 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds)
     accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
     sampler = EpochSampler(len(train), cfg.run.seed)
-    start = 0
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model=policy, optimizer=optimizer, scheduler=scheduler)
-        sampler.load_state(state["data_state"])
-        start = state["step"]
-        engine.sync_weights(policy)
-    logger = MetricsLogger(out, tensorboard=cfg.run.tensorboard, resume=ckpt is not None)
-    if ckpt is not None:
-        logger.truncate_after(start)
+    start, logger = start_or_resume(out, resume, model=policy, optimizer=optimizer, scheduler=scheduler,
+                                    sampler=sampler, tensorboard=cfg.run.tensorboard)
+    engine.sync_weights(policy)
     timer = StepTimer()
     bad_steps = 0
 

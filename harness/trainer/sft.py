@@ -23,16 +23,17 @@ from tqdm import tqdm
 from harness.config import SFTConfig, to_dict
 from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset, question_text, sft_target
 from harness.trainer.batch import pack_sequences, response_logprobs
-from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from harness.trainer.checkpoint import save_checkpoint
 from harness.trainer.common import (
     build_model,
     build_optimizer,
     prepare_data,
     response_ids,
     seed_everything,
+    start_or_resume,
 )
 from harness.trainer.evaluate import evaluate_accuracy
-from harness.trainer.metrics import MetricsLogger, StepTimer, peak_memory
+from harness.trainer.metrics import StepTimer, peak_memory
 
 
 def train_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, float]:
@@ -49,15 +50,8 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, float]:
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
     optimizer, scheduler = build_optimizer(model, cfg.optim)
     sampler = EpochSampler(len(train), cfg.run.seed)
-    start = 0
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
-        sampler.load_state(state["data_state"])
-        start = state["step"]
-    logger = MetricsLogger(out, tensorboard=cfg.run.tensorboard, resume=ckpt is not None)
-    if ckpt is not None:
-        logger.truncate_after(start)
+    start, logger = start_or_resume(out, resume, model=model, optimizer=optimizer, scheduler=scheduler,
+                                    sampler=sampler, tensorboard=cfg.run.tensorboard)
     timer = StepTimer()
     bad_steps = 0
 

@@ -67,3 +67,12 @@ def test_config_is_written_next_to_the_run(toy_data, tmp_path):
     text = (tmp_path / "run" / "config.yaml").read_text()
     assert "num_frames: 4" in text
     json.dumps(text)
+
+
+def test_rerun_into_an_existing_run_needs_resume(toy_data, tmp_path):
+    cfg = _cfg(toy_data, tmp_path / "run", **{"run.steps": 1, "data.eval": None})
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train_sft(cfg, resume=True)
+    train_sft(cfg)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_sft(cfg)
