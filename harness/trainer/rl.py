@@ -146,6 +146,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
             policy.eval()
         if not math.isfinite(update["loss"]):
             bad_steps += 1
+            log.warning("rl step %d: non-finite loss; update skipped (%d in a row)", step + 1, bad_steps)
             if bad_steps >= cfg.run.max_bad_steps:
                 raise RuntimeError(f"rl: {bad_steps} non-finite losses in a row at step {step + 1}; stopping")
         else:

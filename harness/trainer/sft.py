@@ -13,6 +13,7 @@ LLM; at toy scale the traces are the synthetic tasks' templated reasoning.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from harness.trainer.common import (
 )
 from harness.trainer.evaluate import evaluate_accuracy
 from harness.trainer.metrics import StepTimer, peak_memory
+
+log = logging.getLogger(__name__)
 
 
 def train_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, float]:
@@ -87,6 +90,8 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, float]:
             if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)
                 bad_steps += 1
+                log.warning("sft step %d: non-finite loss %s / grad norm %s; step skipped (%d in a row)",
+                            step + 1, loss_sum, grad_norm, bad_steps)
                 if bad_steps >= cfg.run.max_bad_steps:
                     raise RuntimeError(f"sft: {bad_steps} non-finite losses in a row at step {step + 1}; stopping")
                 continue

@@ -76,3 +76,20 @@ def test_rerun_into_an_existing_run_needs_resume(toy_data, tmp_path):
     train_sft(cfg)
     with pytest.raises(FileExistsError, match="--resume"):
         train_sft(cfg)
+
+
+def test_non_finite_losses_skip_steps_then_stop_clearly(toy_data, tmp_path):
+    """A checkpoint with NaN weights (bad input, real model): every loss is NaN, each step
+    is skipped and logged, and after run.max_bad_steps in a row the run stops with a clear
+    message instead of training on garbage."""
+    from harness.model.build import init_model
+
+    model = init_model("vila", "tiny")
+    with torch.no_grad():
+        model.llm.lm_head.weight.fill_(float("nan"))
+    model.save_pretrained(tmp_path / "nan_model")
+    cfg = _cfg(toy_data, tmp_path / "run", **{"model.path": tmp_path / "nan_model", "data.eval": None,
+                                              "run.max_bad_steps": 2})
+    with pytest.raises(RuntimeError, match="2 non-finite losses in a row at step 2"):
+        train_sft(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())

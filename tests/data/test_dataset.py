@@ -1,0 +1,82 @@
+"""Datasets for the recipes: skips are counted with reasons, budgets stop runs, the
+sampler is deterministic and resumable."""
+
+import json
+import shutil
+
+import pytest
+
+from harness.data.dataset import (
+    EpochSampler,
+    SkipBudgetExceeded,
+    SkipLedger,
+    VideoQADataset,
+    question_text,
+    sft_target,
+)
+from harness.data.synthetic import synthesize
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds")
+    synthesize(out, 3, seed=0, minutes=(0.2, 0.2), progress=False)
+    return out
+
+
+def _broken_copy(data, tmp_path):
+    """test split with one malformed line and its video truncated."""
+    root = tmp_path / "broken"
+    shutil.copytree(data, root)
+    lines = (root / "test.jsonl").read_text().splitlines()
+    (root / "test.jsonl").write_text("\n".join([*lines, '{"problem_id": "x", "oops"', ""]))
+    video = root / json.loads(lines[0])["videos"][0]
+    video.write_bytes(video.read_bytes()[:300])
+    return root, video
+
+
+def test_malformed_lines_and_unreadable_videos_are_skipped_with_reasons(data, tmp_path):
+    root, video = _broken_copy(data, tmp_path)
+    ledger = SkipLedger(max_fraction=1.0)
+    ds = VideoQADataset(root / "test.jsonl", 4, ledger)
+    assert len(ledger.skipped) == 1 and "test.jsonl:" in ledger.skipped[0][0]
+    clips = [ds.load_frames(r) for r in ds.records]
+    bad = [r for r, c in zip(ds.records, clips, strict=True) if c is None]
+    assert bad and all(ds.video_path(r) == video for r in bad)
+    assert any(video.name in what for what, _ in ledger.skipped)
+
+
+def test_skip_budget_stops_with_the_list():
+    ledger = SkipLedger(max_fraction=0.25)
+    ledger.add("a.mp4", "truncated")
+    ledger.check(4)  # 1 of 4 is allowed
+    ledger.add("b.mp4", "missing")
+    with pytest.raises(SkipBudgetExceeded, match="2 of 4 records skipped") as err:
+        ledger.check(4)
+    assert "a.mp4: truncated" in str(err.value) and "b.mp4: missing" in str(err.value)
+
+
+def test_missing_split_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        VideoQADataset(tmp_path / "nope.jsonl", 4, SkipLedger(0.1))
+
+
+def test_prompt_and_target_formats(data):
+    rec = VideoQADataset(data / "test.jsonl", 4, SkipLedger(0.1)).records[0]
+    assert question_text(rec).startswith(rec.problem) and "<answer>" in question_text(rec)
+    assert sft_target(rec) == f"<think>{rec.reasoning}</think>{rec.answer}"
+
+
+def test_sampler_covers_each_epoch_and_resumes_exactly():
+    a = EpochSampler(7, seed=3)
+    first = a.take(7)
+    assert sorted(first) == list(range(7))
+    a.take(3)
+    state = a.state()
+    expected = a.take(9)
+    b = EpochSampler(7, seed=3)
+    b.load_state(state)
+    assert b.take(9) == expected
+    assert EpochSampler(7, seed=4).take(7) != first
+    with pytest.raises(ValueError, match="does not match"):
+        EpochSampler(8, seed=3).load_state(state)
