@@ -1,0 +1,121 @@
+"""Rank functions for the distributed tests (module level so that spawn can import them).
+
+Each compares, inside every rank, the parallel computation with the single-process one
+on the same weights (models are built from the same seed on every rank)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from harness.model.build import init_model
+from harness.model.sp import sp_local_logprobs, sp_token_logprobs
+from harness.parallel.encode import encode_split
+from harness.parallel.groups import build_layout
+from harness.trainer.batch import pack_sequences
+
+
+def _video(model, seed: int, frames: int):
+    rng = np.random.default_rng(seed)
+    return model.preprocess(rng.integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8), np.arange(frames) * 0.5)
+
+
+def stage1_encode(rank: int, world: int, family: str, frame_counts: list[int]) -> list[float]:
+    """Max |parallel - single| of the video embeddings for each frame count."""
+    layout = build_layout(1, world)
+    model = init_model(family, "tiny", seed=0)
+    errors = []
+    with torch.no_grad():
+        for k, frames in enumerate(frame_counts):
+            pixels = _video(model, k, frames)
+            full = model.encode_video(pixels).embeds  # [U, T, D]
+            def encode_slice(a, b, pixels=pixels):
+                return model.encode_video(pixels.select(a, b)).embeds
+
+            split = encode_split(pixels.units.shape[0], encode_slice, layout.sp_group)
+            errors.append(float((split - full).abs().max()) if split.shape == full.shape else float("inf"))
+    return errors
+
+
+def _batch(model, cases, seed):
+    """cases: list of (frames, question_len, response_len)."""
+    rng = np.random.default_rng(seed)
+    prompts, responses = [], []
+    for k, (frames, q_len, r_len) in enumerate(cases):
+        video = model.encode_video(_video(model, seed * 100 + k, frames))
+        ids = model.chat_prompt_ids("x" * q_len)
+        prompts.append(model.build_prompt(ids, video))
+        responses.append(torch.from_numpy(rng.integers(5, 500, r_len)))
+    return pack_sequences(model, prompts, responses)
+
+
+def stage2_logprobs_and_grads(rank: int, world: int, family: str, cases: list, seed: int) -> dict:
+    """SP log-probs vs single-process log-probs, and the gradients of a weighted sum."""
+    layout = build_layout(1, world)
+    model = init_model(family, "tiny", seed=0)
+    batch = _batch(model, cases, seed)
+    weights = torch.from_numpy(np.random.default_rng(seed + 1).normal(size=batch.targets.shape)).float()
+
+    # single process
+    model.zero_grad()
+    ref = model.token_logprobs(batch.embeds, batch.positions, batch.attention_mask, batch.targets, batch.target_mask)
+    (ref * weights).sum().backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    # sequence parallel: each rank's loss covers its own positions; gradients summed over ranks
+    model.zero_grad()
+    batch = _batch(model, cases, seed)  # fresh graph
+    local, start, end = sp_local_logprobs(model, batch, layout.sp_group)
+    w = torch.zeros_like(local)
+    w[:, : end - start] = weights[:, start:end]
+    (local * w).sum().backward()
+    grads = {}
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, group=layout.sp_group)
+            grads[n] = p.grad
+    with torch.no_grad():
+        full = sp_token_logprobs(model, _batch(model, cases, seed), layout.sp_group)
+    logp_err = float((full - ref.detach()).abs().max())
+    grad_err = max(float((grads[n] - g).abs().max()) for n, g in ref_grads.items())
+    grad_scale = max(float(g.abs().max()) for g in ref_grads.values())
+    missing = sorted(set(ref_grads) ^ set(grads))
+    return {"logp_err": logp_err, "grad_err": grad_err, "grad_scale": grad_scale, "missing": missing}
+
+
+def stage2_batch_invariance(rank: int, world: int, family: str, cases: list, seed: int) -> dict:
+    """Per-sample SP log-probs do not depend on the micro-batch they are computed in, nor
+    on the order of the batch."""
+    layout = build_layout(1, world)
+    model = init_model(family, "tiny", seed=0)
+    with torch.no_grad():
+        whole = sp_token_logprobs(model, _batch(model, cases, seed), layout.sp_group)
+        whole_resp = _batch(model, cases, seed).response_values(whole)  # [N, R]
+        errs = []
+        for micro in (1, 2, 4):
+            for lo in range(0, len(cases), micro):
+                part_cases = cases[lo : lo + micro]
+                b = _batch_subset(model, cases, seed, range(lo, lo + len(part_cases)))
+                resp = b.response_values(sp_token_logprobs(model, b, layout.sp_group))
+                width = resp.shape[1]
+                errs.append(float((resp - whole_resp[lo : lo + len(part_cases), :width]).abs().max()))
+        perm = list(np.random.default_rng(seed).permutation(len(cases)))
+        b = _batch_subset(model, cases, seed, perm)
+        resp = b.response_values(sp_token_logprobs(model, b, layout.sp_group))
+        width = resp.shape[1]
+        errs.append(float((resp - whole_resp[perm, :width]).abs().max()))
+    return {"max_err": max(errs)}
+
+
+def _batch_subset(model, cases, seed, order):
+    """The batch of `cases` restricted to `order`, with each sample built exactly as in the
+    full batch (same video seed and response)."""
+    full_rng = np.random.default_rng(seed)
+    responses = [torch.from_numpy(full_rng.integers(5, 500, r)) for _, _, r in cases]
+    prompts = []
+    for k in order:
+        frames, q_len, _ = cases[k]
+        video = model.encode_video(_video(model, seed * 100 + k, frames))
+        prompts.append(model.build_prompt(model.chat_prompt_ids("x" * q_len), video))
+    return pack_sequences(model, prompts, [responses[k] for k in order])
