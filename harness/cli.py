@@ -41,10 +41,17 @@ def _sft(args: argparse.Namespace) -> int:
 
 
 def _rl(args: argparse.Namespace) -> int:
+    import os
+
     from harness.config import RLConfig, load_config
     from harness.trainer.rl import train_rl
 
-    result = train_rl(load_config(args.config, args.overrides, RLConfig), resume=args.resume)
+    cfg = load_config(args.config, args.overrides, RLConfig)  # validate before any collective
+    if "RANK" in os.environ:  # launched by torchrun
+        from harness.parallel.groups import init_distributed
+
+        init_distributed()
+    result = train_rl(cfg, resume=args.resume)
     print(result)
     return 0
 

@@ -171,6 +171,18 @@ class RLTrainConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """DP x SP layout; launch with `torchrun --nproc_per_node dp*sp -m harness rl ...`."""
+
+    dp_size: int = 1
+    sp_size: int = 1
+
+    def check(self) -> None:
+        _positive("parallel.dp_size", self.dp_size)
+        _positive("parallel.sp_size", self.sp_size)
+
+
+@dataclass
 class RLConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(train="rl.jsonl"))
@@ -178,9 +190,13 @@ class RLConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: RLTrainConfig = field(default_factory=RLTrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def check(self) -> None:
+        if self.parallel.sp_size > 1 and self.algo.loss_agg == "seq-mean-token-mean":
+            raise ConfigError("algo.loss_agg=seq-mean-token-mean needs whole sequences on one rank; "
+                              "use token-mean or seq-mean-token-sum with parallel.sp_size > 1")
         batch = self.train.prompts_per_step * self.rollout.n
         if batch % self.train.mini_batches:
             raise ConfigError(

@@ -100,7 +100,15 @@ class VideoLM(nn.Module, ABC):
     def preprocess(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoPixels: ...
 
     @abstractmethod
-    def encode_video(self, pixels: VideoPixels) -> VideoEmbeds: ...
+    def encode_units(self, pixels: VideoPixels) -> torch.Tensor:
+        """[U, T, D] embeddings of the given units."""
+
+    @abstractmethod
+    def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
+        """(rows, cols) of one unit's tokens as the LLM sees them."""
+
+    def encode_video(self, pixels: VideoPixels) -> VideoEmbeds:
+        return VideoEmbeds(self.encode_units(pixels), self.token_grid(pixels), pixels.seconds_per_unit)
 
     @abstractmethod
     def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:

@@ -66,7 +66,12 @@ class QwenVLModel(VideoLM):
         seconds = mean_spacing(timestamps) * v.temporal_patch_size
         return VideoPixels(units, len(frames), seconds, (h, w))
 
-    def encode_video(self, pixels: VideoPixels) -> VideoEmbeds:
+    def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
+        h, w = pixels.grid_hw
+        m = self._vision.spatial_merge_size
+        return h // m, w // m
+
+    def encode_units(self, pixels: VideoPixels) -> torch.Tensor:
         u = pixels.units.shape[0]
         h, w = pixels.grid_hw
         visual = self.model.model.visual
@@ -75,9 +80,7 @@ class QwenVLModel(VideoLM):
         # unit), so units encode independently: a rank can encode any slice of them.
         grid = torch.tensor([[u, h, w]], device=self.device)
         out = visual(flat, grid_thw=grid).pooler_output  # [U*h*w/m^2, D]
-        m = self._vision.spatial_merge_size
-        return VideoEmbeds(out.reshape(u, (h // m) * (w // m), -1), (h // m, w // m),
-                           pixels.seconds_per_unit)
+        return out.reshape(u, -1, out.shape[-1])  # [U, T, D]
 
     def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:
         u = video.embeds.shape[0]

@@ -110,15 +110,17 @@ class VilaModel(VideoLM):
         grid = self.patch_grid
         return VideoPixels(units, len(frames), mean_spacing(timestamps), (grid, grid))
 
-    def encode_video(self, pixels: VideoPixels) -> VideoEmbeds:
+    def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
+        half = (self.patch_grid + 1) // 2
+        return half, half
+
+    def encode_units(self, pixels: VideoPixels) -> torch.Tensor:
         tower_dtype = next(self.vision_tower.parameters()).dtype
         units = pixels.units.to(self.device, tower_dtype)  # [U, 3, S, S]
         out = self.vision_tower(units, output_hidden_states=True)
         feats = out.hidden_states[self.select_layer]  # [U, P, C]
         g = self.patch_grid
-        tokens = self.mm_projector(feats.reshape(feats.shape[0], g, g, -1))  # [U, T, D]
-        half = (g + 1) // 2
-        return VideoEmbeds(tokens, (half, half), pixels.seconds_per_unit)
+        return self.mm_projector(feats.reshape(feats.shape[0], g, g, -1))  # [U, T, D]
 
     def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:
         return linear_positions(input_ids.shape[0])  # [L]

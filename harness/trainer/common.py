@@ -61,20 +61,24 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig):
 
 
 def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, scheduler,
-                    sampler: EpochSampler, tensorboard: bool) -> tuple[int, MetricsLogger]:
+                    sampler: EpochSampler, tensorboard: bool, main: bool = True
+                    ) -> tuple[int, MetricsLogger | None]:
     """Restore the latest checkpoint (weights, optimizer, RNG, data position) when resuming,
     and open the metrics log so that it reads as one uninterrupted run. Returns the
-    number of steps already done and the logger."""
+    number of steps already done and the logger (None on ranks other than the main one,
+    which load the same checkpoint but write nothing)."""
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is None:
         if resume:
             raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
-        if (out / "metrics.jsonl").exists():
+        if main and (out / "metrics.jsonl").exists():
             raise FileExistsError(f"{out} holds an earlier run: pass --resume to continue it, "
                                   f"or choose another run.out_dir")
-        return 0, MetricsLogger(out, tensorboard=tensorboard)
+        return 0, MetricsLogger(out, tensorboard=tensorboard) if main else None
     state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
     sampler.load_state(state["data_state"])
+    if not main:
+        return state["step"], None
     logger = MetricsLogger(out, tensorboard=tensorboard, resume=True)
     logger.truncate_after(state["step"])
     return state["step"], logger

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
@@ -38,6 +40,8 @@ from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset, quest
 from harness.data.records import Record
 from harness.data.video import VideoClip
 from harness.model.interface import PromptEmbeds, VideoLM
+from harness.model.sp import padded_length, sp_local_logprobs, sp_token_logprobs
+from harness.parallel.groups import Layout, build_layout
 from harness.rollout.engine import SamplingConfig
 from harness.rollout.hf_engine import HFEngine
 from harness.trainer.batch import pack_sequences, response_logprobs
@@ -82,9 +86,17 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     if cfg.train.cache_video_embeds and not (cfg.train.freeze_vision and cfg.train.freeze_projector):
         raise ConfigError("train.cache_video_embeds needs a frozen vision tower and projector "
                           "(cached embeddings would be stale after an update)")
+    if cfg.parallel.dp_size > 1 and cfg.algo.dapo:
+        raise ConfigError("algo.dapo with parallel.dp_size > 1 is not supported yet (ranks would keep "
+                          "different numbers of groups)")
+    layout = build_layout(cfg.parallel.dp_size, cfg.parallel.sp_size)
+    main = layout.rank == 0
     out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        prepare_data(cfg.data)  # one rank synthesises; the others wait, then find it
+    _barrier(layout)
     seed_everything(cfg.run.seed)
     root = prepare_data(cfg.data)
     ledger = SkipLedger(cfg.data.max_skip_fraction)
@@ -95,17 +107,17 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     reference = _frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
     optimizer, scheduler = build_optimizer(policy, cfg.optim)
     engine = HFEngine(policy)
-    videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds)
+    videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds, sp_group=layout.sp_group)
     accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
     sampler = EpochSampler(len(train), cfg.run.seed)
     start, logger = start_or_resume(out, resume, model=policy, optimizer=optimizer, scheduler=scheduler,
-                                    sampler=sampler, tensorboard=cfg.run.tensorboard)
+                                    sampler=sampler, tensorboard=cfg.run.tensorboard, main=main)
     engine.sync_weights(policy)
     timer = StepTimer()
     bad_steps = 0
 
     # --- loop -------------------------------------------------------------------------
-    bar = tqdm(range(start, cfg.run.steps), desc="rl", disable=not cfg.run.progress,
+    bar = tqdm(range(start, cfg.run.steps), desc="rl", disable=not (cfg.run.progress and main),
                initial=start, total=cfg.run.steps)
     for step in bar:
         videos.new_step()
@@ -114,10 +126,10 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
         for _round in range(1 + (MAX_REFILL_ROUNDS if cfg.algo.dapo else 0)):
             want = cfg.train.prompts_per_step - len(items)
             with timer.block("data"):
-                new_items = _load_prompts(train, sampler, want, policy)
+                new_items = _load_prompts(train, sampler, want, policy, layout)
             with timer.block("rollout"):
                 new_samples = _rollout(engine, policy, videos, new_items, cfg, seed=_step_seed(cfg, step, _round),
-                                       offset=len(items))
+                                       offset=len(items), layout=layout)
             with timer.block("reward"):
                 for s in new_samples:
                     reward_errors += _score(s, new_items[s.prompt - len(items)].record, accuracy_fn, cfg)
@@ -136,13 +148,14 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
             advantages = _advantages(rewards, groups, cfg.algo.advantage)  # [N]
 
         with timer.block("logprob"):
-            old_logp = _score_samples(policy, videos, items, samples, cfg.train.micro_batch)
-            ref_logp = (_score_samples(reference, videos, items, samples, cfg.train.micro_batch)
+            old_logp = _score_samples(policy, videos, items, samples, cfg.train.micro_batch, layout)
+            ref_logp = (_score_samples(reference, videos, items, samples, cfg.train.micro_batch, layout)
                         if reference is not None else None)
 
         with timer.block("update"):
             policy.train()
-            update = _update(policy, optimizer, videos, items, samples, advantages, old_logp, ref_logp, cfg)
+            update = _update(policy, optimizer, videos, items, samples, advantages, old_logp, ref_logp, cfg,
+                             layout)
             policy.eval()
         if not math.isfinite(update["loss"]):
             bad_steps += 1
@@ -170,6 +183,8 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
             "data/prompts": float(len(items)), "data/skipped_total": float(len(ledger.skipped)),
             "lr": scheduler.get_last_lr()[0], **update, **timer.pop(), **peak_memory(),
         }
+        if not main:  # weights are identical on every rank; rank 0 evaluates, logs and saves
+            continue
         if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
             metrics.update(evaluate_accuracy(policy, held_out, cfg.run.eval_max_new_tokens))
         if (step + 1) % cfg.run.log_every == 0:
@@ -180,12 +195,19 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
                             data_state=sampler.state(), keep_last=cfg.run.keep_last)
 
     final = {}
-    if held_out is not None:
-        final = evaluate_accuracy(policy, held_out, cfg.run.eval_max_new_tokens)
-        logger.log(cfg.run.steps, final)
-    policy.save_pretrained(out / "final")
-    logger.close()
+    if main:
+        if held_out is not None:
+            final = evaluate_accuracy(policy, held_out, cfg.run.eval_max_new_tokens)
+            logger.log(cfg.run.steps, final)
+        policy.save_pretrained(out / "final")
+        logger.close()
+    _barrier(layout)
     return final
+
+
+def _barrier(layout: Layout) -> None:
+    if layout.world_size > 1:
+        dist.barrier()
 
 
 # --- blocks ------------------------------------------------------------------------------
@@ -204,9 +226,13 @@ def _step_seed(cfg: RLConfig, step: int, round_: int) -> int:
     return (cfg.run.seed * 1_000_003 + step) * 8 + round_
 
 
-def _load_prompts(train: VideoQADataset, sampler: EpochSampler, want: int, model: VideoLM) -> list[PromptItem]:
+def _load_prompts(train: VideoQADataset, sampler: EpochSampler, want: int, model: VideoLM,
+                  layout: Layout) -> list[PromptItem]:
+    """This DP rank's share of the step's prompts. Every rank draws the same global list
+    from an identically seeded sampler, so the data position is one state for all ranks."""
     items = []
-    for i in sampler.take(want):
+    drawn = sampler.take(want * layout.dp_size)
+    for i in drawn[layout.dp_rank * want : (layout.dp_rank + 1) * want]:
         rec = train.records[i]
         clip = train.load_frames(rec)
         if clip is not None:
@@ -220,22 +246,26 @@ def _prompt_embeds(model: VideoLM, videos: StepVideoCache, item: PromptItem) -> 
 
 
 def _rollout(engine: HFEngine, model: VideoLM, videos: StepVideoCache, items: list[PromptItem],
-             cfg: RLConfig, seed: int, offset: int) -> list[Sample]:
+             cfg: RLConfig, seed: int, offset: int, layout: Layout) -> list[Sample]:
+    """G responses per prompt. Under SP, the group's first rank samples and broadcasts, so
+    every rank of the group trains on the same samples in the same order."""
     r = cfg.rollout
     n = r.n
     with torch.no_grad():
         if videos.reuse:  # one prompt (one encoding) per item, n samples each
             prompts = [_prompt_embeds(model, videos, it) for it in items]
-            sampling = SamplingConfig(n=n, temperature=r.temperature, top_p=r.top_p,
-                                      max_new_tokens=r.max_new_tokens, seed=seed)
-            outs = engine.generate(prompts, sampling)
-            owners = [o.prompt_index for o in outs]
+            per_prompt = n
         else:  # baseline: every rollout encodes the video again
             prompts = [_prompt_embeds(model, videos, it) for it in items for _ in range(n)]
-            sampling = SamplingConfig(n=1, temperature=r.temperature, top_p=r.top_p,
-                                      max_new_tokens=r.max_new_tokens, seed=seed)
-            outs = engine.generate(prompts, sampling)
-            owners = [o.prompt_index // n for o in outs]
+            per_prompt = 1
+        sampling = SamplingConfig(n=per_prompt, temperature=r.temperature, top_p=r.top_p,
+                                  max_new_tokens=r.max_new_tokens, seed=seed)
+        outs = engine.generate(prompts, sampling) if layout.sp_rank == 0 else None
+        if layout.sp_group is not None:
+            box = [outs]
+            dist.broadcast_object_list(box, src=layout.dp_rank * layout.sp_size, group=layout.sp_group)
+            outs = box[0]
+        owners = [o.prompt_index // (n // per_prompt) for o in outs]
     return [
         Sample(offset + k, o.token_ids, o.logprobs,
                model.tokenizer.decode(o.token_ids, skip_special_tokens=True))
@@ -281,38 +311,63 @@ def _chunks(n: int, size: int) -> list[range]:
 
 
 def _score_samples(model: VideoLM, videos: StepVideoCache, items: list[PromptItem], samples: list[Sample],
-                   micro: int) -> torch.Tensor:
-    """Log-probs [N, R_max] of every sample's response under `model` (no grad)."""
+                   micro: int, layout: Layout) -> torch.Tensor:
+    """Log-probs [N, R_max] of every sample's response under `model` (no grad); the
+    sequence is split across the SP group when there is one (MR-SP stage 2)."""
     r_max = max(s.tokens.shape[0] for s in samples)
     out = torch.zeros(len(samples), r_max, device=model.device)
     with torch.no_grad():
         for idx in _chunks(len(samples), micro):
             prompts = [_prompt_embeds(model, videos, items[samples[i].prompt]) for i in idx]
             batch = pack_sequences(model, prompts, [samples[i].tokens for i in idx])
-            logp = response_logprobs(model, batch)  # [b, R]
+            if layout.sp_group is None:
+                logp = response_logprobs(model, batch)  # [b, R]
+            else:
+                logp = batch.response_values(sp_token_logprobs(model, batch, layout.sp_group))
             out[idx.start : idx.stop, : logp.shape[1]] = logp
     return out
 
 
+def _policy_logprobs(policy: VideoLM, batch, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable response log-probs [b, R] and the mask of the tokens this rank owns.
+
+    Under SP each rank scores only the positions of its sequence slice: the other
+    tokens are zero here and masked out, and the losses of the ranks add up to the
+    full loss (their gradients are summed across the group after backward)."""
+    if layout.sp_group is None:
+        return response_logprobs(policy, batch), batch.response_mask
+    local, start, _ = sp_local_logprobs(policy, batch, layout.sp_group)  # [b, Lc]
+    total = padded_length(batch.targets.shape[1], layout.sp_size)
+    full = F.pad(local, (start, total - start - local.shape[1]))  # [b, L_pad], zeros off-slice
+    owned = (batch.response_index >= start) & (batch.response_index < start + local.shape[1])
+    return full.gather(1, batch.response_index), batch.response_mask & owned
+
+
 def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[PromptItem], samples: list[Sample],
             advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
-            cfg: RLConfig) -> dict[str, float]:
-    """Policy update over `train.mini_batches` mini-batches; returns averaged stats."""
+            cfg: RLConfig, layout: Layout) -> dict[str, float]:
+    """Policy update over `train.mini_batches` mini-batches; returns averaged stats.
+
+    Loss normalisers (token and sequence counts) are global over the DP group, and
+    gradients are summed over all ranks, so the update equals the single-process one.
+    Under SP the per-token stats (clip fraction, KL, entropy) are those of this rank's
+    tokens."""
     a = cfg.algo
     lengths = torch.tensor([s.tokens.shape[0] for s in samples])
     mask_all = torch.arange(old_logp.shape[1])[None] < lengths[:, None]  # [N, R]
     stats: dict[str, list[float]] = {}
     n_mini = min(cfg.train.mini_batches, len(samples))
     for mini in _chunks(len(samples), math.ceil(len(samples) / n_mini)):
-        n_tokens = int(mask_all[mini.start : mini.stop].sum())
-        n_seqs = len(mini)
+        counts = torch.tensor([float(mask_all[mini.start : mini.stop].sum()), float(len(mini))])
+        if layout.dp_group is not None:
+            dist.all_reduce(counts, group=layout.dp_group)
+        n_tokens, n_seqs = int(counts[0]), int(counts[1])
         for idx in _chunks(mini.stop - mini.start, cfg.train.micro_batch):
             rows = range(mini.start + idx.start, mini.start + idx.stop)
             prompts = [_prompt_embeds(policy, videos, items[samples[i].prompt]) for i in rows]
             batch = pack_sequences(policy, prompts, [samples[i].tokens for i in rows])
-            logp = response_logprobs(policy, batch)  # [b, R]
+            logp, mask = _policy_logprobs(policy, batch, layout)  # [b, R]
             width = logp.shape[1]
-            mask = batch.response_mask
             old = old_logp[rows.start : rows.stop, :width]
             adv = advantages[rows.start : rows.stop, None].to(logp.device).expand(-1, width)  # [b, R]
             loss, pg = policy_loss(logp, old, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high,
@@ -332,8 +387,13 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
                 # Mean -log p of the sampled tokens: a Monte Carlo estimate of the policy's
                 # entropy (unbiased for on-policy samples at temperature 1), at no extra cost.
                 _add(stats, "entropy", float(-masked_mean(logp, mask)) * share)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in policy.parameters() if p.requires_grad], cfg.optim.grad_clip)
+        trainable = [p for p in policy.parameters() if p.requires_grad]
+        if layout.world_size > 1:
+            for p in trainable:  # each rank holds part of the loss: sum the parts
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
         _add(stats, "grad_norm", float(grad_norm))
         if math.isfinite(float(grad_norm)):
             optimizer.step()

@@ -119,3 +119,19 @@ def _batch_subset(model, cases, seed, order):
         video = model.encode_video(_video(model, seed * 100 + k, frames))
         prompts.append(model.build_prompt(model.chat_prompt_ids("x" * q_len), video))
     return pack_sequences(model, prompts, [responses[k] for k in order])
+
+
+def rl_run(rank: int, world: int, overrides: list[str]) -> dict:
+    """A few full RL steps under torch.distributed; returns this rank's final weights."""
+    from harness.config import RLConfig, load_config
+    from harness.trainer.rl import train_rl
+
+    cfg = load_config("configs/rl/toy-cpu.yaml", overrides, RLConfig)
+    policy_state = {}
+
+    train_rl(cfg)
+    from harness.model.build import load_model
+
+    if rank == 0:
+        policy_state = {k: v.clone() for k, v in load_model(cfg.run.out_dir + "/final").state_dict().items()}
+    return policy_state

@@ -8,7 +8,7 @@ from harness.config import ConfigError, RLConfig, load_config
 from harness.model.build import load_model
 from harness.trainer.metrics import read_metrics
 from harness.trainer.rl import train_rl
-from tests.trainer.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 PROMPTS, N = 2, 3
 

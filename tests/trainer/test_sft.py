@@ -9,7 +9,7 @@ from harness.config import SFTConfig, load_config
 from harness.model.build import load_model
 from harness.trainer.metrics import read_metrics
 from harness.trainer.sft import train_sft
-from tests.trainer.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 
 def _cfg(data, out, **extra):

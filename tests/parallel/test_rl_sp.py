@@ -1,0 +1,35 @@
+"""Full RL steps under MR-SP on 2 processes (gloo) give the single-process parameters."""
+
+import pytest
+
+from harness.config import RLConfig, load_config
+from harness.model.build import load_model
+from harness.trainer.rl import train_rl
+from tests.helpers import tiny_overrides
+from tests.parallel import workers
+from tests.parallel.launch import run_distributed
+
+
+def _overrides(data, out, family, **extra):
+    base = {
+        "model.path": None, "model.family": family, "model.size": "tiny", "run.steps": 2, "run.save_every": 2,
+        "data.eval": None, "rollout.n": 3, "rollout.max_new_tokens": 6, "train.prompts_per_step": 2,
+        "train.micro_batch": 2, "train.mini_batches": 2, "optim.lr": 1e-3,
+        "algo.reward_fn": "tests.trainer.reward_fns:by_length",
+    }
+    base.update(extra)
+    return tiny_overrides(str(data), str(out), **base)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("family", ["vila", "qwen2_5_vl"])
+def test_sp2_rl_steps_equal_single_process(toy_data, tmp_path, family):
+    train_rl(load_config("configs/rl/toy-cpu.yaml", _overrides(toy_data, tmp_path / "single", family), RLConfig))
+    single = load_model(tmp_path / "single" / "final").state_dict()
+    overrides = _overrides(toy_data, tmp_path / "sp2", family, **{"parallel.sp_size": 2})
+    sp2 = run_distributed(workers.rl_run, 2, overrides)[0]
+    moved = max(float((single[k] - load_model(tmp_path / "single" / "final").state_dict()[k]).abs().max())
+                for k in single)
+    assert moved == 0.0
+    worst = max(float((sp2[k] - single[k]).abs().max()) for k in single)
+    assert worst < 2e-5, worst
