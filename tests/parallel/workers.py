@@ -135,3 +135,71 @@ def rl_run(rank: int, world: int, overrides: list[str]) -> dict:
     if rank == 0:
         policy_state = {k: v.clone() for k, v in load_model(cfg.run.out_dir + "/final").state_dict().items()}
     return policy_state
+
+
+def pitfall_positions(rank: int, world: int) -> dict:
+    """REFERENCE pitfall 1: the trainer must score rollouts with the positions the engine
+    sampled them with (3-D M-RoPE for qwen2_5_vl). Returns the engine-vs-SP-trainer gap and
+    the gap the authors' 1-D positions would have produced."""
+    from harness.rollout import HFEngine, SamplingConfig
+
+    layout = build_layout(1, world)
+    model = init_model("qwen2_5_vl", "tiny", seed=0)
+    with torch.no_grad():
+        video = model.encode_video(_video(model, 3, 8))
+        prompt = model.build_prompt(model.chat_prompt_ids("where did it go?"), video)
+        (out,) = HFEngine(model).generate([prompt], SamplingConfig(n=1, max_new_tokens=6, seed=1))
+        batch = pack_sequences(model, [prompt], [out.token_ids])
+        sp = batch.response_values(sp_token_logprobs(model, batch, layout.sp_group))[0]
+        length = batch.positions.shape[-1]
+        batch.positions = torch.arange(length).expand(3, 1, length).clone()  # what a 1-D trainer uses
+        wrong = batch.response_values(sp_token_logprobs(model, batch, layout.sp_group))[0]
+    return {"gap": float((sp - out.logprobs).abs().max()), "gap_1d": float((wrong - out.logprobs).abs().max())}
+
+
+def pitfall_frame_split(rank: int, world: int) -> dict:
+    """REFERENCE pitfall 2: with a micro-batch of several videos, each video's frames are
+    split across ranks on their own; every video gets exactly its own embeddings."""
+    from harness.data.video import VideoClip
+    from harness.trainer.videos import StepVideoCache
+
+    layout = build_layout(1, world)
+    model = init_model("vila", "tiny", seed=0)
+    cache = StepVideoCache(model, reuse=True, sp_group=layout.sp_group)
+    errors = []
+    for k, frames in enumerate((3, 6)):  # different lengths, odd and even
+        rng = np.random.default_rng(10 + k)
+        clip = VideoClip(rng.integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8), np.arange(frames),
+                         np.arange(frames) * 0.5, 2.0, frames, frames / 2, f"v{k}.mp4")
+        got = cache.get(f"v{k}", clip).embeds
+        with torch.no_grad():
+            want = model.encode_frames(clip.frames, clip.timestamps).embeds
+        errors.append(float((got - want).abs().max()) if got.shape == want.shape else float("inf"))
+    return {"errors": errors}
+
+
+def pitfall_last_rank_slice(rank: int, world: int, family: str) -> dict:
+    """REFERENCE pitfall 4: the last rank's slice holds the end of the video, the trailing
+    text and the padding; its log-probs must equal the single-process ones. The prompt is
+    built so that the slice boundary falls inside the video and the text after the video
+    is long."""
+    layout = build_layout(1, world)
+    model = init_model(family, "tiny", seed=0)
+    with torch.no_grad():
+        video = model.encode_video(_video(model, 4, 6))
+        # Search a question/response length whose split boundary lands inside the video
+        # and whose total length is odd (so the last slice also carries padding).
+        for q_len, r_len in ((q, r) for q in range(1, 30) for r in range(3, 12)):
+            prompt = model.build_prompt(model.chat_prompt_ids("y" * q_len), video)
+            length = len(prompt) + r_len
+            start, end = prompt.video_span
+            if length % world and start < -(-length // world) < end and length - end > 10:
+                break
+        response = torch.arange(5, 5 + r_len)
+        batch = pack_sequences(model, [prompt], [response])
+        ref = model.token_logprobs(batch.embeds, batch.positions, batch.attention_mask, batch.targets, batch.target_mask)
+        sp = sp_token_logprobs(model, batch, layout.sp_group)
+    half = -(-length // world)
+    start, end = prompt.video_span
+    return {"boundary_in_video": start < half < end, "odd_length": length % world != 0,
+            "last_slice_err": float((sp[:, half:] - ref[:, half:]).abs().max())}
