@@ -3,7 +3,7 @@ gradients equal the single-process results, for both families."""
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.model.sp import padded_length
@@ -67,3 +67,13 @@ def test_stage2_logprobs_and_gradients_equal_single_process(family, seed):
 def test_stage2_independent_of_micro_batch_and_order(family):
     for res in run_distributed(workers.stage2_batch_invariance, 2, family, _cases(5, 4), 5):
         assert res["max_err"] < 1e-4, res
+
+
+@pytest.mark.distributed
+@settings(max_examples=3, deadline=None, derandomize=True)
+@given(cases=st.lists(st.tuples(st.sampled_from([2, 4, 6]), st.integers(1, 40), st.integers(1, 16)),
+                      min_size=1, max_size=4))
+def test_stage2_equivalence_over_drawn_lengths(cases):
+    """Hypothesis draws prompt (frames, question) and response lengths; SP=2 equals SP=1."""
+    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, "vila", cases, 7):
+        assert res["logp_err"] < 1e-4 and res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res
