@@ -8,7 +8,7 @@ heavy imports happen inside the handlers so `harness --help` stays instant.
     harness model init --family F --size S --out DIR [--seed N]
     harness model info DIR                 family, parameter counts, tokens per frame
     harness data synth --out DIR --videos N [--seed S] [--minutes A-B] [--fps F]
-                       [--size WxH] [--format harness|videomme]
+                       [--size WxH] [--format harness|videomme] [--difficulty default|easy]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _data_synth(args: argparse.Namespace) -> int:
     formats = ("harness",) if args.format == "harness" else ("harness", "videomme")
     summary = synthesize(
         Path(args.out), args.videos, seed=args.seed, minutes=parse_minutes(args.minutes),
-        fps=args.fps, size=parse_size(args.size), formats=formats,
+        fps=args.fps, size=parse_size(args.size), formats=formats, difficulty=args.difficulty,
     )
     print(summary)
     return 0
@@ -121,14 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="build or inspect models").add_subparsers(dest="action", required=True)
     p = model.add_parser("init", help="random weights + local tokenizer, saved as a checkpoint")
     p.add_argument("--family", choices=["vila", "qwen2_5_vl"], required=True)
-    p.add_argument("--size", choices=["tiny", "small", "7b"], default="tiny")
+    p.add_argument("--size", choices=["tiny", "toy", "small", "7b"], default="tiny")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_model_init)
     p = model.add_parser("info", help="parameter counts of a checkpoint or a named size")
     p.add_argument("path", nargs="?", help="checkpoint folder (or give --family/--size)")
     p.add_argument("--family", choices=["vila", "qwen2_5_vl"], default="vila")
-    p.add_argument("--size", choices=["tiny", "small", "7b"], default="tiny")
+    p.add_argument("--size", choices=["tiny", "toy", "small", "7b"], default="tiny")
     p.set_defaults(func=_model_info)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="64x64", help="frame size WxH")
     p.add_argument("--format", choices=["harness", "videomme"], default="harness",
                    help="videomme also writes the test split in the official Video-MME layout")
+    p.add_argument("--difficulty", choices=["default", "easy"], default="default",
+                   help="easy: 2x2 grid, 3 objects, ~12 events, reasoning by order (toy models from scratch)")
     p.set_defaults(func=_data_synth)
     return parser
 

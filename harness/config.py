@@ -39,7 +39,7 @@ class ModelConfig:
 
     def check(self) -> None:
         _one_of("model.family", self.family, ("vila", "qwen2_5_vl"))
-        _one_of("model.size", self.size, ("tiny", "small"))
+        _one_of("model.size", self.size, ("tiny", "toy", "small"))
         _one_of("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
         _one_of("model.device", self.device, ("auto", "cpu", "cuda"))
 

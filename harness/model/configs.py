@@ -1,5 +1,6 @@
-"""Named model sizes for both families: `tiny` (seconds on CPU), `small` (tens of millions
-of parameters), `7b` (the real architectures, built on the meta device for FLOP and memory
+"""Named model sizes for both families: `tiny` (seconds on CPU), `toy` (tiny's frame size
+and token count with a wider tower and a 4-layer LLM: the from-scratch toy SFT/RL recipes,
+still ~0.2 s per step on 2 CPU cores), `small` (tens of millions of parameters), `7b` (the real architectures, built on the meta device for FLOP and memory
 accounting only).
 
 The `7b` entries are the published configs of LongVILA-R1-7B's parts (SigLIP-so400m-448 +
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from transformers import Qwen2_5_VLConfig, Qwen2Config, SiglipVisionConfig
 
-SIZES = ("tiny", "small", "7b")
+SIZES = ("tiny", "toy", "small", "7b")
 FAMILIES = ("vila", "qwen2_5_vl")
 
 
@@ -30,6 +31,7 @@ class LLMShape:
 
 _LLM = {
     "tiny": LLMShape(64, 2, 4, 2, 128, 8192, 10000.0),
+    "toy": LLMShape(128, 4, 4, 2, 384, 8192, 10000.0),
     "small": LLMShape(512, 8, 8, 2, 1536, 32768, 10000.0),
     # Qwen2.5-7B (the LLM of LongVILA-R1-7B and of Qwen2.5-VL-7B).
     "7b": LLMShape(3584, 28, 28, 4, 18944, 32768, 1_000_000.0),
@@ -55,6 +57,8 @@ _SIGLIP = {
     # image_size/patch_size: 32/8 -> 4x4 patches -> 2x2 tokens per frame after the merge.
     "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                  num_attention_heads=2, image_size=32, patch_size=8),
+    "toy": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=2, image_size=32, patch_size=8),
     # 64/8 -> 8x8 patches -> 16 tokens per frame.
     "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
                   num_attention_heads=4, image_size=64, patch_size=8),
@@ -87,6 +91,8 @@ def vila_configs(size: str, tokenizer_len: int) -> tuple[SiglipVisionConfig, Qwe
 _QWEN_VISION = {
     "tiny": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8,
                  window_size=32, fullatt_block_indexes=[1]),
+    "toy": dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=8,
+                window_size=32, fullatt_block_indexes=[1]),
     "small": dict(depth=6, hidden_size=256, intermediate_size=1024, num_heads=4, patch_size=8,
                   window_size=32, fullatt_block_indexes=[2, 5]),
     "7b": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
@@ -96,6 +102,7 @@ _QWEN_VISION = {
 # 7b bounds are Qwen2.5-VL's video defaults (128*28*28 .. 768*28*28).
 QWEN_PIXELS = {
     "tiny": (32 * 32, 32 * 32),
+    "toy": (32 * 32, 32 * 32),
     "small": (64 * 64, 64 * 64),
     "7b": (128 * 28 * 28, 768 * 28 * 28),
 }

@@ -1,6 +1,7 @@
 """The synthetic benchmark: world rules hold, the mp4 shows what the events say, records and
 splits are valid and deterministic, the Video-MME layout is right, and the questions need
-frames from across the video (oracle at chance with 2 frames, right with all of them)."""
+frames from across the video (oracle at chance with 2 frames, right with all of them); the
+same at the easy level (2x2 grid, 3 objects, reasoning by order)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from harness.data.synthetic import (
     synthesize,
 )
 from harness.data.synthetic.render import object_box, render_frames, write_mp4
-from harness.data.synthetic.scene import COLOURS, Scene, manhattan, simulate_scene
+from harness.data.synthetic.scene import COLOURS, LEVELS, Scene, simulate_scene
+from harness.data.synthetic.scene import manhattan as _manhattan
 from harness.data.synthetic.videomme import duration_class, parse_srt
 
 N_VIDEOS = 12
@@ -46,9 +48,15 @@ def all_records(dataset):
 # --- world rules ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("difficulty", ["default", "easy"])
 @pytest.mark.parametrize("seed", range(25))
-def test_scene_obeys_world_rules(seed):
-    sc = simulate_scene(np.random.default_rng(seed), "v", int(4 * (30 + seed)), 4.0)
+def test_scene_obeys_world_rules(seed, difficulty):
+    sc = simulate_scene(np.random.default_rng(seed), "v", int(4 * (30 + seed)), 4.0, difficulty)
+    g = sc.grid
+
+    def manhattan(a, b):
+        return _manhattan(a, b, g)
+
     r = sc.roles
     last = (sc.num_frames - 1) / sc.fps
     for tr in sc.tracks:
@@ -324,3 +332,81 @@ def test_bad_arguments_name_the_argument(tmp_path, kwargs, name):
     with pytest.raises(ValueError, match=name):
         synthesize(tmp_path, args.pop("n_videos"), progress=False, **args)
     assert not (tmp_path / "videos").exists()
+
+
+# --- the easy level -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_easy")
+    summary = synthesize(out, N_VIDEOS, seed=0, difficulty="easy", progress=False)
+    records = {s: list(read_jsonl(out / f"{s}.jsonl", strict=True)) for s in ("sft", "rl", "test")}
+    events = {p.name.split(".")[0]: json.loads(p.read_text()) for p in (out / "videos").glob("*.events.json")}
+    return out, summary, records, events
+
+
+def test_easy_scenes_are_small_and_on_a_2x2_grid(easy):
+    level = LEVELS["easy"]
+    for ev in easy[3].values():
+        sc = Scene.from_json(ev)
+        assert sc.difficulty == "easy" and ev["grid"] == [2, 2] and ev["regions"] == list(level.regions)
+        assert len(sc.tracks) == 3 and set(sc.roles) == {"mover", "target", "counter"}
+        assert len(sc.events) <= 14
+        assert {e.region for e in sc.events} <= set(level.regions)
+        assert {e.colour for e in sc.events} <= set(level.colours)
+
+
+def test_easy_records_valid_balanced_and_narrated_by_order(easy):
+    recs = all_records(easy)
+    assert len(recs) == 4 * N_VIDEOS and easy[1].n_questions == len(recs)
+    assert collections.Counter(r.answer_text for r in recs) == {L: N_VIDEOS for L in "ABCD"}
+    assert collections.Counter(r.category for r in recs) == {c: N_VIDEOS for c in ("temporal", "goal", "plot", "spatial")}
+    for r in recs:
+        assert len(r.options) == 4 and r.reasoning.endswith(f"So the answer is {r.answer_text}.")
+        assert "At 0:" not in r.reasoning and "center" not in r.reasoning + r.problem
+
+
+def test_easy_mp4_shows_the_ground_truth(easy):
+    out, _, _, events = easy
+    for vid in sorted(events)[:2]:
+        sc = Scene.from_json(events[vid])
+        vr = decord.VideoReader(str(out / "videos" / f"{vid}.mp4"))
+        checked = 0
+        for k in np.linspace(0, sc.num_frames - 1, 12).round().astype(int):
+            img = vr[int(k)].asnumpy().astype(int)
+            states = [s for s in (tr.state_at(k / sc.fps) for tr in sc.tracks) if s.visible]
+            regions = [s.region for s in states]
+            for s in states:
+                if regions.count(s.region) == 1:
+                    x0, y0, side = object_box(s.region, (64, 64), grid=2)
+                    c = side // 2
+                    centre = img[y0 + c - 1:y0 + c + 2, x0 + c - 1:x0 + c + 2].reshape(-1, 3)
+                    assert np.abs(centre - COLOURS[s.colour]).max() < 40, (vid, k, s)
+                    checked += 1
+            for region in set(LEVELS["easy"].regions) - set(regions):
+                x0, y0, side = object_box(region, (64, 64), grid=2)
+                assert img[y0 + side // 2, x0 + side // 2].max() < 40
+        assert checked > 5
+
+
+def test_easy_oracle_needs_frames_from_across_the_video(easy):
+    acc = {n: oracle_accuracy(easy, n) for n in (2, 4, 8, 16, None)}
+    assert acc[2] < 0.5
+    assert acc[2] < acc[4] < acc[8] <= acc[16] <= acc[None]
+    assert acc[None] == 1.0
+    for rec in all_records(easy):
+        ev = easy[3][rec.video_id]
+        keep = consistent_options(rec, ev, np.arange(ev["num_frames"]) / ev["fps"])
+        assert keep == [L == rec.answer_text for L in "ABCD"], rec.problem_id
+
+
+def test_easy_level_from_the_cli_and_bad_difficulty(tmp_path):
+    from harness.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "e"), "--videos", "3", "--difficulty", "easy"]) == 0
+    ev = json.loads(next((tmp_path / "e" / "videos").glob("*.events.json")).read_text())
+    assert ev["difficulty"] == "easy"
+    with pytest.raises(ValueError, match="difficulty"):
+        synthesize(tmp_path / "bad", 2, difficulty="hard", progress=False)
+    assert not (tmp_path / "bad").exists()

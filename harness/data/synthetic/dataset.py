@@ -35,7 +35,7 @@ from harness.data.synthetic.questions import (
     build_questions,
 )
 from harness.data.synthetic.render import pick_codec, render_frames, write_mp4
-from harness.data.synthetic.scene import Scene, simulate_scene
+from harness.data.synthetic.scene import DIFFICULTIES, Scene, simulate_scene
 from harness.data.synthetic.videomme import VideoItem, write_videomme
 
 SPLITS = ("sft", "rl", "test")
@@ -107,6 +107,7 @@ def synthesize(
     questions_per_video: int = 4,
     formats: tuple[str, ...] = ("harness",),
     split_fractions: tuple[float, float, float] = (1 / 3, 1 / 2, 1 / 6),
+    difficulty: str = "default",
     progress: bool = True,
 ) -> SynthSummary:
     """Write `n_videos` synthetic videos with questions and splits under `out_dir`.
@@ -114,10 +115,14 @@ def synthesize(
     minutes: video length range (uniform); size: (width, height); questions cycle through
     the categories temporal, goal, plot, spatial; formats: "harness" (always written) and
     optionally "videomme"; split_fractions: (sft, rl, test), each split with a positive
-    fraction gets at least one video when n_videos >= 3. ValueError on bad arguments.
+    fraction gets at least one video when n_videos >= 3; difficulty: "default" or "easy"
+    (a 2x2 grid, 3 objects, ~12 events, reasoning by order: see scene.LEVELS), for models
+    trained from scratch. ValueError on bad arguments.
     """
     t0 = time.perf_counter()
     _check_args(n_videos, seed, minutes, fps, size, questions_per_video, formats, split_fractions)
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
     out_dir = Path(out_dir)
     codec = pick_codec()
 
@@ -126,7 +131,7 @@ def synthesize(
     for i in range(n_videos):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, i)))
         seconds = rng.uniform(*minutes) * 60
-        scene = simulate_scene(rng, f"v{i:04d}", max(1, round(seconds * fps)), fps)
+        scene = simulate_scene(rng, f"v{i:04d}", max(1, round(seconds * fps)), fps, difficulty)
         answers = [_answer_index(seed, i * questions_per_video + j) for j in range(questions_per_video)]
         qs = build_questions(scene, rng, answers)
         scene.questions = [{"problem_id": _pid(scene, j), **q.spec} for j, q in enumerate(qs)]

@@ -33,12 +33,13 @@ class View:
     states: dict[int, list[State]]  # object id -> state at each sampled time
     duration: float
     min_gap: float
+    grid: int = 3
 
     @classmethod
     def of(cls, scene: Scene, timestamps: Sequence[float]) -> View:
         times = sorted({float(t) for t in timestamps})
         states = {tr.id: [tr.state_at(t) for t in times] for tr in scene.tracks}
-        return cls(times, states, scene.duration, scene.min_gap_s)
+        return cls(times, states, scene.duration, scene.min_gap_s, scene.grid)
 
     def seen(self, obj: int) -> list[tuple[float, State]]:
         return [(t, s) for t, s in zip(self.times, self.states[obj], strict=True) if s.visible]
@@ -169,7 +170,8 @@ def _could_be_goal(view: View, mover: int, y: int) -> bool:
         return False
     (q,) = regions
     for (_, a), (_, b) in zip(walk, walk[1:], strict=False):
-        if a.region != b.region and manhattan(a.region, b.region) != manhattan(a.region, q) - manhattan(b.region, q):
+        g = view.grid
+        if a.region != b.region and manhattan(a.region, b.region, g) != manhattan(a.region, q, g) - manhattan(b.region, q, g):
             return False
     return True
 

@@ -15,7 +15,9 @@ Every question names objects by how they looked when they appeared ("the red squ
 in the video). Each carries a machine-readable `spec` (subjects and option values, never the
 answer) that the oracle reads. `answer` is the index of the correct option, chosen by the
 caller so that letters are balanced over the dataset. The reasoning narrates the events that
-decide the answer with their times, like the paper's CoT data does with clip timestamps.
+decide the answer with their times, like the paper's CoT data does with clip timestamps; at
+the easy level (see scene.LEVELS) with their order instead ("First ..., Then ...", which a
+model that sees frames in order but not their times can learn), and only the decisive ones.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.synthetic.scene import COLOURS, REGIONS, SHAPES, Event, Scene
+from harness.data.synthetic.scene import SHAPES, Event, Scene
 
 LETTERS = "ABCD"
 CATEGORIES = ("temporal", "goal", "plot", "spatial")
@@ -59,8 +61,13 @@ def mmss(t: float) -> str:
     return f"{int(t) // 60}:{int(t) % 60:02d}"
 
 
-def narrate(events: list[Event]) -> str:
-    return " ".join(f"At {mmss(e.time)} {e.text[0].lower()}{e.text[1:]}" for e in events)
+def narrate(scene: Scene, events: list[Event]) -> str:
+    if scene.level.narration == "clock":
+        return " ".join(f"At {mmss(e.time)} {e.text[0].lower()}{e.text[1:]}" for e in events)
+    if len(events) == 1:
+        return events[0].text
+    words = ["First,", *["Then"] * (len(events) - 2), "Finally"]
+    return " ".join(f"{w} {e.text[0].lower()}{e.text[1:]}" for w, e in zip(words, events, strict=True))
 
 
 def build_questions(scene: Scene, rng: np.random.Generator, answers: list[int]) -> list[Question]:
@@ -128,7 +135,7 @@ def _object_options(scene: Scene, rng: np.random.Generator, truth: int, exclude:
     picks = [(_desc(scene, o), f"the {_name(scene, o)}") for o in others]
     picks = [picks[int(i)] for i in rng.permutation(len(picks))][:3]
     used = {(e.colour, scene.tracks[e.obj].shape) for e in scene.events}
-    absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in used]
+    absent = [(c, s) for c in scene.level.colours for s in SHAPES if (c, s) not in used]
     for i in rng.permutation(len(absent))[: 3 - len(picks)]:
         c, s = absent[int(i)]
         picks.append(([c, s], f"the {c} {s}"))
@@ -146,7 +153,7 @@ def _appear_order(scene, rng, kind, objs):
 
     listed = ", the ".join(_name(scene, o) for o in objs[:2]) + f" and the {_name(scene, objs[2])}"
     text = f"In which order did the {listed} first appear?"
-    reasoning = narrate([first[o] for o in true_order])
+    reasoning = narrate(scene, [first[o] for o in true_order])
     reasoning += f" So they appeared in the order {option(true_order)[1]}."
     return text, option(true_order), [option(p) for p in picks], reasoning, {"objects": [_desc(scene, o) for o in objs]}
 
@@ -155,7 +162,8 @@ def _count_colour(scene, rng, kind, obj):
     n = len(scene.events_of(obj, "recolour"))
     assert n < len(COUNT_WORDS), n
     text = f"How many times did the {_name(scene, obj)} change colour while it was in the video?"
-    reasoning = narrate(scene.events_of(obj, "appear", "recolour", "leave"))
+    kinds = ("appear", "recolour") if scene.difficulty == "easy" else ("appear", "recolour", "leave")
+    reasoning = narrate(scene, scene.events_of(obj, *kinds))
     reasoning += " So it never changed colour." if n == 0 else f" So it changed colour {COUNT_WORDS[n]}."
     others = [(k, COUNT_WORDS[k]) for k in range(len(COUNT_WORDS)) if k != n]
     return text, (n, COUNT_WORDS[n]), others, reasoning, {"subject": _desc(scene, obj)}
@@ -167,7 +175,7 @@ def _heading(scene, rng, kind, mover):
     text = (f"The {_name(scene, mover)} moved across the screen step by step. "
             f"Which object was it heading for?")
     walk = scene.events_of(mover, "appear", "move", "touch")
-    reasoning = narrate(walk) + (f" Each step brought it closer to the {_name(scene, target)}, "
+    reasoning = narrate(scene, walk) + (f" Each step brought it closer to the {_name(scene, target)}, "
                                  f"so it was heading for the {_name(scene, target)}.")
     return text, truth, others, reasoning, {"subject": _desc(scene, mover)}
 
@@ -194,9 +202,9 @@ def _consequence(scene, rng, kind, target):
     colour, _ = scene.initial_desc(target)
     pool = {
         "recolour": [({"type": "recolour", "colour": c}, f"it turned {c}")
-                     for c in COLOURS if c not in (colour, cons.colour)],
+                     for c in scene.level.colours if c not in (colour, cons.colour)],
         "move": [({"type": "move", "region": r}, f"it moved to the {r}")
-                 for r in REGIONS if r not in (touch.region, cons.region)],
+                 for r in scene.level.regions if r not in (touch.region, cons.region)],
         "leave": [({"type": "leave"}, "it left the scene")],
     }
     # One distractor of each other type, the third from what is left, so the type of the
@@ -208,7 +216,7 @@ def _consequence(scene, rng, kind, target):
     text = (f"What was the next thing that happened to the {_name(scene, target)} "
             f"after the {_name(scene, mover)} touched it?")
     mover_leave = scene.events_of(mover, "leave")
-    reasoning = narrate([touch, *mover_leave, cons])
+    reasoning = narrate(scene, [touch, *mover_leave, cons])
     reasoning += f" So after being touched, {truth[1].replace('it ', f'the {_name(scene, target)} ', 1)}."
     return text, truth, picks, reasoning, {"subject": _desc(scene, target), "toucher": _desc(scene, mover)}
 
@@ -220,7 +228,7 @@ def _cause(scene, rng, kind, target):
     what = _effect(cons)[1].removeprefix("it ")
     truth, others = _object_options(scene, rng, mover, {target})
     text = f"Before the {_name(scene, target)} {what}, another object touched it. Which object was it?"
-    reasoning = narrate([touch, cons]) + f" So the object that touched it was the {_name(scene, mover)}."
+    reasoning = narrate(scene, [touch, cons]) + f" So the object that touched it was the {_name(scene, mover)}."
     return text, truth, others, reasoning, {"subject": _desc(scene, target)}
 
 
@@ -230,7 +238,7 @@ def _spatial(scene, rng, kind, obj):
     # Distractors: first the other regions this object visited (the plausible mistakes),
     # then random other regions.
     visited = list(dict.fromkeys(e.region for e in own if e.region != key.region))
-    rest = [r for r in REGIONS if r != key.region and r not in visited]
+    rest = [r for r in scene.level.regions if r != key.region and r not in visited]
     rest = [rest[int(i)] for i in rng.permutation(len(rest))]
     picks = [(r, f"the {r}") for r in (visited + rest)[:3]]
     name = _name(scene, obj)
@@ -240,4 +248,5 @@ def _spatial(scene, rng, kind, obj):
     else:
         text = f"Where did the {name} first appear?"
         tail = f" So it first appeared in the {key.region}."
-    return text, (key.region, f"the {key.region}"), picks, narrate(own) + tail, {"subject": _desc(scene, obj)}
+    said = [key] if scene.difficulty == "easy" else own
+    return text, (key.region, f"the {key.region}"), picks, narrate(scene, said) + tail, {"subject": _desc(scene, obj)}

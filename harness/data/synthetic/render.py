@@ -1,7 +1,7 @@
 """Draw a `Scene` with numpy and write it as a real mp4 with PyAV.
 
-Objects are flat shapes, a quarter of the frame's short side, centred in their region of a
-3x3 grid, on black. Two objects that share a region (only during a touch) are drawn half size
+Objects are flat shapes, a quarter of the frame's short side, centred in their region of the
+scene's grid (3x3; 2x2 at the easy level), on black. Two objects that share a region (only during a touch) are drawn half size
 side by side, so both stay visible. The codec is libx264 (crf 12: colours survive yuv420p
 well within +-40 per channel) when this PyAV build has it, else mpeg4 at a high bit rate.
 """
@@ -43,11 +43,12 @@ def shape_mask(shape: str, side: int) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def object_box(region: str, size: tuple[int, int], slot: int = 0, shared: int = 1) -> tuple[int, int, int]:
+def object_box(region: str, size: tuple[int, int], slot: int = 0, shared: int = 1,
+               grid: int = GRID) -> tuple[int, int, int]:
     """(x0, y0, side) of an object's square box; `slot` of `shared` objects in one region."""
     width, height = size
-    row, col = region_rc(region)
-    cell_w, cell_h = width / GRID, height / GRID
+    row, col = region_rc(region, grid)
+    cell_w, cell_h = width / grid, height / grid
     side = max(int(round(OBJECT_SCALE * min(width, height))), 2)
     cx, cy = (col + 0.5) * cell_w, (row + 0.5) * cell_h
     if shared > 1:
@@ -69,7 +70,7 @@ def render_frame(scene: Scene, t: float, size: tuple[int, int]) -> np.ndarray:
     for region, ids in by_region.items():
         for slot, obj in enumerate(sorted(ids)):
             st = scene.state_at(obj, t)
-            x0, y0, side = object_box(region, size, slot, len(ids))
+            x0, y0, side = object_box(region, size, slot, len(ids), scene.grid)
             patch = frame[y0:y0 + side, x0:x0 + side]
             patch[shape_mask(st.shape, side)[: patch.shape[0], : patch.shape[1]]] = COLOURS[st.colour]
     return frame

@@ -20,6 +20,12 @@ World rules (the oracle relies on them, so the generator guarantees them):
   and unchanged until the mover has left, then shows the consequence (turns a new colour,
   moves to another region, or leaves), and if still there, later leaves.
 
+Difficulty levels (`LEVELS`). "default" is the world above. "easy" is for models trained
+from scratch at toy scale: a 2x2 grid (one region per vision token of the tiny tower), four
+colours, three objects (mover, target, counter; the counter also moves once, so it serves
+the spatial questions) and about a dozen events whatever the video's length; the world
+rules are the same.
+
 Deviation from the real data: LongVideo-Reason's videos are real footage captioned by a
 VLM; here the "captions" are exact and the visuals are big flat shapes a tiny model can see.
 """
@@ -48,18 +54,41 @@ REGIONS: tuple[str, ...] = (
     "middle left", "center", "middle right",
     "bottom left", "bottom center", "bottom right",
 )  # row-major: index = row * GRID + col
+REGIONS_2X2: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right")
 GAP_SLOTS = 2  # events of one object are at least this many slots apart
 SECONDS_PER_EVENT = 1.5  # target event density: longer videos get more (filler) events
 EVENT_KINDS = ("appear", "move", "recolour", "touch", "leave")
 
 
-def region_rc(region: str) -> tuple[int, int]:
-    """(row, col) of a named region."""
-    return divmod(REGIONS.index(region), GRID)
+@dataclass(frozen=True)
+class Level:
+    """How busy a scene is: its grid, palette, cast size and event count."""
+
+    name: str
+    grid: int
+    regions: tuple[str, ...]  # row-major: index = row * grid + col
+    colours: tuple[str, ...]
+    n_events: int | None  # None: one per SECONDS_PER_EVENT; else this many, whatever the length
+    narration: str  # "clock": "At 0:12 ..."; "order": "First ..., Then ..., Finally ..."
 
 
-def manhattan(a: str, b: str) -> int:
-    (ra, ca), (rb, cb) = region_rc(a), region_rc(b)
+LEVELS: dict[str, Level] = {
+    "default": Level("default", GRID, REGIONS, tuple(COLOURS), None, "clock"),
+    # Frame times are not visible to a VILA-style model (1-D positions, no timestamps), but
+    # the order of frames is: the easy level narrates order, not clock times.
+    "easy": Level("easy", 2, REGIONS_2X2, ("red", "green", "blue", "yellow"), 12, "order"),
+}
+DIFFICULTIES = tuple(LEVELS)
+
+
+def region_rc(region: str, grid: int = GRID) -> tuple[int, int]:
+    """(row, col) of a named region on a grid x grid board."""
+    regions = REGIONS if grid == GRID else next(lv.regions for lv in LEVELS.values() if lv.grid == grid)
+    return divmod(regions.index(region), grid)
+
+
+def manhattan(a: str, b: str, grid: int = GRID) -> int:
+    (ra, ca), (rb, cb) = region_rc(a, grid), region_rc(b, grid)
     return abs(ra - rb) + abs(ca - cb)
 
 
@@ -117,6 +146,15 @@ class Scene:
     roles: dict[str, int]  # generator's cast (mover, target, counter, ...); the oracle ignores it
     consequence: str = ""  # what the target did after the touch: recolour | move | leave
     questions: list[dict[str, Any]] = field(default_factory=list)  # oracle specs, filled later
+    difficulty: str = "default"  # a key of LEVELS
+
+    @property
+    def level(self) -> Level:
+        return LEVELS[self.difficulty]
+
+    @property
+    def grid(self) -> int:
+        return self.level.grid
 
     def state_at(self, obj: int, t: float) -> State:
         return self.tracks[obj].state_at(t)
@@ -138,8 +176,9 @@ class Scene:
             "duration": self.duration,
             "fps": self.fps,
             "num_frames": self.num_frames,
-            "grid": [GRID, GRID],
-            "regions": list(REGIONS),
+            "difficulty": self.difficulty,
+            "grid": [self.grid, self.grid],
+            "regions": list(self.level.regions),
             "rules": {"min_gap_s": self.min_gap_s},
             "roles": self.roles,
             "consequence": self.consequence,
@@ -174,20 +213,24 @@ class Scene:
         events = [Event(**e) for e in d["events"]]
         return cls(d["video_id"], d["duration"], d["fps"], d["num_frames"],
                    d["rules"]["min_gap_s"], tracks, events, d.get("roles", {}),
-                   d.get("consequence", ""), d.get("questions", []))
+                   d.get("consequence", ""), d.get("questions", []), d.get("difficulty", "default"))
 
 
-def simulate_scene(rng: np.random.Generator, video_id: str, num_frames: int, fps: float) -> Scene:
+def simulate_scene(rng: np.random.Generator, video_id: str, num_frames: int, fps: float,
+                   difficulty: str = "default") -> Scene:
     """Draw a cast, schedule its events on slots, and spread the slots over the video.
 
     Raises ValueError when the video is too short (at this fps) for the events to be at
     least one frame apart.
     """
     from harness.data.synthetic.schedule import schedule_events  # imports this module
+    if difficulty not in LEVELS:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
+    level = LEVELS[difficulty]
     duration = num_frames / fps
     # Keep slots at least two frames apart at low fps.
-    n_events = round(duration / max(SECONDS_PER_EVENT, 2.0 / fps))
-    slots, shapes, roles, consequence = schedule_events(rng, n_events)
+    n_events = level.n_events or round(duration / max(SECONDS_PER_EVENT, 2.0 / fps))
+    slots, shapes, roles, consequence = schedule_events(rng, n_events, level)
     n_slots = slots[-1][0] + 1
     # Slots at (k + 1) * step: nothing happens in the first or last `step` seconds, so the
     # first and last frames show an empty scene.
@@ -202,7 +245,8 @@ def simulate_scene(rng: np.random.Generator, video_id: str, num_frames: int, fps
     ]
     min_gap_s = math.floor((GAP_SLOTS * step - 0.002) * 1000) / 1000  # margin for ms rounding
     tracks = [_track(i, shape, events, duration) for i, shape in enumerate(shapes)]
-    return Scene(video_id, duration, fps, num_frames, min_gap_s, tracks, events, roles, consequence)
+    return Scene(video_id, duration, fps, num_frames, min_gap_s, tracks, events, roles, consequence,
+                 difficulty=difficulty)
 
 
 def _track(obj: int, shape: str, events: list[Event], duration: float) -> Track:

@@ -1,6 +1,7 @@
 """Cast a scene and put its events on slots (one event per slot), obeying the world rules.
 
-The cast (4 or 5 objects; the paper's clips have more going on, ours keep one storyline):
+The cast (4 or 5 objects; the paper's clips have more going on, ours keep one storyline;
+the easy level casts only mover, target and counter, and its counter also moves once):
 - mover: appears far from the target, walks one region at a time toward it, touches it, leaves;
 - target: appears before the mover, stays put until the mover has left, then the consequence
   (recolour, move or leave, drawn uniformly so no answer is a safe guess), then leaves;
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.synthetic.scene import COLOURS, GAP_SLOTS, REGIONS, SHAPES, manhattan
+from harness.data.synthetic.scene import GAP_SLOTS, LEVELS, SHAPES, Level, manhattan
 
 MAX_ATTEMPTS = 100
 CONSEQUENCES = ("recolour", "move", "leave")
@@ -56,13 +57,13 @@ class _Actor:
 
 
 def schedule_events(
-    rng: np.random.Generator, n_events: int
+    rng: np.random.Generator, n_events: int, level: Level = LEVELS["default"]
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[str], dict[str, int], str]:
     """Returns (slot, event fields) in slot order, the shape of each object id, the roles
     (role -> object id) and the target's consequence kind."""
     for _ in range(MAX_ATTEMPTS):
-        cast = _cast(rng, n_events)
-        slots = _fill_slots(rng, *cast, max_slots=4 * n_events + 60)
+        cast = _cast(rng, n_events, level)
+        slots = _fill_slots(rng, *cast, level=level, max_slots=4 * n_events + 60)
         if slots is not None:
             actors, roles, consequence = cast
             return slots, [a.shape for a in actors], roles, consequence
@@ -70,8 +71,9 @@ def schedule_events(
     raise RuntimeError(f"could not schedule a scene in {MAX_ATTEMPTS} attempts")
 
 
-def _cast(rng: np.random.Generator, n_events: int) -> tuple[list[_Actor], dict[str, int], str]:
-    n = int(rng.choice([4, 5]))
+def _cast(rng: np.random.Generator, n_events: int, level: Level) -> tuple[list[_Actor], dict[str, int], str]:
+    easy = level.name == "easy"
+    n = 3 if easy else int(rng.choice([4, 5]))
     role_names = ["mover", "target", "counter", "spatial", "extra"][:n]
     ids = [int(i) for i in rng.permutation(n)]
     roles = dict(zip(role_names, ids, strict=True))
@@ -85,7 +87,10 @@ def _cast(rng: np.random.Generator, n_events: int) -> tuple[list[_Actor], dict[s
 
     consequence = str(rng.choice(CONSEQUENCES))
     k = int(rng.integers(0, 4))
-    counter_q = ["recolour"] * k + (["move"] if k <= 1 and rng.random() < 0.5 else [])
+    if easy:  # the counter is also the spatial questions' subject: it always moves once
+        counter_q = ["recolour"] * k + ["move"]
+    else:
+        counter_q = ["recolour"] * k + (["move"] if k <= 1 and rng.random() < 0.5 else [])
     spatial_q = ["move"] * int(rng.integers(1, 3)) + ["recolour"] * int(rng.integers(0, 2))
     extra_q = [str(rng.choice(["move", "recolour"])) for _ in range(int(rng.integers(0, 3)))]
     middles = {
@@ -98,15 +103,16 @@ def _cast(rng: np.random.Generator, n_events: int) -> tuple[list[_Actor], dict[s
 
     base = sum(len(m) for m in middles.values()) + 2 * n + 2  # + appear/leave, + walk length
     fillers = [r for r in ("counter", "spatial", "extra") if r in role_names]
-    shares = rng.multinomial(max(0, n_events - base), [1 / len(fillers)] * len(fillers))
-    for role, n_moves in zip(fillers, shares, strict=True):
-        middles[role] = _insert_moves(rng, middles[role], int(n_moves))
+    if not easy:  # the easy level has only the events the questions need
+        shares = rng.multinomial(max(0, n_events - base), [1 / len(fillers)] * len(fillers))
+        for role, n_moves in zip(fillers, shares, strict=True):
+            middles[role] = _insert_moves(rng, middles[role], int(n_moves))
 
     actors: list[_Actor | None] = [None] * n
     used: set[tuple[str, str]] = set()
     for role in role_names:
         shape = shape_of[role]
-        colour = str(rng.choice([c for c in COLOURS if (c, shape) not in used]))
+        colour = str(rng.choice([c for c in level.colours if (c, shape) not in used]))
         used.add((colour, shape))
         tail = [] if (role == "target" and consequence == "leave") else ["leave"]
         # Staggered entrances: fillers within the first half, the storyline's target within
@@ -127,7 +133,7 @@ def _insert_moves(rng: np.random.Generator, actions: list[str], k: int) -> list[
 
 def _fill_slots(
     rng: np.random.Generator, actors: list[_Actor], roles: dict[str, int], consequence: str,
-    max_slots: int,
+    level: Level, max_slots: int,
 ) -> list[tuple[int, dict[str, Any]]] | None:
     mover, target = actors[roles["mover"]], actors[roles["target"]]
     used = {(c, a.shape) for a in actors for c in a.colours}
@@ -136,28 +142,28 @@ def _fill_slots(
         if all(not a.queue for a in actors):
             return out
         occupied = {a.region for a in actors if a.visible}
-        free = [r for r in REGIONS if r not in occupied]
+        free = [r for r in level.regions if r not in occupied]
         options = []
         for a in actors:
             if a.queue and slot >= a.release and slot - a.last_slot >= GAP_SLOTS:
-                plan = _plan(rng, a, a.queue[0], free, mover, target, consequence, used)
+                plan = _plan(rng, a, a.queue[0], free, mover, target, consequence, used, level)
                 if plan == "impossible":
                     return None  # ran out of colours: redraw the cast
                 if plan is not None:
                     options.append((a, plan))
         if not options:
             continue  # an empty slot
-        weights = np.array([_remaining(a, mover, target) ** 2 for a, _ in options], dtype=float)
+        weights = np.array([_remaining(a, mover, target, level.grid) ** 2 for a, _ in options], dtype=float)
         a, ev = options[int(rng.choice(len(options), p=weights / weights.sum()))]
         _apply(a, ev, slot, used)
         out.append((slot, ev))
     return None
 
 
-def _remaining(a: _Actor, mover: _Actor, target: _Actor) -> int:
+def _remaining(a: _Actor, mover: _Actor, target: _Actor, grid: int) -> int:
     """Events left on the longest dependency chain through `a`: the mover's walk and the
     target's consequence form the storyline's critical path, so they are started early."""
-    walk = manhattan(mover.region, target.region) if mover.appeared and not mover.touched else 3
+    walk = manhattan(mover.region, target.region, grid) if mover.appeared and not mover.touched else 3
     if a is mover:
         return len(a.queue) - 1 + walk + len(target.queue)
     if a is target and not mover.gone:
@@ -167,9 +173,10 @@ def _remaining(a: _Actor, mover: _Actor, target: _Actor) -> int:
 
 def _plan(
     rng: np.random.Generator, a: _Actor, action: str, free: list[str], mover: _Actor,
-    target: _Actor, consequence: str, used: set[tuple[str, str]],
+    target: _Actor, consequence: str, used: set[tuple[str, str]], level: Level,
 ) -> dict[str, Any] | str | None:
     """The event `a` would do now, None if it must wait, "impossible" if it never can."""
+    g = level.grid
     if action == "consequence":
         if not mover.gone:
             return None
@@ -178,8 +185,8 @@ def _plan(
         if a is mover:
             if not target.visible:
                 return None
-            far = max((manhattan(r, target.region) for r in free), default=0)
-            choices = [r for r in free if manhattan(r, target.region) == far] if far >= 2 else []
+            far = max((manhattan(r, target.region, g) for r in free), default=0)
+            choices = [r for r in free if manhattan(r, target.region, g) == far] if far >= 2 else []
         elif a is target:
             # A corner leaves room for a walk of 3-4 steps; an edge for 2-3.
             choices = [r for r in CORNERS if r in free] or [r for r in free if r != "center"]
@@ -191,10 +198,10 @@ def _plan(
         return _event(a, "appear", region=region, text=f"The {a.desc} appears in the {region}.")
     if action == "walk":
         q = target.region
-        if manhattan(a.region, q) == 1:
+        if manhattan(a.region, q, g) == 1:
             return _event(a, "touch", region=q, other=target.id,
                           text=f"The {a.desc} moves to the {q} and touches the {target.desc}.")
-        steps = [r for r in free if manhattan(r, a.region) == 1 and manhattan(r, q) < manhattan(a.region, q)]
+        steps = [r for r in free if manhattan(r, a.region, g) == 1 and manhattan(r, q, g) < manhattan(a.region, q, g)]
         if not steps:
             return None
         region = str(rng.choice(steps))
@@ -206,7 +213,7 @@ def _plan(
         region = str(rng.choice(choices))
         return _event(a, "move", region=region, text=f"The {a.desc} moves to the {region}.")
     if action == "recolour":
-        colours = [c for c in COLOURS if (c, a.shape) not in used]
+        colours = [c for c in level.colours if (c, a.shape) not in used]
         if not colours:
             return "impossible"
         colour = str(rng.choice(colours))
