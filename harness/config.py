@@ -176,10 +176,15 @@ class ParallelConfig:
 
     dp_size: int = 1
     sp_size: int = 1
+    # 1: optimizer state sharded over all ranks (ZeRO stage 1, torch's
+    # ZeroRedundancyOptimizer); parameters and gradients stay replicated.
+    zero_stage: int = 0
 
     def check(self) -> None:
         _positive("parallel.dp_size", self.dp_size)
         _positive("parallel.sp_size", self.sp_size)
+        if self.zero_stage not in (0, 1):
+            raise ConfigError(f"parallel.zero_stage must be 0 or 1 (2/3 are not implemented), got {self.zero_stage}")
 
 
 @dataclass

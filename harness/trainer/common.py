@@ -50,11 +50,20 @@ def build_model(cfg: ModelConfig) -> VideoLM:
     return model.to(device=device, dtype=dtype)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig):
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, zero_group=None):
+    """AdamW (+ warmup schedule). With `zero_group`, the optimizer state is sharded over
+    that group (ZeRO-1): each rank keeps and updates the Adam moments of its share of the
+    parameters and broadcasts the updated values."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    kwargs = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if zero_group is not None:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        opt = ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.AdamW, process_group=zero_group, **kwargs)
+    else:
+        opt = torch.optim.AdamW(params, **kwargs)
     warm = max(cfg.warmup_steps, 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     return opt, sched

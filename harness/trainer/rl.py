@@ -105,7 +105,8 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     policy = build_model(cfg.model)
     policy.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
     reference = _frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
-    optimizer, scheduler = build_optimizer(policy, cfg.optim)
+    zero = cfg.parallel.zero_stage == 1 and layout.world_size > 1
+    optimizer, scheduler = build_optimizer(policy, cfg.optim, zero_group=dist.group.WORLD if zero else None)
     engine = HFEngine(policy)
     videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds, sp_group=layout.sp_group)
     accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
@@ -183,6 +184,9 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
             "data/prompts": float(len(items)), "data/skipped_total": float(len(ledger.skipped)),
             "lr": scheduler.get_last_lr()[0], **update, **timer.pop(), **peak_memory(),
         }
+        save_now = (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps
+        if save_now and zero:
+            optimizer.consolidate_state_dict(to=0)  # collective: every rank sends its shard
         if not main:  # weights are identical on every rank; rank 0 evaluates, logs and saves
             continue
         if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
@@ -190,7 +194,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
         if (step + 1) % cfg.run.log_every == 0:
             logger.log(step + 1, metrics)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}")
-        if (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps:
+        if save_now:
             save_checkpoint(out, step + 1, model=policy, optimizer=optimizer, scheduler=scheduler,
                             data_state=sampler.state(), keep_last=cfg.run.keep_last)
 

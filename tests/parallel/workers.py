@@ -203,3 +203,18 @@ def pitfall_last_rank_slice(rank: int, world: int, family: str) -> dict:
     start, end = prompt.video_span
     return {"boundary_in_video": start < half < end, "odd_length": length % world != 0,
             "last_slice_err": float((sp[:, half:] - ref[:, half:]).abs().max())}
+
+
+def rl_run_resume(rank: int, world: int, first: list[str], second: list[str]) -> dict:
+    """Run, then resume into the same out_dir with more steps (exercises checkpoints of a
+    sharded optimizer)."""
+    from harness.config import RLConfig, load_config
+    from harness.model.build import load_model
+    from harness.trainer.rl import train_rl
+
+    train_rl(load_config("configs/rl/toy-cpu.yaml", first, RLConfig))
+    cfg = load_config("configs/rl/toy-cpu.yaml", second, RLConfig)
+    train_rl(cfg, resume=True)
+    if rank != 0:
+        return {}
+    return {k: v.clone() for k, v in load_model(cfg.run.out_dir + "/final").state_dict().items()}
