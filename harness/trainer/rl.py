@@ -35,7 +35,7 @@ from harness.algos import advantages as adv_fns
 from harness.algos.kl import kl_estimate, kl_loss
 from harness.algos.losses import masked_mean, policy_loss
 from harness.algos.rewards import accuracy_reward, format_reward, load_reward_fn, safe_reward
-from harness.config import ConfigError, RLConfig, to_dict
+from harness.config import RLConfig, to_dict
 from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset, question_text
 from harness.data.records import Record
 from harness.data.video import VideoClip
@@ -83,12 +83,6 @@ class PromptItem:
 
 def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     # --- setup ------------------------------------------------------------------------
-    if cfg.train.cache_video_embeds and not (cfg.train.freeze_vision and cfg.train.freeze_projector):
-        raise ConfigError("train.cache_video_embeds needs a frozen vision tower and projector "
-                          "(cached embeddings would be stale after an update)")
-    if cfg.parallel.dp_size > 1 and cfg.algo.dapo:
-        raise ConfigError("algo.dapo with parallel.dp_size > 1 is not supported yet (ranks would keep "
-                          "different numbers of groups)")
     layout = build_layout(cfg.parallel.dp_size, cfg.parallel.sp_size)
     main = layout.rank == 0
     out = Path(cfg.run.out_dir)
@@ -128,6 +122,10 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
             want = cfg.train.prompts_per_step - len(items)
             with timer.block("data"):
                 new_items = _load_prompts(train, sampler, want, policy, layout)
+            if videos.reuse:  # MR-SP: each prompt's video encoded once, here, for the whole step
+                with timer.block("encode"):
+                    for it in new_items:
+                        videos.get(it.record.problem_id, it.clip)
             with timer.block("rollout"):
                 new_samples = _rollout(engine, policy, videos, new_items, cfg, seed=_step_seed(cfg, step, _round),
                                        offset=len(items), layout=layout)

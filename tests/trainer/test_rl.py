@@ -32,6 +32,7 @@ def test_video_encoded_once_per_prompt_per_step(toy_data, tmp_path):
     train_rl(_cfg(toy_data, tmp_path / "cached"))
     rows = _train_rows(tmp_path / "cached")
     assert [r["video/encoder_calls"] for r in rows] == [PROMPTS] * 2
+    assert all(r["time/encode"] > 0 for r in rows)
     assert all(r["reward/std"] > 0 for r in rows)  # the length reward varies: real updates
 
 
@@ -81,7 +82,7 @@ def test_dapo_keeps_only_informative_groups(toy_data, tmp_path):
 
 def test_cache_with_trainable_vision_is_refused(toy_data, tmp_path):
     with pytest.raises(ConfigError, match="frozen vision tower"):
-        train_rl(_cfg(toy_data, tmp_path / "run", **{"train.freeze_vision": False}))
+        _cfg(toy_data, tmp_path / "run", **{"train.freeze_vision": False})
 
 
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
