@@ -72,7 +72,9 @@ def run_demo(out: Path, *, fresh: bool = False, seed: int = 0, family: str = "vi
     print(f"    frames {tuple(clip.frames.shape)} at t = {clip.timestamps[0]:.1f} .. "
           f"{clip.timestamps[-1]:.1f} s of {clip.duration:.1f} s")
     cache = EmbedCache(cache_dir)
-    encoder = model.vision_tower if family == "vila" else model.model.model.visual
+    # The embeddings come out of the projector, so both parts key the cache.
+    tower, projector = model.vision_modules()
+    encoder = {**tower.state_dict(prefix="tower."), **projector.state_dict(prefix="projector.")}
     key = make_key(video_path, {"family": family, "frames": DEMO_FRAMES, "mode": "uniform"},
                    weights_fingerprint(encoder))
     with torch.no_grad():

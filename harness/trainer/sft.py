@@ -87,18 +87,20 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, float]:
         with timer.block("optim"):
             grad_norm = float(torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad], cfg.optim.grad_clip))
-            if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
-                optimizer.zero_grad(set_to_none=True)
-                bad_steps += 1
-                log.warning("sft step %d: non-finite loss %s / grad norm %s; step skipped (%d in a row)",
-                            step + 1, loss_sum, grad_norm, bad_steps)
-                if bad_steps >= cfg.run.max_bad_steps:
-                    raise RuntimeError(f"sft: {bad_steps} non-finite losses in a row at step {step + 1}; stopping")
-                continue
-            bad_steps = 0
-            optimizer.step()
-            scheduler.step()
+            finite = math.isfinite(loss_sum) and math.isfinite(grad_norm)
+            if finite:
+                optimizer.step()
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+        if not finite:
+            bad_steps += 1
+            log.warning("sft step %d: non-finite loss %s / grad norm %s; step skipped (%d in a row)",
+                        step + 1, loss_sum, grad_norm, bad_steps)
+            if bad_steps >= cfg.run.max_bad_steps:
+                raise RuntimeError(f"sft: {bad_steps} non-finite losses in a row at step {step + 1}; stopping")
+            timer.pop()  # a skipped step's timings must not leak into the next step's
+            continue
+        bad_steps = 0
 
         # --- log / save / eval ---------------------------------------------------------
         metrics = {"loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
