@@ -8,7 +8,10 @@ heavy imports happen inside the handlers so `harness --help` stays instant.
     harness model init --family F --size S --out DIR [--seed N]
     harness model info DIR                 family, parameter counts, tokens per frame
     harness data synth --out DIR --videos N [--seed S] [--minutes A-B] [--fps F]
-                       [--size WxH] [--format harness|videomme] [--difficulty default|easy]
+                       [--size WxH] [--format harness|videomme] [--difficulty default|easy|basic]
+    harness data build --videos DIR --out DIR --captioner SPEC --reasoner SPEC [--clip-seconds 10]
+    harness eval --task T --data DIR --model DIR --out FILE [--frames N] [--subtitles]
+    harness eval --task all --config configs/eval/FILE.yaml --model DIR --out DIR
 """
 
 from __future__ import annotations
@@ -97,6 +100,18 @@ def _data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_build(args: argparse.Namespace) -> int:
+    from harness.data.build.options import run_build
+
+    return run_build(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from evals.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,9 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="64x64", help="frame size WxH")
     p.add_argument("--format", choices=["harness", "videomme"], default="harness",
                    help="videomme also writes the test split in the official Video-MME layout")
-    p.add_argument("--difficulty", choices=["default", "easy"], default="default",
-                   help="easy: 2x2 grid, 3 objects, ~12 events, reasoning by order (toy models from scratch)")
+    p.add_argument("--difficulty", choices=["default", "easy", "basic"], default="default",
+                   help="easy: 2x2 grid, 3 objects, ~12 events, reasoning by order; basic: one object, "
+                        "answered with a word (toy models trained from scratch on CPU)")
     p.set_defaults(func=_data_synth)
+    p = data.add_parser("build", help="build a LongVideo-Reason style dataset from your videos")
+    from harness.data.build.options import add_build_arguments  # light: argparse only
+
+    add_build_arguments(p)
+    p.set_defaults(func=_data_build)
+
+    p = sub.add_parser("eval", help="benchmark adapters (VideoMME, ...): scores + predictions")
+    from evals.cli import add_arguments as add_eval_arguments  # light: argparse only
+
+    add_eval_arguments(p)
+    p.set_defaults(func=_eval)
     return parser
 
 

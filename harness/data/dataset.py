@@ -3,7 +3,7 @@ text of each, a resumable shuffled order, and a ledger of what was skipped and w
 
 Prompt format (ours, in the spirit of the authors' reasoning template): the question with
 its options, then an instruction to reason inside <think></think> and answer with the
-option letter inside <answer></answer>. CoT-SFT targets are
+option letter inside <answer></answer> (for other problem types: the answer itself). CoT-SFT targets are
 `<think>{reasoning}</think><answer>{letter}</answer>`.
 """
 
@@ -24,10 +24,15 @@ REASONING_INSTRUCTION = (
     "Think step by step inside <think> </think> tags, then give only the option letter "
     "inside <answer> </answer> tags."
 )
+FREE_FORM_INSTRUCTION = (
+    "Think step by step inside <think> </think> tags, then give only the answer, a word or "
+    "a short phrase, inside <answer> </answer> tags."
+)
 
 
 def question_text(record: Record) -> str:
-    return f"{record.problem}\n{REASONING_INSTRUCTION}"
+    multiple_choice = record.problem_type == "multiple choice"
+    return f"{record.problem}\n{REASONING_INSTRUCTION if multiple_choice else FREE_FORM_INSTRUCTION}"
 
 
 def sft_target(record: Record) -> str:

@@ -1,6 +1,48 @@
 """Rollout engines: sample G responses per prompt from prompt embeddings (DESIGN.md §3.4)."""
 
+from __future__ import annotations
+
+import logging
+
+from harness.config import RolloutConfig
+from harness.model.interface import VideoLM
 from harness.rollout.engine import RolloutEngine, RolloutOutput, SamplingConfig
 from harness.rollout.hf_engine import HFEngine
+from harness.rollout.vllm_engine import RolloutEngineError, VLLMEngine, vllm_unavailable_reason
 
-__all__ = ["HFEngine", "RolloutEngine", "RolloutOutput", "SamplingConfig"]
+__all__ = [
+    "HFEngine", "RolloutEngine", "RolloutEngineError", "RolloutOutput", "SamplingConfig", "VLLMEngine",
+    "build_engine", "choose_engine",
+]
+log = logging.getLogger(__name__)
+
+
+def choose_engine(choice: str, model: VideoLM) -> str:
+    """`rollout.engine` -> "vllm" or "hf". `auto` takes vLLM wherever it can run `model`
+    and says why when it cannot; an explicit `vllm` that cannot run is an error."""
+    if choice == "hf":
+        return "hf"
+    reason = vllm_unavailable_reason(model)
+    if choice == "vllm":
+        if reason is not None:
+            raise RolloutEngineError(f"rollout.engine=vllm cannot run here: {reason}; set rollout.engine=hf")
+        return "vllm"
+    if reason is not None:
+        log.info("rollout.engine=auto: using the HF engine: %s", reason)
+        return "hf"
+    log.info("rollout.engine=auto: using the vLLM engine")
+    return "vllm"
+
+
+def build_engine(cfg: RolloutConfig, model: VideoLM, seed: int = 0) -> HFEngine | VLLMEngine:
+    """The engine `cfg.engine` names, sampling from `model`'s current weights."""
+    if choose_engine(cfg.engine, model) == "hf":
+        return HFEngine(model)
+    return VLLMEngine(
+        model,
+        kv_cache_gib=cfg.vllm_kv_cache_gib,
+        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+        max_model_len=cfg.vllm_max_model_len,
+        seed=seed,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from harness.algos.rewards import choice_accuracy, format_reward
+from harness.algos.rewards import accuracy_reward, format_reward
 from harness.data.dataset import VideoQADataset, question_text
 from harness.model.interface import VideoLM
 from harness.rollout.engine import SamplingConfig
@@ -33,7 +33,7 @@ def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: i
             chunk.append(rec)
         for rec, out in zip(chunk, engine.generate(prompts, sampling), strict=True):
             text = model.tokenizer.decode(out.token_ids, skip_special_tokens=True)
-            acc = choice_accuracy(text, rec.answer)
+            acc = accuracy_reward(text, rec.answer, rec.problem_type)
             hits["all"].append(acc)
             hits[rec.category or "none"].append(acc)
             formats.append(format_reward(text))

@@ -410,3 +410,49 @@ def test_easy_level_from_the_cli_and_bad_difficulty(tmp_path):
     with pytest.raises(ValueError, match="difficulty"):
         synthesize(tmp_path / "bad", 2, difficulty="hard", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+# --- the basic level ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_basic")
+    summary = synthesize(out, 24, seed=0, difficulty="basic", progress=False)
+    records = {s: list(read_jsonl(out / f"{s}.jsonl", strict=True)) for s in ("sft", "rl", "test")}
+    events = {p.name.split(".")[0]: json.loads(p.read_text()) for p in (out / "videos").glob("*.events.json")}
+    return out, summary, records, events
+
+
+def test_basic_scene_is_one_object_on_screen_for_a_seventh(basic):
+    for ev in basic[3].values():
+        sc = Scene.from_json(ev)
+        assert sc.difficulty == "basic" and len(sc.tracks) == 1
+        assert [e.kind for e in sc.events] == ["appear", "leave"]
+        on = sc.events[1].time - sc.events[0].time
+        assert on == pytest.approx(sc.duration / 7, abs=2e-3)
+        assert not sc.state_at(0, 0.0).visible and not sc.state_at(0, sc.duration - 1e-6).visible
+
+
+def test_basic_records_are_free_form_words(basic):
+    recs = all_records(basic)
+    assert len(recs) == 3 * 24  # one question per kind and video (4 asked, 3 kinds)
+    for r in recs:
+        assert r.problem_type == "free-form" and r.answer_text in r.options
+        assert "A." not in r.problem and r.reasoning.endswith(f"So the answer is {r.answer_text}.")
+        sc = Scene.from_json(basic[3][r.video_id])
+        state = sc.state_at(0, sc.events[0].time)
+        assert r.answer_text in (state.colour, state.shape, state.region)
+    # every colour and region occurs as an answer: nothing to learn from the prior alone
+    answers = collections.Counter(r.answer_text for r in recs)
+    assert all(answers[c] > 0 for c in LEVELS["basic"].colours + LEVELS["basic"].regions)
+
+
+def test_basic_oracle_accuracy_grows_with_frames(basic):
+    acc = {n: oracle_accuracy(basic, n) for n in (2, 4, 8, None)}
+    assert acc[2] < 0.6 and acc[2] < acc[4] < acc[8] == acc[None] == 1.0
+
+
+def test_basic_level_refuses_the_videomme_layout(tmp_path):
+    with pytest.raises(ValueError, match="free-form"):
+        synthesize(tmp_path / "b", 3, difficulty="basic", formats=("harness", "videomme"), progress=False)

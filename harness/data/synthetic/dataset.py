@@ -35,7 +35,7 @@ from harness.data.synthetic.questions import (
     build_questions,
 )
 from harness.data.synthetic.render import pick_codec, render_frames, write_mp4
-from harness.data.synthetic.scene import DIFFICULTIES, Scene, simulate_scene
+from harness.data.synthetic.scene import DIFFICULTIES, LEVELS, Scene, simulate_scene
 from harness.data.synthetic.videomme import VideoItem, write_videomme
 
 SPLITS = ("sft", "rl", "test")
@@ -115,14 +115,18 @@ def synthesize(
     minutes: video length range (uniform); size: (width, height); questions cycle through
     the categories temporal, goal, plot, spatial; formats: "harness" (always written) and
     optionally "videomme"; split_fractions: (sft, rl, test), each split with a positive
-    fraction gets at least one video when n_videos >= 3; difficulty: "default" or "easy"
-    (a 2x2 grid, 3 objects, ~12 events, reasoning by order: see scene.LEVELS), for models
-    trained from scratch. ValueError on bad arguments.
+    fraction gets at least one video when n_videos >= 3; difficulty: "default", "easy"
+    (a 2x2 grid, 3 objects, ~12 events, reasoning by order) or "basic" (one object, answered
+    with a word, at most 3 questions per video, no Video-MME layout): see scene.LEVELS; the
+    last two are for models trained from scratch. ValueError on bad arguments.
     """
     t0 = time.perf_counter()
     _check_args(n_videos, seed, minutes, fps, size, questions_per_video, formats, split_fractions)
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
+    if "videomme" in formats and LEVELS[difficulty].answers != "choice":
+        raise ValueError(f"the {difficulty} level's questions are free-form; the Video-MME layout "
+                         "needs multiple choice (use formats=('harness',))")
     out_dir = Path(out_dir)
     codec = pick_codec()
 
@@ -196,6 +200,13 @@ def _pid(scene: Scene, j: int) -> str:
 
 
 def _record(scene: Scene, j: int, q: Question) -> Record:
+    if scene.level.answers == "text":  # the answer is the word itself; options stay hidden
+        return Record(
+            problem_id=_pid(scene, j), data_type="video", videos=[f"videos/{scene.video_id}.mp4"],
+            problem=q.text, problem_type="free-form", answer=f"<answer>{q.options[q.answer]}</answer>",
+            reasoning=q.reasoning, category=q.category, options=list(q.options),
+            video_id=scene.video_id, duration=scene.duration,
+        )
     options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(q.options))
     return Record(
         problem_id=_pid(scene, j), data_type="video", videos=[f"videos/{scene.video_id}.mp4"],

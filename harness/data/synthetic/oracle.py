@@ -78,9 +78,16 @@ class View:
 
 def oracle_answer(record: Any, events: Mapping[str, Any] | Scene, sampled_timestamps: Sequence[float],
                   rng: np.random.Generator) -> str:
-    """Letter the oracle picks: uniform among the options consistent with the sampled frames."""
+    """What the oracle answers, uniform among the options consistent with the sampled
+    frames: the option's letter, or for a free-form record (basic level) its text."""
     keep = np.flatnonzero(consistent_options(record, events, sampled_timestamps))
-    return LETTERS[int(rng.choice(keep))]
+    pick = int(rng.choice(keep))
+    problem_type = record["problem_type"] if isinstance(record, Mapping) else record.problem_type
+    if problem_type == "multiple choice":
+        return LETTERS[pick]
+    scene = events if isinstance(events, Scene) else Scene.from_json(dict(events))
+    pid = record["problem_id"] if isinstance(record, Mapping) else record.problem_id
+    return next(q for q in scene.questions if q["problem_id"] == pid)["values"][pick]
 
 
 def consistent_options(record: Any, events: Mapping[str, Any] | Scene,
@@ -98,6 +105,17 @@ def consistent_options(record: Any, events: Mapping[str, Any] | Scene,
         # The correct option can never be ruled out; if it was, the rules above are wrong.
         raise AssertionError(f"oracle ruled out every option of {pid!r}")
     return keep
+
+
+def _basic_attribute(attribute: str):
+    """Basic level: one object that never changes; any sighting tells the attribute."""
+    def check(view: View, subjects, values) -> list[bool]:
+        seen = view.seen(0)
+        if not seen:
+            return [True] * len(values)
+        state = seen[0][1]
+        return [v == getattr(state, attribute) for v in values]
+    return check
 
 
 def _unknown_object(view: View) -> bool:
@@ -261,4 +279,7 @@ _CHECKS = {
     "consequence": _consequence,
     "before_leave": _before_leave,
     "appear_region": _appear_region,
+    "colour_of": _basic_attribute("colour"),
+    "shape_of": _basic_attribute("shape"),
+    "region_of": _basic_attribute("region"),
 }

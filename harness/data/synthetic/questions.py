@@ -11,6 +11,11 @@ Kinds (category -> kind: what it asks; why a few frames do not answer it):
 - spatial -> before_leave: where an object was just before it left; appear_region: where it
   first appeared (every such object moves at least once, and nothing is left at the end).
 
+Basic level (one object; answered with a word, see scene.LEVELS): colour_of, shape_of and
+region_of ask for the object's colour, shape and region; the options are the whole answer
+space in a fixed order (kept in the record for the oracle and for scoring, not shown in
+the prompt). region_of is "spatial"; the other two have no LongVideo-Reason category.
+
 Every question names objects by how they looked when they appeared ("the red square"; unique
 in the video). Each carries a machine-readable `spec` (subjects and option values, never the
 answer) that the oracle reads. `answer` is the index of the correct option, chosen by the
@@ -40,12 +45,15 @@ KINDS = {
 }
 COUNT_WORDS = ("never", "once", "twice", "three times")
 MAX_QUESTIONS_PER_VIDEO = 8
+BASIC_KINDS = {"colour_of": None, "shape_of": None, "region_of": "spatial"}  # kind -> category
+BASIC_TEXT = {"colour_of": "What colour was the object?", "shape_of": "What shape was the object?",
+              "region_of": "Where in the frame was the object?"}
 
 
 @dataclass
 class Question:
     kind: str
-    category: str
+    category: str | None
     text: str  # the question sentence, without options
     options: list[str]  # 4 option texts, without letters
     answer: int  # index of the correct option
@@ -74,6 +82,8 @@ def build_questions(scene: Scene, rng: np.random.Generator, answers: list[int]) 
     """One question per answer index, cycling through the categories in CATEGORIES order."""
     if not 1 <= len(answers) <= MAX_QUESTIONS_PER_VIDEO:
         raise ValueError(f"questions_per_video must be in 1..{MAX_QUESTIONS_PER_VIDEO}, got {len(answers)}")
+    if scene.difficulty == "basic":
+        return _basic_questions(scene, rng, len(answers))
     pools = {cat: _candidates(scene, rng, cat) for cat in CATEGORIES}
     out: list[Question] = []
     cats = itertools.cycle(CATEGORIES)
@@ -82,6 +92,23 @@ def build_questions(scene: Scene, rng: np.random.Generator, answers: list[int]) 
         if pools[cat]:
             kind, subject = pools[cat].pop(int(rng.integers(len(pools[cat]))))
             out.append(_ask(scene, rng, kind, subject, answers[len(out)]))
+    return out
+
+
+def _basic_questions(scene: Scene, rng: np.random.Generator, n: int) -> list[Question]:
+    """Up to three questions (one per kind) about the scene's single object. The answer's
+    index follows from the scene (options in fixed order), so `answers` does not apply."""
+    appear = scene.events_of(0, "appear")[0]
+    truth = {"colour_of": appear.colour, "shape_of": scene.tracks[0].shape, "region_of": appear.region}
+    space = {"colour_of": list(scene.level.colours), "shape_of": list(SHAPES),
+             "region_of": list(scene.level.regions)}
+    kinds = [list(BASIC_KINDS)[int(i)] for i in rng.permutation(len(BASIC_KINDS))][:n]
+    out = []
+    for kind in kinds:
+        options, answer = space[kind], space[kind].index(truth[kind])
+        reasoning = f"{narrate(scene, [appear])} So the answer is {truth[kind]}."
+        spec = {"kind": kind, "subjects": {}, "values": options}
+        out.append(Question(kind, BASIC_KINDS[kind], BASIC_TEXT[kind], options, answer, reasoning, spec))
     return out
 
 

@@ -24,7 +24,11 @@ Difficulty levels (`LEVELS`). "default" is the world above. "easy" is for models
 from scratch at toy scale: a 2x2 grid (one region per vision token of the tiny tower), four
 colours, three objects (mover, target, counter; the counter also moves once, so it serves
 the spatial questions) and about a dozen events whatever the video's length; the world
-rules are the same.
+rules are the same. "basic" is the level at which a model trained from scratch in a few
+minutes of CPU learns to use the video: one object that appears at a random time, stays for
+`BASIC_VISIBLE` of the video, and leaves; questions ask for its colour, shape or region and
+are answered with that word (see questions.py). Few frames often miss it, so accuracy still
+grows with the number of frames.
 
 Deviation from the real data: LongVideo-Reason's videos are real footage captioned by a
 VLM; here the "captions" are exact and the visuals are big flat shapes a tiny model can see.
@@ -70,6 +74,7 @@ class Level:
     colours: tuple[str, ...]
     n_events: int | None  # None: one per SECONDS_PER_EVENT; else this many, whatever the length
     narration: str  # "clock": "At 0:12 ..."; "order": "First ..., Then ..., Finally ..."
+    answers: str = "choice"  # "choice": an option letter; "text": the answer word itself
 
 
 LEVELS: dict[str, Level] = {
@@ -77,7 +82,11 @@ LEVELS: dict[str, Level] = {
     # Frame times are not visible to a VILA-style model (1-D positions, no timestamps), but
     # the order of frames is: the easy level narrates order, not clock times.
     "easy": Level("easy", 2, REGIONS_2X2, ("red", "green", "blue", "yellow"), 12, "order"),
+    # Answered with words: a model trained from scratch does not learn to map option texts
+    # to letters in a CPU budget (reproduce/LOG.md), which a pretrained LLM brings along.
+    "basic": Level("basic", 2, REGIONS_2X2, ("red", "green", "blue", "yellow"), 2, "order", "text"),
 }
+BASIC_VISIBLE = 1 / 7  # share of the video during which the basic level's object is on screen
 DIFFICULTIES = tuple(LEVELS)
 
 
@@ -228,6 +237,8 @@ def simulate_scene(rng: np.random.Generator, video_id: str, num_frames: int, fps
         raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
     level = LEVELS[difficulty]
     duration = num_frames / fps
+    if difficulty == "basic":
+        return _basic_scene(rng, video_id, num_frames, fps)
     # Keep slots at least two frames apart at low fps.
     n_events = level.n_events or round(duration / max(SECONDS_PER_EVENT, 2.0 / fps))
     slots, shapes, roles, consequence = schedule_events(rng, n_events, level)
@@ -247,6 +258,30 @@ def simulate_scene(rng: np.random.Generator, video_id: str, num_frames: int, fps
     tracks = [_track(i, shape, events, duration) for i, shape in enumerate(shapes)]
     return Scene(video_id, duration, fps, num_frames, min_gap_s, tracks, events, roles, consequence,
                  difficulty=difficulty)
+
+
+def _basic_scene(rng: np.random.Generator, video_id: str, num_frames: int, fps: float) -> Scene:
+    """One object of random shape, colour and region, on screen for BASIC_VISIBLE of the
+    video at a uniformly random time (not on slots, so uniform frame sampling has no
+    favoured phase); the first and last frames stay empty."""
+    level = LEVELS["basic"]
+    duration = num_frames / fps
+    visible = duration * BASIC_VISIBLE
+    margin = 1.0 / fps  # at least one empty frame before and after
+    if visible < 1.0 / fps or duration - visible - 2 * margin <= 0:
+        raise ValueError(f"video {video_id}: {duration:.1f} s at {fps} fps is too short for the basic level")
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    colour = level.colours[int(rng.integers(len(level.colours)))]
+    region = level.regions[int(rng.integers(len(level.regions)))]
+    start = round(float(rng.uniform(margin, duration - visible - margin)), 3)
+    end = round(start + visible, 3)
+    events = [
+        Event(start, "appear", 0, region, colour, text=f"A {colour} {shape} appears in the {region}."),
+        Event(end, "leave", 0, region, colour, text=f"The {colour} {shape} leaves the scene from the {region}."),
+    ]
+    track = _track(0, shape, events, duration)
+    return Scene(video_id, duration, fps, num_frames, round(visible - 0.002, 3), [track], events, {},
+                 difficulty="basic")
 
 
 def _track(obj: int, shape: str, events: list[Event], duration: float) -> Track:

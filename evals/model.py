@@ -1,0 +1,114 @@
+"""The narrow model interface the adapters use, and its implementation by harness models.
+
+    model.encode(clip)       -> VideoEmbeds     decoded frames -> video embeddings (once per video)
+    model.generate(queries)  -> list[str]       batched greedy answers to (video, prompt) pairs
+    model.describe()         -> dict            what the results' protocol records
+
+A query's video is either decoded frames (`VideoClip`) or embeddings already encoded
+(`VideoEmbeds`, e.g. from `encode` or an embedding cache), so one video's frames are encoded
+once for all its questions. Prompts go through the model's own chat template with the video
+before the text (`VideoLM.chat_prompt_ids`), then through a rollout engine with greedy
+decoding.
+
+Engines: "hf" is the harness's HF engine (harness/rollout/hf_engine.py). "vllm" is the
+harness's in-process vLLM engine (harness/rollout/vllm_engine.py, prompt embeddings in) and
+fails with the reason when it cannot run the model here (not installed, unsupported head
+size on CPU, ...). "auto" tries vLLM and, when it cannot be built, logs
+"falling back to HF engine: <reason>" and records `hf (fallback from vllm: <reason>)` as
+the engine, so a results file always says which engine produced it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.data.video import VideoClip
+from harness.model.interface import VideoEmbeds, VideoLM
+from harness.rollout.engine import SamplingConfig
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("hf", "vllm", "auto")
+
+
+@dataclass
+class VideoQuery:
+    prompt: str
+    video: VideoClip | VideoEmbeds
+
+
+def build_engine(model: VideoLM, choice: str, max_batch: int) -> tuple[object, str]:
+    """(engine, the engine's name as results record it) for `choice` in ENGINES."""
+    if choice not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {choice!r}")
+    from harness.rollout.hf_engine import HFEngine
+
+    if choice == "hf":
+        return HFEngine(model, max_batch=max_batch), "hf"
+    try:
+        from harness.rollout.vllm_engine import VLLMEngine, vllm_unavailable_reason
+    except ImportError as err:
+        reason = f"no vLLM engine in this checkout ({err})"
+    else:
+        reason = vllm_unavailable_reason(model)
+        if reason is None:
+            try:
+                return VLLMEngine(model), "vllm"
+            except Exception as err:  # noqa: BLE001 - any failure to start vLLM is reported below
+                reason = f"{type(err).__name__}: {err}"
+    if choice == "vllm":
+        raise RuntimeError(f"engine 'vllm' is not available: {reason}")
+    log.warning("falling back to HF engine: %s", reason)
+    return HFEngine(model, max_batch=max_batch), f"hf (fallback from vllm: {reason})"
+
+
+class HarnessVLM:
+    """`VideoLM` + rollout engine behind the interface above."""
+
+    def __init__(self, model: VideoLM | str | Path, engine: str = "hf", max_new_tokens: int = 1024,
+                 batch_size: int = 8, system_prompt: str | None = None) -> None:
+        if batch_size < 1 or max_new_tokens < 1:
+            raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}")
+        if isinstance(model, (str, Path)):
+            from harness.model.build import load_model
+
+            self.model_path = str(Path(model).resolve())
+            model = load_model(model)
+        else:
+            self.model_path = getattr(model, "name_or_path", None) or "<in-memory model>"
+        self.model = model.eval()
+        self.engine, self.engine_name = build_engine(self.model, engine, batch_size)
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+
+    def describe(self) -> dict:
+        return {
+            "model_path": self.model_path, "family": self.model.family, "engine": self.engine_name,
+            "max_new_tokens": self.max_new_tokens, "decoding": "greedy", "batch_size": self.batch_size,
+            "system_prompt": self.system_prompt,
+        }
+
+    @torch.no_grad()
+    def encode(self, clip: VideoClip) -> VideoEmbeds:
+        return self.model.encode_frames(clip.frames, clip.timestamps)
+
+    @torch.no_grad()
+    def generate(self, queries: list[VideoQuery]) -> list[str]:
+        sampling = SamplingConfig(greedy=True, max_new_tokens=self.max_new_tokens)
+        texts: list[str] = []
+        for start in range(0, len(queries), self.batch_size):
+            chunk = queries[start : start + self.batch_size]
+            prompts = []
+            for q in chunk:
+                video = q.video if isinstance(q.video, VideoEmbeds) else self.encode(q.video)
+                ids = self.model.chat_prompt_ids(q.prompt, system=self.system_prompt)
+                prompts.append(self.model.build_prompt(ids, video))
+            outputs = self.engine.generate(prompts, sampling)
+            tok = self.model.tokenizer
+            texts += [tok.decode(o.token_ids, skip_special_tokens=True) for o in outputs]
+        return texts

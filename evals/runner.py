@@ -1,0 +1,193 @@
+"""`harness eval`: run one benchmark adapter with a model, resumably, and write the results.
+
+For each video (in the order its questions appear): decode N frames (uniform, as lmms-eval
+samples them; or at --fps with N as a cap), encode them once, render every question's
+prompt (with subtitles: the cues covering those frames), and generate in batches. Each
+batch's predictions are appended to `<out stem>.predictions.jsonl` at once, so a killed run
+loses at most one batch; a rerun reads the file and only computes what is missing. Lines
+written under another protocol (frames, subtitles, prompt, model, ...) stop the run rather
+than being mixed in.
+
+A missing or undecodable video skips its questions: counted (`missing_video`) and listed
+with the reason in the results; such questions are not written, so a rerun retries them.
+Accuracy is over the answered questions; unparsed answers count as wrong and are counted.
+A judge that failed on a question (open-answer tasks) is asked again on the next run, from
+the stored response, without generating again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from evals.base import Benchmark, Item
+from evals.extract import EXTRACTION_VERSION
+from evals.model import HarnessVLM, VideoQuery
+from evals.subtitles import read_srt, subtitle_block
+from harness.data.video import VideoDecodeError, load_video
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSettings:
+    frames: int
+    subtitles: bool = False
+    sample_fps: float | None = None
+    progress: bool = True
+
+
+def predictions_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".predictions.jsonl")
+
+
+def protocol_of(bench: Benchmark, model: HarnessVLM, s: EvalSettings) -> dict:
+    p = {
+        "task": bench.name, "task_version": bench.version,
+        "prompt_hash": bench.prompt_hash(s.subtitles), "frames": s.frames,
+        "frame_sampling": "uniform linspace (lmms-eval)" if s.sample_fps is None else "fps, frames as cap",
+        "sample_fps": s.sample_fps, "subtitles": s.subtitles,
+        "extraction_version": EXTRACTION_VERSION, **model.describe(),
+    }
+    judge = getattr(bench, "judge", None)
+    if judge is not None:
+        p["judge"] = judge.describe()
+    return p
+
+
+def protocol_key(protocol: dict) -> str:
+    """What must match for earlier predictions to be reused (not the engine or batch size)."""
+    keep = {k: v for k, v in protocol.items() if k not in ("engine", "batch_size", "judge")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: EvalSettings) -> dict:
+    if s.subtitles and not bench.supports_subtitles:
+        raise ValueError(f"{bench.name} has no subtitle protocol; drop --subtitles")
+    items = bench.load(Path(data))
+    if len({it.qid for it in items}) != len(items):
+        raise ValueError(f"{bench.name}: question ids in {data} are not unique")
+    protocol = protocol_of(bench, model, s)
+    key = protocol_key(protocol)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pred_file = predictions_path(out)
+    by_qid = {it.qid: it for it in items}
+    done, rejudged = _read_done(pred_file, key, bench, by_qid)
+
+    missing: list[dict] = []
+    todo: dict[Path, list[Item]] = {}
+    for it in items:
+        if it.qid not in done:
+            todo.setdefault(it.video, []).append(it)
+    bar = tqdm(total=len(items), initial=len(done), desc=f"eval {bench.name}", unit="q",
+               disable=not s.progress)
+    pending: list[tuple[Item, str, VideoQuery]] = []
+    with pred_file.open("a", encoding="utf-8") as f:
+        if f.tell() and not _ends_with_newline(pred_file):
+            f.write("\n")  # a run killed mid-line: its fragment stays alone on its line
+        for row in rejudged:  # the newest line of a question wins when the file is read
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for video, its in todo.items():
+            try:
+                clip = load_video(video, s.frames, sample_fps=s.sample_fps)
+            except VideoDecodeError as err:
+                log.warning("skipping %d questions: %s", len(its), err)
+                missing.append({"video": str(video), "reason": err.reason, "questions": [i.qid for i in its]})
+                bar.update(len(its))
+                continue
+            embeds = model.encode(clip)
+            for it in its:
+                block = None
+                if s.subtitles:
+                    cues = read_srt(it.subtitle) if it.subtitle else None
+                    block = subtitle_block(cues, clip.indices, clip.video_fps)
+                text = bench.prompt(it, block)
+                pending.append((it, text, VideoQuery(text, embeds)))
+            while len(pending) >= model.batch_size:
+                _flush(pending[: model.batch_size], bench, model, key, f, done, bar)
+                pending = pending[model.batch_size :]
+        if pending:
+            _flush(pending, bench, model, key, f, done, bar)
+    bar.close()
+
+    rows = [done[it.qid] for it in items if it.qid in done]
+    results = {
+        "task": bench.name,
+        "scores": bench.aggregate(rows),
+        "counts": {
+            "questions": len(items), "answered": len(rows),
+            "unparsed": sum(bool(r["unparsed"]) for r in rows),
+            "missing_video": sum(len(m["questions"]) for m in missing),
+            "no_subtitles": sum(not (it.subtitle and it.subtitle.is_file()) for it in items)
+            if s.subtitles else None,
+            "judge_errors": sum("judge_error" in r for r in rows),
+            "bad_records": getattr(bench, "bad_records", 0),
+        },
+        "missing_videos": missing,
+        "protocol": protocol,
+        "protocol_key": key,
+        "predictions": str(pred_file),
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    os.replace(tmp, out)
+    return results
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _flush(batch, bench, model, key, f, done, bar) -> None:
+    responses = model.generate([q for _, _, q in batch])
+    for (it, text, _), response in zip(batch, responses, strict=True):
+        row = {
+            "qid": it.qid, "protocol_key": key, "video": str(it.video), "answer": it.answer,
+            "fields": it.fields, "prompt_sha": hashlib.sha256(text.encode()).hexdigest()[:16],
+            "response": response, **bench.score(it, response),
+        }
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        done[it.qid] = row
+    f.flush()
+    bar.update(len(batch))
+
+
+def _read_done(path: Path, key: str, bench: Benchmark,
+               by_qid: dict[str, Item]) -> tuple[dict[str, dict], list[dict]]:
+    """Predictions already written for this protocol (the newest line of a question wins),
+    and those whose judge had failed, judged again now (for the caller to append)."""
+    done: dict[str, dict] = {}
+    if path.exists():
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("%s:%d: unreadable line (a run killed mid-write?); recomputed", path, n)
+                    continue
+                if row.get("protocol_key") != key:
+                    raise ValueError(
+                        f"{path} holds predictions of another protocol (line {n}: "
+                        f"{row.get('protocol_key')} != {key}); use another --out or delete it"
+                    )
+                if row.get("qid") in by_qid:
+                    done[row["qid"]] = row
+    rejudged = []
+    for qid, row in done.items():
+        if "judge_error" in row:
+            row = {k: v for k, v in row.items() if k not in ("judge_error", "pred", "correct", "unparsed")}
+            row.update(bench.score(by_qid[qid], row["response"]))
+            rejudged.append(row)
+    done.update((r["qid"], r) for r in rejudged)
+    return done, rejudged

@@ -1,0 +1,26 @@
+"""The benchmark adapters by name (`harness eval --task NAME`)."""
+
+from __future__ import annotations
+
+from evals.activitynet_qa import ActivityNetQA
+from evals.base import Benchmark
+from evals.judge import OpenAIJudge
+from evals.longvideo_reason import LongVideoReason
+from evals.longvideobench import LongVideoBench
+from evals.mlvu import MLVU
+from evals.nextqa import NExTQA
+from evals.perceptiontest import PerceptionTest
+from evals.videomme import VideoMME
+from evals.vnbench import VNBench
+
+TASKS: dict[str, type[Benchmark]] = {
+    cls.name: cls
+    for cls in (VideoMME, LongVideoBench, MLVU, PerceptionTest, NExTQA, VNBench, ActivityNetQA,
+                LongVideoReason)
+}
+
+
+def build_benchmark(name: str, judge: OpenAIJudge | None = None) -> Benchmark:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    return ActivityNetQA(judge) if name == ActivityNetQA.name else TASKS[name]()

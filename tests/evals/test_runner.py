@@ -1,0 +1,162 @@
+"""`harness eval` end to end on a synthetic Video-MME layout with a tiny random model."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+
+from evals.model import HarnessVLM, build_engine
+from evals.runner import EvalSettings, predictions_path, run_eval
+from evals.subtitles import NO_SUBTITLES, read_srt, subtitle_block
+from evals.tasks import build_benchmark
+from harness.cli import main
+from harness.data.video import load_video
+
+
+class CountingVLM(HarnessVLM):
+    """The real model; counts the questions it is asked (to see what a resume recomputes)."""
+
+    asked = 0
+
+    def generate(self, queries):
+        self.asked += len(queries)
+        return super().generate(queries)
+
+
+@pytest.fixture(scope="module")
+def vlm(tiny_ckpt):
+    return CountingVLM(tiny_ckpt, max_new_tokens=6, batch_size=4)
+
+
+@pytest.fixture()
+def mme_copy(mme_root, tmp_path):
+    dst = tmp_path / "mme"
+    shutil.copytree(mme_root, dst)
+    return dst
+
+
+def _rows(out):
+    return [json.loads(line) for line in predictions_path(out).read_text().splitlines()]
+
+
+def test_results_counts_protocol_and_resume(vlm, mme_copy, tmp_path):
+    bench, out = build_benchmark("videomme"), tmp_path / "res" / "videomme.json"
+    s = EvalSettings(frames=4, subtitles=True, progress=False)
+    vlm.asked = 0
+    res = run_eval(bench, vlm, mme_copy, out, s)
+    assert json.loads(out.read_text()) == res
+    c = res["counts"]
+    assert (c["questions"], c["answered"], c["missing_video"], c["no_subtitles"]) == (12, 12, 0, 0)
+    rows = _rows(out)
+    assert len(rows) == 12 and vlm.asked == 12
+    assert c["unparsed"] == sum(r["pred"] == "" for r in rows)
+    assert res["scores"]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / 12)
+    assert sum(g["n"] for g in res["scores"]["by_task_type"].values()) == 12
+    assert set(res["scores"]) == {"accuracy", "by_duration", "by_domain", "by_task_type"}
+    p = res["protocol"]
+    assert (p["frames"], p["subtitles"], p["engine"], p["task_version"]) == (4, True, "hf", "videomme-v1")
+    assert p["prompt_hash"] == bench.prompt_hash(True) and p["extraction_version"].startswith("mc-v1")
+    assert p["model_path"].endswith("vila-tiny")
+
+    # The prompt of each question holds exactly the cues covering its video's 4 frames.
+    items = {i.qid: i for i in bench.load(mme_copy)}
+    for row in rows[:4]:
+        item = items[row["qid"]]
+        clip = load_video(item.video, 4)
+        block = subtitle_block(read_srt(item.subtitle), clip.indices, clip.video_fps)
+        assert row["prompt_sha"] == hashlib.sha256(bench.prompt(item, block).encode()).hexdigest()[:16]
+
+    # Resume: a half-written file is completed; nothing already written is recomputed.
+    lines = predictions_path(out).read_text().splitlines(keepends=True)
+    predictions_path(out).write_text("".join(lines[:5]) + lines[5][:20])  # killed mid-line
+    vlm.asked = 0
+    again = run_eval(bench, vlm, mme_copy, out, s)
+    assert vlm.asked == 7 and again["scores"] == res["scores"]
+    vlm.asked = 0
+    run_eval(bench, vlm, mme_copy, out, s)
+    assert vlm.asked == 0
+
+    # Other protocol (no subtitles) into the same file: refused, not mixed.
+    with pytest.raises(ValueError, match="another protocol"):
+        run_eval(bench, vlm, mme_copy, out, EvalSettings(frames=4, progress=False))
+
+
+def test_missing_and_corrupt_videos_are_skipped_and_listed(vlm, mme_copy, tmp_path):
+    items = build_benchmark("videomme").load(mme_copy)
+    videos = sorted({i.video for i in items})
+    videos[0].unlink()
+    videos[1].write_bytes(videos[1].read_bytes()[:300])  # truncated
+    (mme_copy / "subtitle" / f"{videos[2].stem}.srt").unlink()
+    out = tmp_path / "r.json"
+    res = run_eval(build_benchmark("videomme"), vlm, mme_copy, out, EvalSettings(4, subtitles=True, progress=False))
+    c = res["counts"]
+    assert (c["questions"], c["answered"], c["missing_video"], c["no_subtitles"]) == (12, 4, 8, 4)
+    assert sorted(m["video"] for m in res["missing_videos"]) == sorted(str(v) for v in videos[:2])
+    assert all(len(m["questions"]) == 4 and m["reason"] for m in res["missing_videos"])
+    items3 = [i for i in items if i.video == videos[2]]
+    row = _rows(out)[0]
+    assert row["prompt_sha"] == hashlib.sha256(
+        build_benchmark("videomme").prompt(items3[0], NO_SUBTITLES).encode()).hexdigest()[:16]
+
+
+def test_subtitles_refused_where_no_protocol(vlm, mme_root, tmp_path):
+    with pytest.raises(ValueError, match="no subtitle protocol"):
+        run_eval(build_benchmark("longvideo_reason"), vlm, mme_root.parent, tmp_path / "x.json",
+                 EvalSettings(4, subtitles=True, progress=False))
+
+
+def test_engine_choice(vlm):
+    from harness.rollout.vllm_engine import vllm_unavailable_reason
+
+    with pytest.raises(ValueError, match="engine must be one of"):
+        build_engine(vlm.model, "tgi", 4)
+    reason = vllm_unavailable_reason(vlm.model)  # tiny: head size 16, not run by vLLM on CPU
+    if reason is None:
+        pytest.skip("vLLM can run the tiny model here; the fallback path is not reachable")
+    with pytest.raises(RuntimeError, match="engine 'vllm' is not available"):
+        build_engine(vlm.model, "vllm", 4)
+    engine, name = build_engine(vlm.model, "auto", 4)  # logged and recorded, never silent
+    assert name == f"hf (fallback from vllm: {reason})" and type(engine).__name__ == "HFEngine"
+
+
+def test_cli_single_task_and_all(tiny_ckpt, mme_root, tmp_path, capsys):
+    out = tmp_path / "one.json"
+    assert main(["eval", "--task", "videomme", "--data", str(mme_root), "--model", str(tiny_ckpt),
+                 "--frames", "2", "--max-new-tokens", "4", "--out", str(out), "--no-progress"]) == 0
+    assert "videomme: accuracy" in capsys.readouterr().out
+    assert json.loads(out.read_text())["counts"]["answered"] == 12
+    cfg = tmp_path / "all.yaml"
+    cfg.write_text(
+        f"frames: 2\nmax_new_tokens: 4\ntasks:\n"
+        f"  - {{task: videomme, data: {mme_root}, subtitles: true}}\n"
+        f"  - {{task: longvideo_reason, data: {mme_root.parent}}}\n")
+    assert main(["eval", "--task", "all", "--config", str(cfg), "--model", str(tiny_ckpt),
+                 "--out", str(tmp_path / "all"), "--no-progress"]) == 0
+    sub = json.loads((tmp_path / "all" / "videomme_sub.json").read_text())
+    lvr = json.loads((tmp_path / "all" / "longvideo_reason.json").read_text())
+    assert sub["protocol"]["subtitles"] and sub["protocol"]["frames"] == 2
+    assert set(lvr["scores"]["by_category"]) == {"temporal", "goal", "plot", "spatial"}
+    assert main(["eval", "--task", "nope", "--data", str(mme_root), "--model", str(tiny_ckpt),
+                 "--out", str(out)]) == 2
+    assert "unknown task" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_vllm_engine_gives_the_hf_answers(mme_root, tmp_path):
+    """Greedy answers through vLLM (in-process, CPU here) equal the HF engine's (toy size:
+    vLLM's CPU attention needs head size >= 32)."""
+    from harness.model.build import init_model
+    from harness.rollout.vllm_engine import vllm_unavailable_reason
+
+    model = init_model("vila", "toy", seed=0)
+    if (reason := vllm_unavailable_reason(model)) is not None:
+        pytest.skip(reason)
+    answers = {}
+    for engine in ("hf", "vllm"):
+        vlm = HarnessVLM(model, engine=engine, max_new_tokens=6, batch_size=4)
+        out = tmp_path / f"{engine}.json"
+        res = run_eval(build_benchmark("videomme"), vlm, mme_root, out, EvalSettings(2, progress=False))
+        assert res["protocol"]["engine"] == engine
+        answers[engine] = [r["response"] for r in _rows(out)]
+    assert answers["vllm"] == answers["hf"]
