@@ -116,19 +116,34 @@ class SFTConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: str = "hf"
+    # auto: vLLM where it is installed and can run the model (logged reason otherwise), else
+    # the HF engine; vllm: vLLM or a clear error; hf: the trainer's own model.
+    engine: str = "auto"
     n: int = 5  # responses per prompt (authors: 5; their video scripts use 8)
     temperature: float = 1.0
     top_p: float = 0.99
     max_new_tokens: int = 160
+    # vLLM only (the harness sets vLLM's environment itself; nothing to export):
+    vllm_kv_cache_gib: float | None = None  # KV cache space; None: 1 GiB on CPU, the fraction below on GPU
+    vllm_gpu_memory_utilization: float = 0.6  # GPU share for weights + KV cache (authors: 0.6)
+    vllm_tensor_parallel_size: int = 1  # GPUs per engine (authors: 2)
+    vllm_max_model_len: int | None = None  # prompt + response; None: the model's max positions
 
     def check(self) -> None:
-        _one_of("rollout.engine", self.engine, ("hf",))
+        _one_of("rollout.engine", self.engine, ("auto", "vllm", "hf"))
         if self.n < 2:
             raise ConfigError(f"rollout.n must be >= 2 for group advantages, got {self.n}")
         _positive("rollout.temperature", self.temperature)
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+        if self.vllm_kv_cache_gib is not None:
+            _positive("rollout.vllm_kv_cache_gib", self.vllm_kv_cache_gib)
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            raise ConfigError(f"rollout.vllm_gpu_memory_utilization must be in (0, 1], "
+                              f"got {self.vllm_gpu_memory_utilization}")
+        _positive("rollout.vllm_tensor_parallel_size", self.vllm_tensor_parallel_size)
+        if self.vllm_max_model_len is not None:
+            _positive("rollout.vllm_max_model_len", self.vllm_max_model_len)
 
 
 @dataclass
@@ -176,15 +191,20 @@ class ParallelConfig:
 
     dp_size: int = 1
     sp_size: int = 1
-    # 1: optimizer state sharded over all ranks (ZeRO stage 1, torch's
-    # ZeroRedundancyOptimizer); parameters and gradients stay replicated.
+    # Sharding over all dp_size * sp_size ranks. 0: none (replicated AdamW). 1: optimizer
+    # state (ZeRO-1, torch's ZeroRedundancyOptimizer). 2: gradients + optimizer state, full
+    # parameters on every rank (ZeRO-2). 3: parameters too, while the policy update runs
+    # (ZeRO-3). 2 and 3 use FSDP2; see harness/parallel/sharding.py.
     zero_stage: int = 0
 
     def check(self) -> None:
         _positive("parallel.dp_size", self.dp_size)
         _positive("parallel.sp_size", self.sp_size)
-        if self.zero_stage not in (0, 1):
-            raise ConfigError(f"parallel.zero_stage must be 0 or 1 (2/3 are not implemented), got {self.zero_stage}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"parallel.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.zero_stage >= 2 and self.dp_size * self.sp_size < 2:
+            raise ConfigError(f"parallel.zero_stage={self.zero_stage} shards over the dp_size * sp_size "
+                              "processes and needs at least 2 (use zero_stage 0 on one process)")
 
 
 @dataclass

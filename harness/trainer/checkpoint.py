@@ -22,7 +22,10 @@ mid-save never leaves a half checkpoint that `latest_checkpoint` would pick.
 state and python objects: only load checkpoints you (or your own runs) wrote.
 
 The state is that of the calling process: one process saves (rank 0), with the unwrapped
-model and a plain (unsharded) optimizer.
+model and a plain (unsharded) optimizer, or with the full weights and optimizer state that
+every rank gathered first (ZeRO-1: `consolidate_state_dict`; ZeRO-2/3:
+`harness.parallel.sharding`). Loading is per rank: every rank reads the full checkpoint, and
+a model sharded with `harness.parallel.sharding` keeps its own shards of it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import torch
 
 import harness
 from harness.model.build import load_model
+from harness.parallel import sharding
 
 CHECKPOINTS_DIR = "checkpoints"
 _FINAL_NAME = re.compile(r"^step_(\d+)$")
@@ -56,7 +60,7 @@ def save_checkpoint(
     step: int,
     *,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | dict[str, Any],
     scheduler: Any = None,
     data_state: dict[str, Any],
     extra: dict[str, Any] | None = None,
@@ -66,7 +70,8 @@ def save_checkpoint(
 
     `model` needs `save_pretrained(dir)` (a `VideoLM`). `scheduler` is anything with
     `state_dict()`/`load_state_dict()` (torch LR schedulers). `data_state` and `extra` are
-    plain dicts returned as they are by `load_checkpoint`. After the new checkpoint is on
+    plain dicts returned as they are by `load_checkpoint`. `optimizer` may be a state dict
+    already gathered (sharded training). After the new checkpoint is on
     disk, older ones beyond the newest `keep_last` are deleted (None keeps all), and so are
     `.tmp-` folders left by crashed saves (only one process may save into an out_dir).
     """
@@ -89,7 +94,7 @@ def save_checkpoint(
         model.save_pretrained(tmp / "model")
         state = {
             "step": step,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer if isinstance(optimizer, dict) else optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": _rng_state(),
             "data_state": data_state,
@@ -170,12 +175,17 @@ def load_checkpoint(
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     loaded = load_model(path / "model", dtype=dtype)
     try:
-        model.load_state_dict(loaded.state_dict(), strict=True)
+        if sharding.is_sharded(model):  # ZeRO-2/3: keep this rank's shards of the full weights
+            sharding.load_full_state_dict(model, loaded.state_dict())
+        else:
+            model.load_state_dict(loaded.state_dict(), strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path / 'model'} does not fit the given model: {e}") from e
     del loaded
 
-    if optimizer is not None:
+    if optimizer is not None and sharding.is_sharded(model):
+        sharding.load_full_optimizer_state(optimizer, state["optimizer"])
+    elif optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         if state["scheduler"] is None:

@@ -12,6 +12,7 @@ from harness.config import DataConfig, ModelConfig, OptimConfig
 from harness.data.dataset import EpochSampler
 from harness.model.build import init_model, load_model
 from harness.model.interface import VideoLM
+from harness.parallel import sharding
 from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint
 from harness.trainer.metrics import MetricsLogger
 
@@ -50,11 +51,37 @@ def build_model(cfg: ModelConfig) -> VideoLM:
     return model.to(device=device, dtype=dtype)
 
 
+def sharding_units(model: VideoLM) -> list[torch.nn.Module]:
+    """The disjoint submodules ZeRO-2/3 shards one by one (harness/parallel/sharding.py):
+    each decoder layer, the input embeddings, the final norm, lm_head, and the vision
+    tower and projector when they train (Qwen2.5-VL's merger lives inside its tower)."""
+    lm = model.language_model
+    units = [*lm.layers, lm.get_input_embeddings(), lm.norm, model.lm_head]
+    tower, projector = model.vision_modules()
+
+    def trains(m: torch.nn.Module) -> bool:
+        return any(p.requires_grad for p in m.parameters())
+
+    inside_tower = any(m is projector for m in tower.modules())
+    if trains(tower):
+        units.append(tower)
+    if trains(projector) and not (inside_tower and trains(tower)):
+        units.append(projector)
+    return units
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, zero_group=None):
     """AdamW (+ warmup schedule). With `zero_group`, the optimizer state is sharded over
     that group (ZeRO-1): each rank keeps and updates the Adam moments of its share of the
-    parameters and broadcasts the updated values."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    parameters and broadcasts the updated values. For a model already sharded by
+    `harness.parallel.sharding.shard_model` (ZeRO-2/3), AdamW steps the parameter shards,
+    so its state is sharded too."""
+    if sharding.is_sharded(model):
+        if zero_group is not None:
+            raise ValueError("zero_group (ZeRO-1) and a sharded model (ZeRO-2/3) exclude each other")
+        params = sharding.trainable_parameters(model)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
     kwargs = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

@@ -41,9 +41,10 @@ from harness.data.records import Record
 from harness.data.video import VideoClip
 from harness.model.interface import PromptEmbeds, VideoLM
 from harness.model.sp import padded_length, sp_local_logprobs, sp_token_logprobs
+from harness.parallel import sharding
 from harness.parallel.groups import Layout, build_layout
-from harness.rollout.engine import SamplingConfig
-from harness.rollout.hf_engine import HFEngine
+from harness.rollout import build_engine, choose_engine
+from harness.rollout.engine import RolloutEngine, SamplingConfig
 from harness.trainer.batch import pack_sequences, response_logprobs
 from harness.trainer.checkpoint import save_checkpoint
 from harness.trainer.common import (
@@ -51,6 +52,7 @@ from harness.trainer.common import (
     build_optimizer,
     prepare_data,
     seed_everything,
+    sharding_units,
     start_or_resume,
 )
 from harness.trainer.evaluate import evaluate_accuracy
@@ -100,14 +102,22 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     policy.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
     reference = _frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
     zero = cfg.parallel.zero_stage == 1 and layout.world_size > 1
+    sharded = cfg.parallel.zero_stage >= 2  # ZeRO-2/3 with FSDP2; the frozen reference stays replicated
+    if sharded:
+        if choose_engine(cfg.rollout.engine, policy) != "hf":
+            raise ValueError(f"parallel.zero_stage={cfg.parallel.zero_stage} needs rollout.engine=hf for now: "
+                             "the vLLM weight sync reads model.state_dict(), which holds shards under FSDP2")
+        sharding.shard_model(policy, sharding_units(policy), cfg.parallel.zero_stage)
     optimizer, scheduler = build_optimizer(policy, cfg.optim, zero_group=dist.group.WORLD if zero else None)
-    engine = HFEngine(policy)
+    # Only the SP group's first rank samples (see _rollout): one engine per DP rank.
+    engine = build_engine(cfg.rollout, policy, seed=cfg.run.seed) if layout.sp_rank == 0 else None
     videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds, sp_group=layout.sp_group)
     accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
     sampler = EpochSampler(len(train), cfg.run.seed)
     start, logger = start_or_resume(out, resume, model=policy, optimizer=optimizer, scheduler=scheduler,
                                     sampler=sampler, tensorboard=cfg.run.tensorboard, main=main)
-    engine.sync_weights(policy)
+    if engine is not None:  # a resumed run's weights, or the fresh ones, into the engine
+        engine.sync_weights(policy)
     timer = StepTimer()
     bad_steps = 0
 
@@ -164,8 +174,9 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
         else:
             bad_steps = 0
             scheduler.step()
-        with timer.block("sync"):
-            engine.sync_weights(policy)
+        if engine is not None:
+            with timer.block("sync"):
+                engine.sync_weights(policy)
 
         # --- log / save / eval ---------------------------------------------------------
         lengths = torch.tensor([float(s.tokens.shape[0]) for s in samples])
@@ -185,6 +196,8 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
         save_now = (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps
         if save_now and zero:
             optimizer.consolidate_state_dict(to=0)  # collective: every rank sends its shard
+        if save_now and sharded:  # collective: full weights and optimizer state on every rank
+            full_weights, full_optim = sharding.full_state_dict(policy), sharding.full_optimizer_state(optimizer)
         if not main:  # weights are identical on every rank; rank 0 evaluates, logs and saves
             continue
         if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
@@ -193,15 +206,19 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
             logger.log(step + 1, metrics)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}")
         if save_now:
-            save_checkpoint(out, step + 1, model=policy, optimizer=optimizer, scheduler=scheduler,
+            save_checkpoint(out, step + 1, model=sharding.full_copy(policy, full_weights) if sharded else policy,
+                            optimizer=full_optim if sharded else optimizer, scheduler=scheduler,
                             data_state=sampler.state(), keep_last=cfg.run.keep_last)
 
+    if engine is not None and hasattr(engine, "close"):
+        engine.close()  # vLLM holds memory and process-wide state until closed
     final = {}
+    final_weights = sharding.full_state_dict(policy) if sharded else None  # collective
     if main:
         if held_out is not None:
             final = evaluate_accuracy(policy, held_out, cfg.run.eval_max_new_tokens)
             logger.log(cfg.run.steps, final)
-        policy.save_pretrained(out / "final")
+        (sharding.full_copy(policy, final_weights) if sharded else policy).save_pretrained(out / "final")
         logger.close()
     _barrier(layout)
     return final
@@ -247,7 +264,7 @@ def _prompt_embeds(model: VideoLM, videos: StepVideoCache, item: PromptItem) -> 
     return model.build_prompt(item.input_ids, videos.get(item.record.problem_id, item.clip))
 
 
-def _rollout(engine: HFEngine, model: VideoLM, videos: StepVideoCache, items: list[PromptItem],
+def _rollout(engine: RolloutEngine | None, model: VideoLM, videos: StepVideoCache, items: list[PromptItem],
              cfg: RLConfig, seed: int, offset: int, layout: Layout) -> list[Sample]:
     """G responses per prompt. Under SP, the group's first rank samples and broadcasts, so
     every rank of the group trains on the same samples in the same order."""
@@ -389,17 +406,22 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
                 # Mean -log p of the sampled tokens: a Monte Carlo estimate of the policy's
                 # entropy (unbiased for on-policy samples at temperature 1), at no extra cost.
                 _add(stats, "entropy", float(-masked_mean(logp, mask)) * share)
-        trainable = [p for p in policy.parameters() if p.requires_grad]
-        if layout.world_size > 1:
-            for p in trainable:  # each rank holds part of the loss: sum the parts
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
-        _add(stats, "grad_norm", float(grad_norm))
-        if math.isfinite(float(grad_norm)):
+        if sharding.is_sharded(policy):  # ZeRO-2/3: backward already reduce-scattered (summed) the grads
+            grad_norm = sharding.clip_grad_norm(sharding.trainable_parameters(policy), cfg.optim.grad_clip)
+        else:
+            trainable = [p for p in policy.parameters() if p.requires_grad]
+            if layout.world_size > 1:
+                for p in trainable:  # each rank holds part of the loss: sum the parts
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip))
+        _add(stats, "grad_norm", grad_norm)
+        if math.isfinite(grad_norm):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if sharding.is_sharded(policy):
+            sharding.after_step(policy)  # all-gather the new values (collective)
     # micro-batch parts summed per mini-batch, then averaged over mini-batches
     return {k: sum(v) / (len(v) if k == "grad_norm" else n_mini) for k, v in stats.items()}
 
