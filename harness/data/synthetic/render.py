@@ -44,12 +44,12 @@ def shape_mask(shape: str, side: int) -> np.ndarray:
 
 
 def object_box(region: str, size: tuple[int, int], slot: int = 0, shared: int = 1,
-               grid: int = GRID) -> tuple[int, int, int]:
+               grid: int = GRID, scale: float = OBJECT_SCALE) -> tuple[int, int, int]:
     """(x0, y0, side) of an object's square box; `slot` of `shared` objects in one region."""
     width, height = size
     row, col = region_rc(region, grid)
     cell_w, cell_h = width / grid, height / grid
-    side = max(int(round(OBJECT_SCALE * min(width, height))), 2)
+    side = max(int(round(scale * min(width, height))), 2)
     cx, cy = (col + 0.5) * cell_w, (row + 0.5) * cell_h
     if shared > 1:
         side = max(side // 2, 2)
@@ -70,7 +70,7 @@ def render_frame(scene: Scene, t: float, size: tuple[int, int]) -> np.ndarray:
     for region, ids in by_region.items():
         for slot, obj in enumerate(sorted(ids)):
             st = scene.state_at(obj, t)
-            x0, y0, side = object_box(region, size, slot, len(ids), scene.grid)
+            x0, y0, side = object_box(region, size, slot, len(ids), scene.grid, scene.level.object_scale)
             patch = frame[y0:y0 + side, x0:x0 + side]
             patch[shape_mask(st.shape, side)[: patch.shape[0], : patch.shape[1]]] = COLOURS[st.colour]
     return frame

@@ -25,8 +25,8 @@ from scratch at toy scale: a 2x2 grid (one region per vision token of the tiny t
 colours, three objects (mover, target, counter; the counter also moves once, so it serves
 the spatial questions) and about a dozen events whatever the video's length; the world
 rules are the same. "basic" is the level at which a model trained from scratch in a few
-minutes of CPU learns to use the video: one object that appears at a random time, stays for
-`BASIC_VISIBLE` of the video, and leaves; questions ask for its colour, shape or region and
+minutes of CPU learns to use the video: one object, drawn large (it fills most of its quadrant),
+that appears at a random time, stays for `BASIC_VISIBLE` of the video, and leaves; questions ask for its colour, shape or region and
 are answered with that word (see questions.py). Few frames often miss it, so accuracy still
 grows with the number of frames.
 
@@ -75,6 +75,7 @@ class Level:
     n_events: int | None  # None: one per SECONDS_PER_EVENT; else this many, whatever the length
     narration: str  # "clock": "At 0:12 ..."; "order": "First ..., Then ..., Finally ..."
     answers: str = "choice"  # "choice": an option letter; "text": the answer word itself
+    object_scale: float = 0.25  # side of an object / short side of the frame
 
 
 LEVELS: dict[str, Level] = {
@@ -84,9 +85,9 @@ LEVELS: dict[str, Level] = {
     "easy": Level("easy", 2, REGIONS_2X2, ("red", "green", "blue", "yellow"), 12, "order"),
     # Answered with words: a model trained from scratch does not learn to map option texts
     # to letters in a CPU budget (reproduce/LOG.md), which a pretrained LLM brings along.
-    "basic": Level("basic", 2, REGIONS_2X2, ("red", "green", "blue", "yellow"), 2, "order", "text"),
+    "basic": Level("basic", 2, REGIONS_2X2, ("red", "green", "blue", "yellow"), 2, "order", "text", 0.4),
 }
-BASIC_VISIBLE = 1 / 7  # share of the video during which the basic level's object is on screen
+BASIC_VISIBLE = 1 / 4  # share of the video during which the basic level's object is on screen
 DIFFICULTIES = tuple(LEVELS)
 
 
