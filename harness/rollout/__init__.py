@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import torch.distributed as dist
+
 from harness.config import RolloutConfig
 from harness.model.interface import VideoLM
 from harness.rollout.engine import RolloutEngine, RolloutOutput, SamplingConfig
@@ -19,10 +21,18 @@ log = logging.getLogger(__name__)
 
 def choose_engine(choice: str, model: VideoLM) -> str:
     """`rollout.engine` -> "vllm" or "hf". `auto` takes vLLM wherever it can run `model`
-    and says why when it cannot; an explicit `vllm` that cannot run is an error."""
+    and says why when it cannot; an explicit `vllm` that cannot run is an error.
+
+    Under torch.distributed (world size > 1) `auto` stays on HF: vLLM engines there must be
+    built on every rank together (vllm_engine.py), which holds for data parallelism alone
+    (`parallel.sp_size=1`, every rank samples) but not for SP groups, where only the first
+    rank samples; that layout is not known here, so `vllm` must be asked for explicitly."""
     if choice == "hf":
         return "hf"
     reason = vllm_unavailable_reason(model)
+    if reason is None and choice == "auto" and dist.is_initialized() and dist.get_world_size() > 1:
+        reason = ("auto does not start vLLM under torch.distributed; with parallel.sp_size=1 "
+                  "set rollout.engine=vllm (one engine per rank)")
     if choice == "vllm":
         if reason is not None:
             raise RolloutEngineError(f"rollout.engine=vllm cannot run here: {reason}; set rollout.engine=hf")

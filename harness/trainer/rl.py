@@ -103,10 +103,10 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     reference = _frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
     zero = cfg.parallel.zero_stage == 1 and layout.world_size > 1
     sharded = cfg.parallel.zero_stage >= 2  # ZeRO-2/3 with FSDP2; the frozen reference stays replicated
+    if layout.sp_size > 1 and layout.world_size > 1 and choose_engine(cfg.rollout.engine, policy) != "hf":
+        raise ValueError("parallel.sp_size > 1 needs rollout.engine=hf for now: vLLM engines under "
+                         "torch.distributed are built on every rank together, and only SP leaders build one")
     if sharded:
-        if choose_engine(cfg.rollout.engine, policy) != "hf":
-            raise ValueError(f"parallel.zero_stage={cfg.parallel.zero_stage} needs rollout.engine=hf for now: "
-                             "the vLLM weight sync reads model.state_dict(), which holds shards under FSDP2")
         sharding.shard_model(policy, sharding_units(policy), cfg.parallel.zero_stage)
     optimizer, scheduler = build_optimizer(policy, cfg.optim, zero_group=dist.group.WORLD if zero else None)
     # Only the SP group's first rank samples (see _rollout): one engine per DP rank.

@@ -1,0 +1,75 @@
+"""The vLLM engine under torch.distributed (2 gloo processes, `toy` vila): one engine per
+rank in the trainer's world (vLLM's `external_launcher`), as data parallelism uses it.
+
+Rollout tokens of vLLM and the HF engine agree only under greedy decoding (their samplers
+draw different random numbers), and greedy GRPO groups have zero advantages; so the RL
+test compares two vLLM runs whose weight syncs take different paths (replicated
+`state_dict` vs FSDP2 gather), where a wrong sync would change the samples, and checks
+the trainer's log-probs of vLLM's samples every step. One pair of processes serves both
+tests (vLLM's import and engine starts are most of the time).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.model.build import init_model
+from harness.trainer.metrics import read_metrics
+from tests.helpers import tiny_overrides
+from tests.parallel import vllm_workers
+from tests.parallel.launch import run_distributed
+
+pytest.importorskip("vllm")
+
+LOGPROB_TOL = 1e-4  # as tests/rollout/test_vllm_engine.py (measured 1e-6 here)
+RUNS = ("sp2", "plain", "zero2")
+
+
+def _overrides(data, out, **extra):
+    base = {
+        "model.path": None, "model.size": "toy", "run.steps": 2, "run.save_every": 2, "data.eval": None,
+        "rollout.engine": "vllm", "rollout.vllm_kv_cache_gib": 0.25, "rollout.n": 3,
+        "rollout.max_new_tokens": 6, "train.prompts_per_step": 1, "train.micro_batch": 3,
+        "train.mini_batches": 1, "optim.lr": 1e-3, "algo.reward_fn": "tests.trainer.reward_fns:by_length",
+        "parallel.dp_size": 2,
+    }
+    base.update(extra)
+    return tiny_overrides(str(data), str(out), **base)
+
+
+@pytest.fixture(scope="module")
+def runs(toy_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vllm_dist")
+    extra = {"sp2": {"parallel.dp_size": 1, "parallel.sp_size": 2}, "plain": {},
+             "zero2": {"parallel.zero_stage": 2}}
+    overrides = [_overrides(toy_data, out / name, **extra[name]) for name in RUNS]
+    return out, run_distributed(vllm_workers.engines_then_rl_runs, 2, overrides)
+
+
+@pytest.mark.distributed
+def test_one_engine_per_rank_greedy_equals_hf_and_the_world_survives(runs):
+    for rank, result in enumerate(runs[1]):
+        out = result["engines"]
+        assert out["world_vllm"] == 2 and out["tp_ranks"] == [rank]  # vLLM's world is the trainer's
+        assert (out["auto"], out["explicit"]) == ("hf", "vllm")
+        for phase in ("start", "synced", "sharded"):  # sharded: ZeRO-2 model, gathered for the sync
+            assert out[phase]["same_tokens"], (rank, phase)
+            assert out[phase]["logp_gap"] < LOGPROB_TOL, (rank, phase)
+        assert out["moved"]  # the optimizer step changed greedy decoding, and vLLM followed
+        assert out["allreduce_after_close"] == 3.0
+        assert out["sharded"]["tokens"] == out["synced"]["tokens"]
+
+
+@pytest.mark.distributed
+def test_dp2_rl_with_vllm_zero2_equals_replicated_and_sp2_is_refused(runs):
+    folder, results = runs
+    refused, plain, zero2 = results[0]["rl"]
+    assert "parallel.sp_size > 1 needs rollout.engine=hf" in refused
+    for name in ("plain", "zero2"):
+        rows = [r for r in read_metrics(folder / name / "metrics.jsonl") if "reward/mean" in r]
+        assert len(rows) == 2
+        assert all(r["rollout/logp_diff_max"] < LOGPROB_TOL and r["time/sync"] > 0 for r in rows)
+    worst = max(float((zero2[k] - plain[k]).abs().max()) for k in plain)
+    assert worst < 1e-5, worst
+    start = init_model("vila", "toy", seed=0).state_dict()
+    assert max(float((plain[k] - start[k]).abs().max()) for k in plain) > 0  # it trained
