@@ -1,7 +1,9 @@
 """Named model sizes for both families: `tiny` (seconds on CPU), `toy` (tiny's frame size
 and token count with a wider tower and a 4-layer LLM: the from-scratch toy SFT/RL recipes,
 still ~0.2 s per step on 2 CPU cores), `small` (tens of millions of parameters), `7b` (the real architectures, built on the meta device for FLOP and memory
-accounting only).
+accounting only), `perf` (the perf suites' model: LongVILA-7B's vision : LLM FLOP ratio per
+frame, ~0.30, and its 4:1 patch-to-token merge, with 16 tokens per frame instead of 256;
+`vila` only; perf/flops.py computes the ratios).
 
 The `7b` entries are the published configs of LongVILA-R1-7B's parts (SigLIP-so400m-448 +
 Qwen2.5-7B) and of Qwen2.5-VL-7B. Toy sizes keep the same structure (2×2 token merge,
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from transformers import Qwen2_5_VLConfig, Qwen2Config, SiglipVisionConfig
 
-SIZES = ("tiny", "toy", "small", "7b")
+SIZES = ("tiny", "toy", "small", "7b", "perf")
 FAMILIES = ("vila", "qwen2_5_vl")
 
 
@@ -35,6 +37,8 @@ _LLM = {
     "small": LLMShape(512, 8, 8, 2, 1536, 32768, 10000.0),
     # Qwen2.5-7B (the LLM of LongVILA-R1-7B and of Qwen2.5-VL-7B).
     "7b": LLMShape(3584, 28, 28, 4, 18944, 32768, 1_000_000.0),
+    # toy's LLM with room for long videos (head size 32: runs on vLLM CPU too).
+    "perf": LLMShape(128, 4, 4, 2, 384, 32768, 10000.0),
 }
 _REAL_VOCAB = 152064  # Qwen2.5's embedding rows (tokenizer length is smaller; padded)
 
@@ -65,6 +69,11 @@ _SIGLIP = {
     # SigLIP-so400m-patch14-448: 32x32 patches -> 256 tokens per frame.
     "7b": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
                num_attention_heads=16, image_size=448, patch_size=14),
+    # 64/8 -> 8x8 patches -> 16 tokens per frame (7b: 1024 -> 256, the same 4:1 merge). Width
+    # and depth chosen so tower + projector FLOPs per frame are 0.30x the LLM's over the
+    # frame's tokens, as for 7b (0.296; `python -m perf.flops`).
+    "perf": dict(hidden_size=32, intermediate_size=104, num_hidden_layers=3,
+                 num_attention_heads=2, image_size=64, patch_size=8),
 }
 
 
@@ -112,6 +121,8 @@ def qwen_vl_config(size: str, tokenizer_len: int, token_ids: dict[str, int]) -> 
     """`token_ids`: ids of `image_token_id`, `video_token_id`, `vision_start_token_id`,
     `vision_end_token_id`, `bos_token_id`, `eos_token_id`, `pad_token_id` in the tokenizer."""
     check_family_size("qwen2_5_vl", size)
+    if size == "perf":
+        raise ValueError("model size 'perf' is defined for the vila family only (LongVILA-7B's ratios)")
     s = _LLM[size]
     head_dim = s.hidden // s.heads
     # M-RoPE splits head_dim/2 rotary frequencies into (time, height, width) sections.

@@ -1,0 +1,79 @@
+"""Forward FLOPs per video frame of the `vila` family's two halves, from the configs alone.
+
+The efficiency figure depends on how the cost of encoding a frame (vision tower + projector)
+compares with the cost of the LLM reading that frame's tokens, and on the tokens per frame.
+The perf suites state both for the model they run and for LongVILA-7B (size `7b`), so a
+toy-scale speedup can be read against the real one.
+
+Counted: 2 FLOPs per multiply-add of every linear layer, the patch-embedding convolution,
+attention scores and weighted sums (4 * n * d per token and layer for n keys). The vision
+tower runs all its layers (the feature is read from layer -2, but the HF tower computes the
+last one too). The LLM cost per frame is its linear layers over the frame's tokens; the
+context-dependent attention term and the LM head are reported apart (`llm_attn_per_token_ctx`)
+because they depend on the prompt length, not on the frame. Norms, activations and rotary
+embeddings are ignored (well under 1%).
+"""
+
+from __future__ import annotations
+
+
+def vision_flops_per_frame(vision) -> dict[str, float]:
+    """`vision`: a SiglipVisionConfig. Returns patches, tokens after the 2x2 merge, FLOPs."""
+    grid = vision.image_size // vision.patch_size
+    n = grid * grid  # patches per frame
+    h, i, layers = vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers
+    embed = 2 * n * (3 * vision.patch_size**2) * h
+    per_layer = n * (2 * 4 * h * h + 2 * 2 * h * i) + 4 * n * n * h
+    tokens = ((grid + 1) // 2) ** 2
+    return {"patches": n, "tokens": tokens, "tower": embed + layers * per_layer}
+
+
+def projector_flops_per_frame(vision, llm_hidden: int) -> float:
+    tokens = vision_flops_per_frame(vision)["tokens"]
+    c4 = 4 * vision.hidden_size
+    return 2 * tokens * (c4 * llm_hidden + llm_hidden * llm_hidden)
+
+
+def llm_linear_flops_per_token(llm) -> float:
+    """`llm`: a Qwen2Config. Linear layers of the decoder stack (q, k, v, o, gate, up, down)."""
+    h, layers = llm.hidden_size, llm.num_hidden_layers
+    kv = llm.num_key_value_heads * (h // llm.num_attention_heads)
+    per_layer = 2 * (h * h + 2 * h * kv + h * h) + 2 * 3 * h * llm.intermediate_size
+    return layers * per_layer
+
+
+def vila_frame_costs(vision, llm) -> dict[str, float]:
+    """Per-frame forward FLOPs and the vision : LLM ratio (LLM linear layers over the frame's
+    tokens; see the module docstring)."""
+    v = vision_flops_per_frame(vision)
+    proj = projector_flops_per_frame(vision, llm.hidden_size)
+    llm_frame = v["tokens"] * llm_linear_flops_per_token(llm)
+    return {
+        "patches_per_frame": v["patches"],
+        "tokens_per_frame": v["tokens"],
+        "vision_gflop_per_frame": (v["tower"] + proj) / 1e9,
+        "llm_gflop_per_frame": llm_frame / 1e9,
+        "vision_to_llm_ratio": (v["tower"] + proj) / llm_frame,
+        # attention of one token over a context of c tokens: this times c, per token
+        "llm_attn_flop_per_token_per_ctx": 4 * llm.hidden_size * llm.num_hidden_layers,
+        "lm_head_gflop_per_token": 2 * llm.hidden_size * llm.vocab_size / 1e9,
+    }
+
+
+def size_costs(size: str, tokenizer_len: int = 1024) -> dict[str, float]:
+    from harness.model.configs import vila_configs
+
+    vision, llm = vila_configs(size, tokenizer_len)
+    return vila_frame_costs(vision, llm)
+
+
+def main() -> None:
+    for size in ("perf", "7b"):
+        c = size_costs(size)
+        print(f"vila/{size}: {c['patches_per_frame']} patches -> {c['tokens_per_frame']} tokens per frame; "
+              f"vision {c['vision_gflop_per_frame']:.4g} GFLOP, LLM {c['llm_gflop_per_frame']:.4g} GFLOP "
+              f"per frame; vision : LLM = {c['vision_to_llm_ratio']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

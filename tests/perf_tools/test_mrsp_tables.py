@@ -1,0 +1,95 @@
+"""perf/mrsp.py's pure parts: config checks, layouts, metric summaries, speedups, tables,
+figures; perf/flops.py's ratios; perf/common.py's README row append."""
+
+import pytest
+
+from perf import mrsp
+from perf.common import append_row, figure
+from perf.flops import size_costs
+
+
+def test_layouts_and_overrides():
+    assert mrsp.layout_of("baseline", 2) == (2, 1, False)
+    assert mrsp.layout_of("stage1", 2) == (2, 1, True)
+    assert mrsp.layout_of("stage12", 2) == (1, 2, True)
+    pc = mrsp.PerfConfig(rl={"rollout.n": 3})
+    o = mrsp.rl_overrides(pc, dp=1, sp=2, cache=True, frames=64, steps=2, data_dir="d", model_path="m", out_dir="o")
+    assert "rollout.n=3" in o and "train.prompts_per_step=2" in o and "parallel.sp_size=2" in o
+    assert "data.eval=null" in o and "train.cache_video_embeds=true" in o
+
+
+def test_config_validation(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("world_size: 2\nglobal_prompts: 3\n")
+    with pytest.raises(ValueError, match="global_prompts=3 must divide"):
+        mrsp.PerfConfig.load(bad)
+    bad.write_text("frams: [32]\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        mrsp.PerfConfig.load(bad)
+    for name in ("cpu-2rank", "cpu-smoke", "8xgpu-longvila-r1-7b", "8xgpu-qwen2_5-vl-7b"):
+        mrsp.PerfConfig.load(f"configs/perf/{name}.yaml")
+
+
+def test_summarise_metrics_skips_warmup_and_sums_top_level_blocks():
+    rows = [
+        {"step": 1, "reward/mean": 0.0, "time/rollout": 9.0, "time/update": 9.0, "video/encoder_calls": 2},
+        {"step": 2, "reward/mean": 0.0, "time/rollout": 1.0, "time/update": 2.0, "time/update/backward": 1.5,
+         "video/encoder_calls": 2},
+        {"step": 3, "reward/mean": 0.0, "time/rollout": 1.0, "time/update": 4.0, "video/encoder_calls": 2},
+        {"step": 3, "eval/accuracy": 0.5},
+    ]
+    s = mrsp.summarise_metrics(rows, warmup=1)
+    assert s["steps_measured"] == 2
+    assert s["step_seconds"] == [3.0, 5.0]  # nested update/backward not counted twice
+    assert s["sec_per_step"] == 4.0
+    assert s["blocks"] == {"rollout": 1.0, "update": 3.0}
+
+
+def test_speedups_tables_and_figures(sweep_rows):
+    sp = mrsp.speedups(sweep_rows)
+    assert sp[32] == {"stage1": 2.0, "stage12": pytest.approx(4 / 3)}
+    assert sp[64] == {"stage1": None, "stage12": None}  # the baseline did not fit
+    assert mrsp.largest_fitting(sweep_rows) == {"baseline": 32, "stage1": 64, "stage12": 128}
+    table = mrsp.efficiency_table(sweep_rows)
+    assert "| 32 | 2.00 | 1.00 | 1.50 | 2.00x | 1.33x |" in table
+    assert "| 64 | 4.00 (OOM: 1.20 GiB) | 2.00 | 2.50 | – | – |" in table
+    assert "| 128 | OOM | 4.00 (OOM: 1.10 GiB) | 5.00 | – | – |" in table
+    breakdown = mrsp.breakdown_table(sweep_rows)
+    assert breakdown.splitlines()[0].startswith("| mode | frames | data | encode | rollout |")
+    assert len(breakdown.splitlines()) == 2 + 8  # every run that has blocks
+    pc = mrsp.PerfConfig()
+    figs = mrsp.figures(sweep_rows, pc)
+    assert figs["mrsp/stage1/f32/sec_per_step"] == figure(1.0, "s", "lower", pc.thresholds["time"])
+    assert figs["mrsp/speedup_stage1/f32"]["better"] == "higher"
+    assert "mrsp/baseline/f128/sec_per_step" not in figs  # not run (OOM)
+    mem = mrsp.memory_result(pc, [dict(r, sp_size=1 if r["mode"] == "stage1" else 2)
+                                  for r in sweep_rows if r["mode"] != "baseline"])
+    assert mem["largest_fitting"] == {"1": 64, "2": 128}
+    assert mem["figures"]["memory/sp2/largest_fitting_frames"]["value"] == 128
+
+
+def test_perf_model_matches_longvila_ratio():
+    ours, ref = size_costs("perf"), size_costs("7b")
+    assert ref["tokens_per_frame"] == 256 and ours["tokens_per_frame"] == 16
+    assert ref["patches_per_frame"] / ref["tokens_per_frame"] == ours["patches_per_frame"] / ours["tokens_per_frame"]
+    assert ref["vision_to_llm_ratio"] == pytest.approx(0.296, abs=0.005)
+    assert ours["vision_to_llm_ratio"] == pytest.approx(ref["vision_to_llm_ratio"], rel=0.05)
+
+
+def test_append_row(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:mrsp -->\n| a | b |\n|---|---|\n| 1 | 2 |\n\n## next\n| z |\n")
+    append_row(readme, "mrsp", ["3", "4|5"])
+    lines = readme.read_text().splitlines()
+    assert lines[6] == "| 3 | 4/5 |" and lines[7] == ""
+    with pytest.raises(ValueError, match="results:memory"):
+        append_row(readme, "memory", ["x"])
+
+
+def test_perf_size_builds_with_16_tokens_per_frame():
+    from harness.model.build import init_model
+
+    model = init_model("vila", "perf")
+    assert model.patch_grid == 8 and model.token_grid(None) == (4, 4)
+    with pytest.raises(ValueError, match="vila family only"):
+        init_model("qwen2_5_vl", "perf")
