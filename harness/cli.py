@@ -2,7 +2,7 @@
 heavy imports happen inside the handlers so `harness --help` stays instant.
 
     harness doctor                         what this environment has and what to fix
-    harness demo [--out DIR] [--fresh]     the end-to-end toy demo
+    harness demo [--out DIR] [--fresh] [--quick]   the end-to-end toy demo (SFT, RL with MR-SP, eval, report)
     harness sft --config FILE [k=v ...] [--resume]    CoT-SFT
     harness rl  --config FILE [k=v ...] [--resume]    RL (GRPO, DAPO, RLOO, Dr.GRPO)
     harness model init --family F --size S --out DIR [--seed N]
@@ -12,6 +12,7 @@ heavy imports happen inside the handlers so `harness --help` stays instant.
     harness data build --videos DIR --out DIR --captioner SPEC --reasoner SPEC [--clip-seconds 10]
     harness eval --task T --data DIR --model DIR --out FILE [--frames N] [--subtitles]
     harness eval --task all --config configs/eval/FILE.yaml --model DIR --out DIR
+    harness report --baseline perf/baselines/KIND.json|DIR --current FILE [FILE ...]
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from harness.demo import run_demo
+    from dataclasses import replace
 
-    run_demo(Path(args.out), fresh=args.fresh, seed=args.seed, family=args.family)
+    from harness.demo import FULL, QUICK, run_demo
+
+    settings = QUICK if args.quick else FULL
+    changes = {k: getattr(args, k) for k in ("procs", "engine") if getattr(args, k) is not None}
+    run_demo(Path(args.out), replace(settings, **changes), fresh=args.fresh, seed=args.seed)
     return 0
 
 
@@ -112,6 +117,13 @@ def _eval(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import run
+
+    return run(args.baseline, args.current, strict=args.strict, out=args.out,
+               write_baseline_to=args.write_baseline)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--fresh", action="store_true", help="rebuild everything instead of reusing")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--family", choices=["vila", "qwen2_5_vl"], default="vila")
+    p.add_argument("--quick", action="store_true", help="seconds-scale settings (the test suite's); nothing learns")
+    p.add_argument("--procs", type=int, choices=[1, 2], help="RL processes (default 2: MR-SP with sp_size=2)")
+    p.add_argument("--engine", choices=["vllm", "hf"], help="RL rollout engine (default vllm)")
     p.set_defaults(func=_demo)
 
     for name, func, what in (("sft", _sft, "chain-of-thought SFT"), ("rl", _rl, "RL (GRPO family)")):
@@ -171,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(p)
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("report", help="perf figures against a baseline; exit 1 on a regression")
+    p.add_argument("--baseline", help="baseline JSON, or a folder holding <machine_kind>.json")
+    p.add_argument("--current", nargs="+", required=True, help="perf results JSON(s) of this run")
+    p.add_argument("--strict", action="store_true", help="a baseline figure not measured now also fails")
+    p.add_argument("--out", help="also write the Markdown table here")
+    p.add_argument("--write-baseline", metavar="FILE", help="record the current figures as a baseline")
+    p.set_defaults(func=_report)
     return parser
 
 

@@ -23,16 +23,16 @@ def choose_engine(choice: str, model: VideoLM) -> str:
     """`rollout.engine` -> "vllm" or "hf". `auto` takes vLLM wherever it can run `model`
     and says why when it cannot; an explicit `vllm` that cannot run is an error.
 
-    Under torch.distributed (world size > 1) `auto` stays on HF: vLLM engines there must be
-    built on every rank together (vllm_engine.py), which holds for data parallelism alone
-    (`parallel.sp_size=1`, every rank samples) but not for SP groups, where only the first
-    rank samples; that layout is not known here, so `vllm` must be asked for explicitly."""
+    Under torch.distributed (world size > 1) `auto` stays on HF: vLLM engines there are
+    built on every rank together (vllm_engine.py; the RL recipe does so for DP and SP
+    layouts, only SP leaders sample), a collective start that `vllm` must ask for
+    explicitly (tested: dp=2, and dp=1 x sp=2)."""
     if choice == "hf":
         return "hf"
     reason = vllm_unavailable_reason(model)
     if reason is None and choice == "auto" and dist.is_initialized() and dist.get_world_size() > 1:
-        reason = ("auto does not start vLLM under torch.distributed; with parallel.sp_size=1 "
-                  "set rollout.engine=vllm (one engine per rank)")
+        reason = ("auto does not start vLLM under torch.distributed; set rollout.engine=vllm "
+                  "(one engine per rank)")
     if choice == "vllm":
         if reason is not None:
             raise RolloutEngineError(f"rollout.engine=vllm cannot run here: {reason}; set rollout.engine=hf")

@@ -103,14 +103,14 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     reference = _frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
     zero = cfg.parallel.zero_stage == 1 and layout.world_size > 1
     sharded = cfg.parallel.zero_stage >= 2  # ZeRO-2/3 with FSDP2; the frozen reference stays replicated
-    if layout.sp_size > 1 and layout.world_size > 1 and choose_engine(cfg.rollout.engine, policy) != "hf":
-        raise ValueError("parallel.sp_size > 1 needs rollout.engine=hf for now: vLLM engines under "
-                         "torch.distributed are built on every rank together, and only SP leaders build one")
     if sharded:
         sharding.shard_model(policy, sharding_units(policy), cfg.parallel.zero_stage)
     optimizer, scheduler = build_optimizer(policy, cfg.optim, zero_group=dist.group.WORLD if zero else None)
-    # Only the SP group's first rank samples (see _rollout): one engine per DP rank.
-    engine = build_engine(cfg.rollout, policy, seed=cfg.run.seed) if layout.sp_rank == 0 else None
+    # Only the SP group's first rank samples (see _rollout). vLLM under torch.distributed
+    # builds its groups over the whole world (collective), so there every rank builds an
+    # engine and keeps it synced; the other SP ranks' engines never sample.
+    every_rank = layout.world_size > 1 and choose_engine(cfg.rollout.engine, policy) == "vllm"
+    engine = build_engine(cfg.rollout, policy, seed=cfg.run.seed) if layout.sp_rank == 0 or every_rank else None
     videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds, sp_group=layout.sp_group)
     accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
     sampler = EpochSampler(len(train), cfg.run.seed)

@@ -1,5 +1,6 @@
 """The vLLM engine under torch.distributed (2 gloo processes, `toy` vila): one engine per
-rank in the trainer's world (vLLM's `external_launcher`), as data parallelism uses it.
+rank in the trainer's world (vLLM's `external_launcher`), as data parallelism uses it, and
+as MR-SP uses it (SP=2: both ranks build one, the SP leader samples).
 
 Rollout tokens of vLLM and the HF engine agree only under greedy decoding (their samplers
 draw different random numbers), and greedy GRPO groups have zero advantages; so the RL
@@ -61,10 +62,9 @@ def test_one_engine_per_rank_greedy_equals_hf_and_the_world_survives(runs):
 
 
 @pytest.mark.distributed
-def test_dp2_rl_with_vllm_zero2_equals_replicated_and_sp2_is_refused(runs):
+def test_dp2_rl_with_vllm_zero2_equals_replicated(runs):
     folder, results = runs
-    refused, plain, zero2 = results[0]["rl"]
-    assert "parallel.sp_size > 1 needs rollout.engine=hf" in refused
+    _sp2, plain, zero2 = results[0]["rl"]
     for name in ("plain", "zero2"):
         rows = [r for r in read_metrics(folder / name / "metrics.jsonl") if "reward/mean" in r]
         assert len(rows) == 2
@@ -73,3 +73,19 @@ def test_dp2_rl_with_vllm_zero2_equals_replicated_and_sp2_is_refused(runs):
     assert worst < 1e-5, worst
     start = init_model("vila", "toy", seed=0).state_dict()
     assert max(float((plain[k] - start[k]).abs().max()) for k in plain) > 0  # it trained
+
+
+@pytest.mark.distributed
+def test_sp2_rl_with_vllm_engine_on_every_rank_leader_samples(runs):
+    """MR-SP with vLLM: SP=2 over the 2 ranks. vLLM's construction is collective, so both
+    ranks build an engine; the SP leader samples and broadcasts; the trainer's SP log-probs
+    of those samples equal vLLM's, and the weights move and reach the engine (sync timed)."""
+    folder, results = runs
+    sp2 = results[0]["rl"][0]
+    assert not isinstance(sp2, str), sp2  # the run's error text, when it was refused
+    rows = [r for r in read_metrics(folder / "sp2" / "metrics.jsonl") if "reward/mean" in r]
+    assert len(rows) == 2
+    assert all(r["rollout/logp_diff_max"] < LOGPROB_TOL and r["time/sync"] > 0 for r in rows)
+    assert all(r["video/encoder_calls"] == 1 for r in rows)  # one prompt, its video encoded once
+    start = init_model("vila", "toy", seed=0).state_dict()
+    assert max(float((sp2[k] - start[k]).abs().max()) for k in sp2) > 0  # it trained
