@@ -1,0 +1,43 @@
+"""`python -m reproduce toy`'s bookkeeping: step times from a metrics.jsonl and PASS/FAIL per
+claim against the targets (the end-to-end run itself is the slow test)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from reproduce.toy import TARGETS, _step_seconds, report, verdicts
+
+
+def _results(sft: float, rl: float, f2: float, f16: float, base_s: float, cached_s: float) -> dict:
+    return {
+        "accuracy": {"untrained": 0.0, "sft": sft, "rl": rl},
+        "accuracy_by_frames": {2: f2, 4: (f2 + f16) / 2, 8: f16, 16: f16},
+        "step_seconds": {"baseline": {"time/step": base_s}, "mrsp_cache": {"time/step": cached_s}},
+        "wall_seconds": 60.0, "settings": {},
+    }
+
+
+def test_verdicts_pass_and_fail_on_the_margins():
+    t = yaml.safe_load(TARGETS.read_text())["toy"]
+    good = verdicts(_results(0.5, 0.51 + t["rl_over_sft"], 0.3, 0.31 + t["frames_gain"], 2.0, 1.0), t)
+    assert all(ok for *_, ok in good)
+    # RL below SFT + margin (what the toy run measured on 2026-11-21) fails that row only
+    bad = verdicts(_results(0.51, 0.47, 0.3, 0.6, 2.0, 1.0), t)
+    assert [ok for *_, ok in bad] == [True, False, True, True]
+    assert "| (a) RL > SFT | 0.470 vs 0.510 | +0.05 | FAIL |" in report(_results(0.51, 0.47, 0.3, 0.6, 2.0, 1.0), bad)
+
+
+def test_step_seconds_sums_top_level_blocks_and_drops_the_first_step(tmp_path):
+    rows = [{"step": 1, "reward/mean": 0.1, "time/rollout": 9.0, "time/update": 9.0},
+            {"step": 2, "reward/mean": 0.2, "time/rollout": 1.0, "time/update": 2.0, "time/update/backward": 1.5},
+            {"step": 3, "reward/mean": 0.3, "time/rollout": 3.0, "time/update": 2.0},
+            {"step": 3, "eval/accuracy": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    s = _step_seconds(tmp_path)
+    assert s["time/rollout"] == 2.0 and s["time/update"] == 2.0 and s["time/step"] == 4.0
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(rows[0]))
+    with pytest.raises(ValueError, match="fewer than 2 RL steps"):
+        _step_seconds(tmp_path)
