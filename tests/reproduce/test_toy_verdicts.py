@@ -28,6 +28,10 @@ def test_verdicts_pass_and_fail_on_the_margins():
     bad = verdicts(_results(0.51, 0.47, 0.3, 0.6, 2.0, 1.0), t)
     assert [ok for *_, ok in bad] == [True, False, True, True]
     assert "| (a) RL > SFT | 0.470 vs 0.510 | +0.05 | FAIL |" in report(_results(0.51, 0.47, 0.3, 0.6, 2.0, 1.0), bad)
+    # the curve the 2026-11-21 run measured: high only at the trained frame count -> FAIL
+    r = _results(0.54, 0.54, 0.21, 0.54, 2.0, 1.0)
+    r["accuracy_by_frames"] = {2: 0.21, 4: 0.01, 8: 0.12, 16: 0.54}
+    assert [ok for *_, ok in verdicts(r, t)][2] is False
 
 
 def test_step_seconds_sums_top_level_blocks_and_drops_the_first_step(tmp_path):
