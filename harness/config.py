@@ -50,6 +50,10 @@ class DataConfig:
     train: str = "sft.jsonl"
     eval: str | None = "test.jsonl"
     num_frames: int = 16  # uniform sampling; the paper's default scales this to 512+
+    # SFT only: >0 draws each example's frame count uniformly from [min_frames, num_frames]
+    # (seeded by run.seed, step and position, so a resumed run draws the same), so the model
+    # learns to answer from however many frames it is given; 0: always num_frames.
+    min_frames: int = 0
     max_skip_fraction: float = 0.1  # a run whose skipped records exceed this stops
     # When `dir` has no data yet, synthesise this many videos there first (0: never).
     synth_videos: int = 0
@@ -57,6 +61,8 @@ class DataConfig:
 
     def check(self) -> None:
         _positive("data.num_frames", self.num_frames)
+        if not 0 <= self.min_frames <= self.num_frames:
+            raise ConfigError(f"data.min_frames must be in [0, data.num_frames={self.num_frames}], got {self.min_frames}")
         if not 0.0 <= self.max_skip_fraction <= 1.0:
             raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
 

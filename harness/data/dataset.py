@@ -91,11 +91,11 @@ class VideoQADataset:
     def video_path(self, record: Record) -> Path:
         return self.root / record.videos[0]
 
-    def load_frames(self, record: Record) -> VideoClip | None:
-        """Decode the record's sampled frames, or None (recorded in the ledger) when the
-        video cannot be decoded."""
+    def load_frames(self, record: Record, num_frames: int | None = None) -> VideoClip | None:
+        """Decode the record's sampled frames (`num_frames`, default the dataset's), or None
+        (recorded in the ledger) when the video cannot be decoded."""
         try:
-            return load_video(self.video_path(record), self.num_frames)
+            return load_video(self.video_path(record), num_frames or self.num_frames)
         except VideoDecodeError as err:
             self.ledger.add(f"{record.problem_id} ({self.video_path(record)})", str(err))
             return None

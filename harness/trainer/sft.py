@@ -17,6 +17,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
@@ -37,6 +38,15 @@ from harness.trainer.evaluate import evaluate_accuracy
 from harness.trainer.metrics import StepTimer, peak_memory
 
 log = logging.getLogger(__name__)
+
+
+def _frame_counts(cfg: SFTConfig, step: int, k: int) -> list[int]:
+    """Frames per example of this step: data.num_frames, or with data.min_frames > 0 a
+    uniform draw from [min_frames, num_frames] that depends only on (seed, step)."""
+    if not cfg.data.min_frames:
+        return [cfg.data.num_frames] * k
+    rng = np.random.default_rng([cfg.run.seed, step])
+    return [int(n) for n in rng.integers(cfg.data.min_frames, cfg.data.num_frames + 1, size=k)]
 
 
 def train_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, float]:
@@ -65,7 +75,9 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, float]:
         model.train()
         with timer.block("data"):
             records = [train.records[i] for i in sampler.take(cfg.train.batch_size * cfg.train.grad_accum)]
-            examples = [(r, c) for r in records if (c := train.load_frames(r)) is not None]
+            counts = _frame_counts(cfg, step, len(records))
+            examples = [(r, c) for r, n in zip(records, counts, strict=True)
+                        if (c := train.load_frames(r, n)) is not None]
             ledger.check(sampler.epoch * len(train) + sampler.pos)
             targets = [response_ids(model.tokenizer, sft_target(r)) for r, _ in examples]
         total_tokens = sum(t.shape[0] for t in targets)
