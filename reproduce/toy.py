@@ -65,8 +65,10 @@ def _accuracy(model_dir: Path | None, data: Path, split: str, frames: int, seed:
 def _step_seconds(run_dir: Path) -> dict[str, float]:
     """Mean seconds per RL step ("time/step": the sum of the top-level blocks) and per block
     over the logged steps, the first dropped (warm-up)."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if "reward/mean" in r][1:]
+    from harness.trainer.metrics import read_metrics
+
+    steps = {r["step"]: r for r in read_metrics(run_dir / "metrics.jsonl") if "reward/mean" in r}
+    rows = list(steps.values())[1:]  # by step: a resumed run's rewritten steps count once
     if not rows:
         raise ValueError(f"{run_dir}/metrics.jsonl has fewer than 2 RL steps to time")
     keys = sorted({k for r in rows for k in r if k.startswith("time/") and k.count("/") == 1})

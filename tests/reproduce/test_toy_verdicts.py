@@ -39,9 +39,9 @@ def test_step_seconds_sums_top_level_blocks_and_drops_the_first_step(tmp_path):
             {"step": 2, "reward/mean": 0.2, "time/rollout": 1.0, "time/update": 2.0, "time/update/backward": 1.5},
             {"step": 3, "reward/mean": 0.3, "time/rollout": 3.0, "time/update": 2.0},
             {"step": 3, "eval/accuracy": 0.5}]
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     s = _step_seconds(tmp_path)
     assert s["time/rollout"] == 2.0 and s["time/update"] == 2.0 and s["time/step"] == 4.0
-    (tmp_path / "metrics.jsonl").write_text(json.dumps(rows[0]))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
     with pytest.raises(ValueError, match="fewer than 2 RL steps"):
         _step_seconds(tmp_path)
