@@ -34,13 +34,23 @@ class ModelConfig:
     size: str = "tiny"  # named size for a fresh random model, when `path` is not given
     path: str | None = None  # a checkpoint folder (a real one, or an earlier stage's output)
     seed: int = 0
-    dtype: str = "float32"  # bfloat16 for real checkpoints on GPU
+    dtype: str = "float32"  # the weights' storage dtype (for training: the master weights)
+    # Mixed precision: with dtype float32, compute_dtype bfloat16 runs the model's math under
+    # torch.autocast in bf16 while AdamW updates fp32 master weights. Needed for the authors'
+    # lr 1e-6: an update that small is below half a bf16 ulp of most weights, so bf16-stored
+    # weights would not move at all (tests/trainer/test_precision.py shows both).
+    compute_dtype: str | None = None
     device: str = "auto"  # auto: cuda when available, else cpu
 
     def check(self) -> None:
         _one_of("model.family", self.family, ("vila", "qwen2_5_vl"))
         _one_of("model.size", self.size, ("tiny", "toy", "small"))
         _one_of("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        if self.compute_dtype is not None:
+            _one_of("model.compute_dtype", self.compute_dtype, ("bfloat16",))
+            if self.dtype != "float32":
+                raise ConfigError(f"model.compute_dtype={self.compute_dtype} needs model.dtype=float32 "
+                                  f"(the fp32 master weights), got model.dtype={self.dtype}")
         _one_of("model.device", self.device, ("auto", "cpu", "cuda"))
 
 

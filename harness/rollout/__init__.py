@@ -44,8 +44,10 @@ def choose_engine(choice: str, model: VideoLM) -> str:
     return "vllm"
 
 
-def build_engine(cfg: RolloutConfig, model: VideoLM, seed: int = 0) -> HFEngine | VLLMEngine:
-    """The engine `cfg.engine` names, sampling from `model`'s current weights."""
+def build_engine(cfg: RolloutConfig, model: VideoLM, seed: int = 0,
+                 dtype: str | None = None) -> HFEngine | VLLMEngine:
+    """The engine `cfg.engine` names, sampling from `model`'s current weights. `dtype`: the
+    vLLM engine's weights (None: the model's; the compute dtype over fp32 master weights)."""
     if choose_engine(cfg.engine, model) == "hf":
         return HFEngine(model)
     return VLLMEngine(
@@ -55,4 +57,5 @@ def build_engine(cfg: RolloutConfig, model: VideoLM, seed: int = 0) -> HFEngine 
         tensor_parallel_size=cfg.vllm_tensor_parallel_size,
         max_model_len=cfg.vllm_max_model_len,
         seed=seed,
+        dtype=dtype,
     )

@@ -75,6 +75,7 @@ from harness.parallel import sharding
 from harness.rollout.engine import RolloutOutput, SamplingConfig
 
 log = logging.getLogger(__name__)
+CPU_BATCH_TOKENS = 4096  # vLLM's CPU default token budget per engine step
 
 GIB = 1 << 30
 DEFAULT_CPU_KV_CACHE_GIB = 1.0
@@ -192,10 +193,12 @@ class VLLMEngine:
         tensor_parallel_size: int = 1,
         max_model_len: int | None = None,
         seed: int = 0,
+        dtype: str | None = None,
     ) -> None:
         """`kv_cache_gib`: KV cache space (on CPU, None means 1 GiB; on GPU, None means
         `gpu_memory_utilization` of the device, shared with the trainer). `max_model_len`:
-        longest prompt + response (None: the model's max positions)."""
+        longest prompt + response (None: the model's max positions). `dtype`: the engine's
+        weights (None: the trainer's; with fp32 master weights pass the compute dtype)."""
         reason = vllm_unavailable_reason(model)
         if reason is not None:
             raise RolloutEngineError(f"rollout.engine=vllm cannot run here: {reason}; "
@@ -221,6 +224,7 @@ class VLLMEngine:
         self.video_token_id = model.video_token_id
         self.last_sync_seconds = 0.0
         on_cpu = model.device.type == "cpu"
+        self._device_type = model.device.type
         if on_cpu and kv_cache_gib is None:
             kv_cache_gib = DEFAULT_CPU_KV_CACHE_GIB
         self._config_dir = tempfile.TemporaryDirectory(prefix="harness-vllm-")
@@ -228,11 +232,11 @@ class VLLMEngine:
         multimodal = self.family == "qwen2_5_vl"
         try:
             # vLLM reseeds the global RNGs when it runs in-process; the run keeps its own.
-            with _kept_rng_state():
+            with _kept_rng_state(), self._own_precision():
                 self.llm = LLM(
                     model=self._config_dir.name,
                     load_format="dummy",  # the real weights arrive through sync_weights below
-                    dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+                    dtype=dtype or str(next(model.parameters()).dtype).removeprefix("torch."),
                     max_model_len=self.max_model_len,
                     kv_cache_memory_bytes=None if kv_cache_gib is None else int(kv_cache_gib * GIB),
                     gpu_memory_utilization=gpu_memory_utilization,
@@ -242,6 +246,13 @@ class VLLMEngine:
                     # CPU: eager (vLLM would otherwise compile with inductor for minutes);
                     # GPU: CUDA graphs, the fast decode path.
                     enforce_eager=on_cpu,
+                    # CPU: whole prefills only. A chunked prefill rewinds the request's seeded
+                    # generator by an offset, which CPU generators do not have ("CPU Generator
+                    # does not use offset", vLLM 0.32 gpu_model_runner._bookkeeping_sync): a
+                    # step whose prompts exceed one batch's token budget crashed. Unchunked,
+                    # the budget must hold the longest sequence.
+                    enable_chunked_prefill=not on_cpu,
+                    max_num_batched_tokens=max(self.max_model_len, CPU_BATCH_TOKENS) if on_cpu else None,
                     seed=seed,
                     generation_config="vllm",  # stop on eos only, as the HF engine does
                     enable_prompt_embeds=not multimodal,
@@ -259,6 +270,11 @@ class VLLMEngine:
         _open_engine = self
         self.sync_weights(model)
 
+    def _own_precision(self):
+        """vLLM runs in its own dtype; a trainer's bf16 autocast (model.compute_dtype) must
+        not reach into it (it would recast the fp32 parts of vLLM's math, e.g. rotary tables)."""
+        return torch.autocast(self._device_type, enabled=False)
+
     # --- protocol --------------------------------------------------------------------------
 
     def generate(self, prompts: list[PromptEmbeds], sampling: SamplingConfig) -> list[RolloutOutput]:
@@ -275,7 +291,8 @@ class VLLMEngine:
         requests = [self._request(p) for p in prompts]
         params = [self._params(sampling, i) for i in range(len(prompts))]
         try:
-            results = self.llm.generate(requests, params, use_tqdm=False)
+            with self._own_precision():
+                results = self.llm.generate(requests, params, use_tqdm=False)
         except Exception as err:
             raise RolloutEngineError(f"vLLM failed while sampling {len(prompts)} prompts: {err}") from err
         out = []
@@ -295,9 +312,10 @@ class VLLMEngine:
             raise RolloutEngineError("this vLLM engine was closed")
         start = time.perf_counter()
         weights = llm_weights(model)
-        self.llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
-        )
+        with self._own_precision():
+            self.llm.collective_rpc(
+                "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+            )
         if not self.llm.reset_prefix_cache():
             raise RolloutEngineError("vLLM could not reset its prefix cache after a weight sync "
                                      "(requests still running?); its KV blocks would be stale")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 
@@ -43,12 +44,24 @@ def build_model(cfg: ModelConfig) -> VideoLM:
     model = load_model(cfg.path, dtype=dtype) if cfg.path else init_model(cfg.family, cfg.size, seed=cfg.seed)
     if model.family != cfg.family:
         raise ValueError(f"model.path {cfg.path} holds a {model.family} model but model.family={cfg.family}")
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
+    return model.to(device=resolve_device(cfg), dtype=dtype)
+
+
+def resolve_device(cfg: ModelConfig) -> str:
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("model.device=cuda but torch sees no CUDA device (harness doctor tells why)")
-    return model.to(device=device, dtype=dtype)
+    return cfg.device
+
+
+def compute_precision(cfg: ModelConfig):
+    """The context a recipe runs in: bf16 autocast over fp32 master weights when
+    `model.compute_dtype` asks for it, else nothing (the weights' own dtype). The vLLM
+    engine switches it off for itself: it holds its own copy of the weights in that dtype."""
+    if cfg.compute_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(resolve_device(cfg), dtype=getattr(torch, cfg.compute_dtype))
 
 
 def sharding_units(model: VideoLM) -> list[torch.nn.Module]:

@@ -50,6 +50,7 @@ from harness.trainer.checkpoint import save_checkpoint
 from harness.trainer.common import (
     build_model,
     build_optimizer,
+    compute_precision,
     prepare_data,
     seed_everything,
     sharding_units,
@@ -84,6 +85,11 @@ class PromptItem:
 
 
 def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
+    with compute_precision(cfg.model):  # bf16 autocast over fp32 master weights, if configured
+        return _train_rl(cfg, resume)
+
+
+def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     # --- setup ------------------------------------------------------------------------
     layout = build_layout(cfg.parallel.dp_size, cfg.parallel.sp_size)
     main = layout.rank == 0
@@ -100,7 +106,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     held_out = VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, ledger) if cfg.data.eval else None
     policy = build_model(cfg.model)
     policy.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
-    reference = _frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
+    reference = _frozen_copy(policy, cfg.model.compute_dtype) if cfg.algo.kl_coef > 0 else None
     zero = cfg.parallel.zero_stage == 1 and layout.world_size > 1
     sharded = cfg.parallel.zero_stage >= 2  # ZeRO-2/3 with FSDP2; the frozen reference stays replicated
     if sharded:
@@ -110,7 +116,8 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     # builds its groups over the whole world (collective), so there every rank builds an
     # engine and keeps it synced; the other SP ranks' engines never sample.
     every_rank = layout.world_size > 1 and choose_engine(cfg.rollout.engine, policy) == "vllm"
-    engine = build_engine(cfg.rollout, policy, seed=cfg.run.seed) if layout.sp_rank == 0 or every_rank else None
+    engine = (build_engine(cfg.rollout, policy, seed=cfg.run.seed, dtype=cfg.model.compute_dtype)
+              if layout.sp_rank == 0 or every_rank else None)
     videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds, sp_group=layout.sp_group)
     accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
     sampler = EpochSampler(len(train), cfg.run.seed)
@@ -127,7 +134,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
     for step in bar:
         videos.new_step()
         calls_before = videos.encoder_calls
-        items, samples, reward_errors = [], [], 0
+        items, samples, reward_errors, dropped_groups = [], [], 0, 0
         for _round in range(1 + (MAX_REFILL_ROUNDS if cfg.algo.dapo else 0)):
             want = cfg.train.prompts_per_step - len(items)
             with timer.block("data"):
@@ -143,7 +150,9 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
                 for s in new_samples:
                     reward_errors += _score(s, new_items[s.prompt - len(items)].record, accuracy_fn, cfg)
             if cfg.algo.dapo:
+                before = len(new_items)
                 new_items, new_samples = _drop_uniform_groups(new_items, new_samples, offset=len(items))
+                dropped_groups += before - len(new_items)
             items += new_items
             samples += new_samples
             if len(items) >= cfg.train.prompts_per_step:
@@ -155,6 +164,8 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
             rewards = torch.tensor([s.reward for s in samples])
             groups = torch.tensor([s.prompt for s in samples])
             advantages = _advantages(rewards, groups, cfg.algo.advantage)  # [N]
+            # groups whose rewards differ: the only ones that carry a learning signal
+            mixed = groups[adv_fns.dapo_keep_mask(rewards, groups)].unique().numel() / groups.unique().numel()
 
         with timer.block("logprob"):
             old_logp = _score_samples(policy, videos, items, samples, cfg.train.micro_batch, layout)
@@ -186,11 +197,12 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
             "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if len(samples) > 1 else 0.0,
             "reward/accuracy": sum(s.accuracy for s in samples) / len(samples),
             "reward/format_rate": sum(s.format for s in samples) / len(samples),
-            "reward/errors": float(reward_errors),
+            "reward/errors": float(reward_errors), "reward/mixed_groups": mixed,
             "response/length_mean": float(lengths.mean()), "response/length_max": float(lengths.max()),
             "rollout/logp_diff_max": float(diffs.max()), "rollout/logp_diff_mean": float(diffs.mean()),
             "video/encoder_calls": float(videos.encoder_calls - calls_before),
-            "data/prompts": float(len(items)), "data/skipped_total": float(len(ledger.skipped)),
+            "data/prompts": float(len(items)), "data/dropped_groups": float(dropped_groups),
+            "data/skipped_total": float(len(ledger.skipped)),
             "lr": scheduler.get_last_lr()[0], **update, **timer.pop(), **peak_memory(),
         }
         save_now = (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps
@@ -232,8 +244,12 @@ def _barrier(layout: Layout) -> None:
 # --- blocks ------------------------------------------------------------------------------
 
 
-def _frozen_copy(model: VideoLM) -> VideoLM:
+def _frozen_copy(model: VideoLM, compute_dtype: str | None) -> VideoLM:
+    """The reference policy: frozen, and stored in the compute dtype when the policy keeps
+    fp32 master weights (it never trains, and autocast would cast it so anyway)."""
     ref = copy.deepcopy(model).eval()
+    if compute_dtype is not None:
+        ref.to(getattr(torch, compute_dtype))
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref

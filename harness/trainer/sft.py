@@ -29,6 +29,7 @@ from harness.trainer.checkpoint import save_checkpoint
 from harness.trainer.common import (
     build_model,
     build_optimizer,
+    compute_precision,
     prepare_data,
     response_ids,
     seed_everything,
@@ -50,6 +51,11 @@ def _frame_counts(cfg: SFTConfig, step: int, k: int) -> list[int]:
 
 
 def train_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, float]:
+    with compute_precision(cfg.model):  # bf16 autocast over fp32 master weights, if configured
+        return _train_sft(cfg, resume)
+
+
+def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
     # --- setup ------------------------------------------------------------------------
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,23 @@ def test_sampled_logprobs_agree_with_trainer(engine, model, prompts):
     assert [o.token_ids.tolist() for o in again] == [o.token_ids.tolist() for o in outs]
 
 
+def test_seeded_sampling_of_more_prompt_tokens_than_one_engine_step_holds(engine, model, prompts):
+    """More prompt tokens than one vLLM step's budget: vLLM queues (or, chunking, splits)
+    prefills. Split prefills crashed seeded sampling on CPU (generator offsets); queued
+    ones must not change what each prompt samples: a prompt's seed depends on its index
+    only, so the first prompts sample the same alone as inside the big batch."""
+    sc = engine.llm.llm_engine.vllm_config.scheduler_config
+    count = sc.max_num_batched_tokens // len(prompts[-1]) + 4
+    with torch.no_grad():  # distinct videos: vLLM's prefix cache would share identical prompts
+        many = [make_prompt(model, 100 + k, *LONG_SPEC) for k in range(count)]
+    assert sum(len(p) for p in many) > sc.max_num_batched_tokens
+    sampling = SamplingConfig(n=2, temperature=1.0, max_new_tokens=4, seed=11)
+    outs = engine.generate(many, sampling)
+    assert len(outs) == 2 * len(many)
+    alone = engine.generate(many[:2], sampling)
+    assert [o.token_ids.tolist() for o in alone] == [o.token_ids.tolist() for o in outs[:4]]
+
+
 def test_response_that_cannot_fit_is_an_error_not_a_short_response(engine, prompts):
     with pytest.raises(RolloutEngineError, match="vllm_max_model_len"):
         engine.generate(prompts, greedy(max_new_tokens=engine.max_model_len))
