@@ -40,10 +40,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sft(args: argparse.Namespace) -> int:
+    import os
+
     from harness.config import SFTConfig, load_config
     from harness.trainer.sft import train_sft
 
-    result = train_sft(load_config(args.config, args.overrides, SFTConfig), resume=args.resume)
+    cfg = load_config(args.config, args.overrides, SFTConfig)  # validate before any collective
+    if "RANK" in os.environ:  # launched by torchrun
+        from harness.parallel.groups import init_distributed
+
+        init_distributed()
+    result = train_sft(cfg, resume=args.resume)
     print(result)
     return 0
 

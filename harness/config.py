@@ -127,7 +127,13 @@ class SFTConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    parallel: ParallelConfig = field(default_factory=lambda: ParallelConfig())
     run: RunConfig = field(default_factory=RunConfig)
+
+    def check(self) -> None:
+        if self.parallel.sp_size != 1:
+            raise ConfigError(f"parallel.sp_size={self.parallel.sp_size}: SFT is data parallel only "
+                              f"(sequence parallelism is implemented for RL)")
 
 
 @dataclass

@@ -77,10 +77,35 @@ def sharding_units(model: VideoLM) -> list[torch.nn.Module]:
 
     inside_tower = any(m is projector for m in tower.modules())
     if trains(tower):
-        units.append(tower)
+        units += _layer_units(tower)
     if trains(projector) and not (inside_tower and trains(tower)):
         units.append(projector)
     return units
+
+
+def _layer_units(tower: torch.nn.Module) -> list[torch.nn.Module]:
+    """A vision tower cut into shardable units: each layer of its (longest) layer list and
+    every other parameter-holding part beside it. Sharding the tower as one unit breaks
+    transformers' `output_hidden_states` capture on the FSDP-wrapped root (measured: the
+    tower returned hidden_states=None), and per-layer units gather less at a time."""
+    lists = [m for m in tower.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        return [tower]
+    layers = max(lists, key=len)
+
+    def split(module: torch.nn.Module) -> list[torch.nn.Module]:
+        if module is layers:
+            return list(layers)
+        if not any(True for _ in module.parameters()):
+            return []
+        if not any(m is layers for m in module.modules()):
+            return [module]
+        if any(True for _ in module.parameters(recurse=False)):
+            raise ValueError(f"{type(module).__name__} holds parameters beside its layers; "
+                             f"it cannot be sharded layer by layer")
+        return [u for child in module.children() for u in split(child)]
+
+    return split(tower)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, zero_group=None):

@@ -1,6 +1,11 @@
 """Stage 1 of the paper: chain-of-thought SFT.
 
     harness sft --config configs/sft/toy-cpu.yaml [key=value ...] [--resume]
+    torchrun --nproc_per_node 8 -m harness sft --config ... parallel.dp_size=8 parallel.zero_stage=3
+
+Data parallel: every rank draws the same global batch (batch_size x grad_accum x dp_size
+examples) and trains on its share; the loss is normalised by the global token count and
+the gradients summed, so the update equals the single-process one on the whole batch.
 
 Each example is [chat prompt with the video | <think>reasoning</think><answer>X</answer>
 <|im_end|>]; the loss is the token-mean negative log-likelihood of the response only.
@@ -19,11 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
 from harness.config import SFTConfig, to_dict
 from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset, question_text, sft_target
+from harness.model.interface import VideoLM
+from harness.parallel import sharding
+from harness.parallel.groups import Layout, build_layout
 from harness.trainer.batch import pack_sequences, response_logprobs
 from harness.trainer.checkpoint import save_checkpoint
 from harness.trainer.common import (
@@ -33,6 +42,7 @@ from harness.trainer.common import (
     prepare_data,
     response_ids,
     seed_everything,
+    sharding_units,
     start_or_resume,
 )
 from harness.trainer.evaluate import evaluate_accuracy
@@ -57,9 +67,14 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, float]:
 
 def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
     # --- setup ------------------------------------------------------------------------
+    layout = build_layout(cfg.parallel.dp_size, 1)  # SFT is data parallel only
+    main = layout.rank == 0
     out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        prepare_data(cfg.data)  # one rank synthesises; the others wait, then find it
+    _barrier(layout)
     seed_everything(cfg.run.seed)
     root = prepare_data(cfg.data)
     ledger = SkipLedger(cfg.data.max_skip_fraction)
@@ -67,30 +82,45 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
     held_out = VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, ledger) if cfg.data.eval else None
     model = build_model(cfg.model)
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
-    optimizer, scheduler = build_optimizer(model, cfg.optim)
+    zero = cfg.parallel.zero_stage == 1 and layout.world_size > 1
+    sharded = cfg.parallel.zero_stage >= 2  # ZeRO-2/3 with FSDP2 (harness/parallel/sharding.py)
+    if sharded:
+        sharding.shard_model(model, sharding_units(model), cfg.parallel.zero_stage)
+    optimizer, scheduler = build_optimizer(model, cfg.optim, zero_group=dist.group.WORLD if zero else None)
     sampler = EpochSampler(len(train), cfg.run.seed)
     start, logger = start_or_resume(out, resume, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    sampler=sampler, tensorboard=cfg.run.tensorboard)
+                                    sampler=sampler, tensorboard=cfg.run.tensorboard, main=main)
+    per_rank = cfg.train.batch_size * cfg.train.grad_accum
     timer = StepTimer()
     bad_steps = 0
 
     # --- loop -------------------------------------------------------------------------
-    bar = tqdm(range(start, cfg.run.steps), desc="sft", disable=not cfg.run.progress,
+    bar = tqdm(range(start, cfg.run.steps), desc="sft", disable=not (cfg.run.progress and main),
                initial=start, total=cfg.run.steps)
     for step in bar:
         model.train()
         with timer.block("data"):
-            records = [train.records[i] for i in sampler.take(cfg.train.batch_size * cfg.train.grad_accum)]
-            counts = _frame_counts(cfg, step, len(records))
-            examples = [(r, c) for r, n in zip(records, counts, strict=True)
-                        if (c := train.load_frames(r, n)) is not None]
+            # The global batch is drawn identically on every rank; each takes its share.
+            ids = sampler.take(per_rank * layout.dp_size)
+            counts = _frame_counts(cfg, step, len(ids))
+            mine = range(layout.dp_rank * per_rank, (layout.dp_rank + 1) * per_rank)
+            micros = [[(rec, clip) for j in mine[lo : lo + cfg.train.batch_size]
+                       if (clip := train.load_frames(rec := train.records[ids[j]], counts[j])) is not None]
+                      for lo in range(0, per_rank, cfg.train.batch_size)]
             ledger.check(sampler.epoch * len(train) + sampler.pos)
-            targets = [response_ids(model.tokenizer, sft_target(r)) for r, _ in examples]
-        total_tokens = sum(t.shape[0] for t in targets)
+            targets = [[response_ids(model.tokenizer, sft_target(r)) for r, _ in m] for m in micros]
+            totals = _global_sum(layout, sum(t.shape[0] for ts in targets for t in ts),
+                                 sum(len(m) for m in micros))
+        total_tokens, total_examples = int(totals[0]), int(totals[1])
         loss_sum = 0.0
-        for lo in range(0, len(examples), cfg.train.batch_size):
-            micro = examples[lo : lo + cfg.train.batch_size]
-            micro_targets = targets[lo : lo + cfg.train.batch_size]
+        for micro, micro_targets in zip(micros, targets, strict=True):
+            weight = 1.0
+            if not micro:  # every record of this micro-batch was unreadable
+                if not sharded:
+                    continue
+                # FSDP's collectives run inside forward/backward: every rank must run the
+                # same number of them, so this rank runs one example at weight 0.
+                micro, micro_targets, weight = _stand_in(micros, targets, layout, step)
             with timer.block("encode"):
                 videos = [model.encode_frames(c.frames, c.timestamps) for _, c in micro]
             with timer.block("forward"):
@@ -98,18 +128,22 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
                            for (r, _), v in zip(micro, videos, strict=True)]
                 batch = pack_sequences(model, prompts, micro_targets)
                 logp = response_logprobs(model, batch)  # [B, R]
-                loss = -(logp * batch.response_mask).sum() / total_tokens
+                # normalised by the global token count: the ranks' gradients sum to the
+                # single-process gradient of the whole batch
+                loss = -(logp * batch.response_mask).sum() / max(total_tokens, 1) * weight
             with timer.block("backward"):
                 loss.backward()
             loss_sum += loss.item()
         with timer.block("optim"):
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], cfg.optim.grad_clip))
+            grad_norm = _reduce_and_clip(model, layout, sharded, cfg.optim.grad_clip)
+            loss_sum = float(_global_sum(layout, loss_sum)[0])
             finite = math.isfinite(loss_sum) and math.isfinite(grad_norm)
             if finite:
                 optimizer.step()
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if sharded:
+                sharding.after_step(model)  # all-gather the new values (collective)
         if not finite:
             bad_steps += 1
             log.warning("sft step %d: non-finite loss %s / grad norm %s; step skipped (%d in a row)",
@@ -121,23 +155,71 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
         bad_steps = 0
 
         # --- log / save / eval ---------------------------------------------------------
+        save_now = (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps
+        if save_now and zero:
+            optimizer.consolidate_state_dict(to=0)  # collective: every rank sends its shard
+        if save_now and sharded:  # collective: full weights and optimizer state on every rank
+            full_weights, full_optim = sharding.full_state_dict(model), sharding.full_optimizer_state(optimizer)
+        if not main:  # weights are identical on every rank; rank 0 evaluates, logs and saves
+            continue
         metrics = {"loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
-                   "tokens": float(total_tokens), "examples": float(len(examples)),
+                   "tokens": float(total_tokens), "examples": float(total_examples),
                    "skipped_total": float(len(ledger.skipped)), **timer.pop(), **peak_memory()}
         if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
             metrics.update(evaluate_accuracy(model, held_out, cfg.run.eval_max_new_tokens))
         if (step + 1) % cfg.run.log_every == 0:
             logger.log(step + 1, metrics)
         bar.set_postfix(loss=f"{loss_sum:.3f}")
-        if (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps:
-            save_checkpoint(out, step + 1, model=model, optimizer=optimizer, scheduler=scheduler,
+        if save_now:
+            save_checkpoint(out, step + 1, model=sharding.full_copy(model, full_weights) if sharded else model,
+                            optimizer=full_optim if sharded else optimizer, scheduler=scheduler,
                             data_state=sampler.state(), keep_last=cfg.run.keep_last)
 
     # --- final ------------------------------------------------------------------------
     final = {}
-    if held_out is not None:
-        final = evaluate_accuracy(model, held_out, cfg.run.eval_max_new_tokens)
-        logger.log(cfg.run.steps, final)
-    model.save_pretrained(out / "final")
-    logger.close()
+    final_weights = sharding.full_state_dict(model) if sharded else None  # collective
+    if main:
+        if held_out is not None:
+            final = evaluate_accuracy(model, held_out, cfg.run.eval_max_new_tokens)
+            logger.log(cfg.run.steps, final)
+        (sharding.full_copy(model, final_weights) if sharded else model).save_pretrained(out / "final")
+        logger.close()
+    _barrier(layout)
     return final
+
+
+def _barrier(layout: Layout) -> None:
+    if layout.world_size > 1:
+        dist.barrier()
+
+
+def _global_sum(layout: Layout, *values: float) -> torch.Tensor:
+    """`values` summed over the data-parallel ranks (float64, so token counts stay exact)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if layout.world_size > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def _stand_in(micros, targets, layout: Layout, step: int):
+    """One loaded example of this rank's share, to run at weight 0 in place of an empty
+    micro-batch; an error when the rank loaded none at all."""
+    for m, t in zip(micros, targets, strict=True):
+        if m:
+            return m[:1], t[:1], 0.0
+    raise RuntimeError(f"sft step {step + 1}: every record of rank {layout.rank}'s share was unreadable "
+                       f"(skipped records are listed in the log); with parallel.zero_stage >= 2 each rank "
+                       f"needs at least one readable example per step")
+
+
+def _reduce_and_clip(model: VideoLM, layout: Layout, sharded: bool, max_norm: float) -> float:
+    """Sum the ranks' gradients (each holds part of the loss) and clip by the global norm."""
+    if sharded:  # ZeRO-2/3: backward already reduce-scattered (summed) the grads
+        return sharding.clip_grad_norm(sharding.trainable_parameters(model), max_norm)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if layout.world_size > 1:
+        for p in trainable:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+    return float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))

@@ -218,3 +218,23 @@ def rl_run_resume(rank: int, world: int, first: list[str], second: list[str]) ->
     if rank != 0:
         return {}
     return {k: v.clone() for k, v in load_model(cfg.run.out_dir + "/final").state_dict().items()}
+
+
+def sft_run(rank: int, world: int, first: list[str], second: list[str] | None = None) -> dict:
+    """SFT under torch.distributed (then, with `second`, resumed into the same out_dir);
+    returns rank 0's final weights and logged losses."""
+    from harness.config import SFTConfig, load_config
+    from harness.model.build import load_model
+    from harness.trainer.metrics import read_metrics
+    from harness.trainer.sft import train_sft
+
+    cfg = load_config("configs/sft/toy-cpu.yaml", first, SFTConfig)
+    train_sft(cfg)
+    if second is not None:
+        cfg = load_config("configs/sft/toy-cpu.yaml", second, SFTConfig)
+        train_sft(cfg, resume=True)
+    if rank != 0:
+        return {}
+    weights = {k: v.clone() for k, v in load_model(cfg.run.out_dir + "/final").state_dict().items()}
+    losses = [r["loss"] for r in read_metrics(cfg.run.out_dir + "/metrics.jsonl") if "loss" in r]
+    return {"weights": weights, "losses": losses}
