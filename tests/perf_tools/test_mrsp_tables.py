@@ -3,6 +3,7 @@ figures; perf/flops.py's ratios; perf/common.py's README row append."""
 
 import pytest
 
+from harness.config import RLConfig, load_config
 from perf import mrsp
 from perf.common import append_row, figure
 from perf.flops import size_costs
@@ -27,7 +28,12 @@ def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="unknown keys"):
         mrsp.PerfConfig.load(bad)
     for name in ("cpu-2rank", "cpu-smoke", "8xgpu-longvila-r1-7b", "8xgpu-qwen2_5-vl-7b"):
-        mrsp.PerfConfig.load(f"configs/perf/{name}.yaml")
+        pc = mrsp.PerfConfig.load(f"configs/perf/{name}.yaml")
+        for mode in mrsp.MODES:  # the RL configs each mode would run are valid
+            dp, sp, cache = mrsp.layout_of(mode, pc.world_size)
+            overrides = mrsp.rl_overrides(pc, dp=dp, sp=sp, cache=cache, frames=pc.frames[0], steps=2,
+                                          data_dir="d", model_path="m", out_dir="o")
+            load_config(None, overrides, RLConfig)
 
 
 def test_summarise_metrics_skips_warmup_and_sums_top_level_blocks():
