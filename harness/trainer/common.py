@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from harness.config import DataConfig, ModelConfig, OptimConfig
 from harness.data.dataset import EpochSampler
 from harness.model.build import init_model, load_model
 from harness.model.interface import VideoLM
 from harness.parallel import sharding
+from harness.parallel.groups import Layout
 from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint
 from harness.trainer.metrics import MetricsLogger
 
@@ -162,3 +164,42 @@ def response_ids(tokenizer, text: str) -> torch.Tensor:
     """Token ids of an assistant response, ending with the end-of-turn token."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return torch.tensor([*ids, tokenizer.eos_token_id])  # [R]
+
+
+def barrier(layout: Layout) -> None:
+    if layout.world_size > 1:
+        dist.barrier()
+
+
+def reduce_and_clip(model: VideoLM, layout: Layout, max_norm: float) -> float:
+    """Sum the ranks' gradients (each rank's loss is its part of the global loss) and clip
+    by the global norm; returns the norm before clipping. ZeRO-2/3: backward already
+    reduce-scattered (summed) the gradients."""
+    if sharding.is_sharded(model):
+        return sharding.clip_grad_norm(sharding.trainable_parameters(model), max_norm)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if layout.world_size > 1:
+        for p in trainable:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+    return float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
+
+
+def finish_run(out: Path, model: VideoLM, layout: Layout, logger: MetricsLogger | None, held_out,
+               steps: int, eval_max_new_tokens: int) -> dict[str, float]:
+    """Collective end of a recipe: rank 0 evaluates on `held_out` (if any), logs and writes
+    the final HF-format weights (gathered first under ZeRO-2/3); every rank waits for it."""
+    from harness.trainer.evaluate import evaluate_accuracy
+
+    final = {}
+    sharded = sharding.is_sharded(model)
+    final_weights = sharding.full_state_dict(model) if sharded else None  # collective
+    if layout.rank == 0:
+        if held_out is not None:
+            final = evaluate_accuracy(model, held_out, eval_max_new_tokens)
+            logger.log(steps, final)
+        (sharding.full_copy(model, final_weights) if sharded else model).save_pretrained(out / "final")
+        logger.close()
+    barrier(layout)
+    return final

@@ -48,10 +48,13 @@ from harness.rollout.engine import RolloutEngine, SamplingConfig
 from harness.trainer.batch import pack_sequences, response_logprobs
 from harness.trainer.checkpoint import save_checkpoint
 from harness.trainer.common import (
+    barrier,
     build_model,
     build_optimizer,
     compute_precision,
+    finish_run,
     prepare_data,
+    reduce_and_clip,
     seed_everything,
     sharding_units,
     start_or_resume,
@@ -98,7 +101,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         prepare_data(cfg.data)  # one rank synthesises; the others wait, then find it
-    _barrier(layout)
+    barrier(layout)
     seed_everything(cfg.run.seed)
     root = prepare_data(cfg.data)
     ledger = SkipLedger(cfg.data.max_skip_fraction)
@@ -224,21 +227,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
 
     if engine is not None and hasattr(engine, "close"):
         engine.close()  # vLLM holds memory and process-wide state until closed
-    final = {}
-    final_weights = sharding.full_state_dict(policy) if sharded else None  # collective
-    if main:
-        if held_out is not None:
-            final = evaluate_accuracy(policy, held_out, cfg.run.eval_max_new_tokens)
-            logger.log(cfg.run.steps, final)
-        (sharding.full_copy(policy, final_weights) if sharded else policy).save_pretrained(out / "final")
-        logger.close()
-    _barrier(layout)
-    return final
-
-
-def _barrier(layout: Layout) -> None:
-    if layout.world_size > 1:
-        dist.barrier()
+    return finish_run(out, policy, layout, logger, held_out, cfg.run.steps, cfg.run.eval_max_new_tokens)
 
 
 # --- blocks ------------------------------------------------------------------------------
@@ -422,16 +411,7 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
                 # Mean -log p of the sampled tokens: a Monte Carlo estimate of the policy's
                 # entropy (unbiased for on-policy samples at temperature 1), at no extra cost.
                 _add(stats, "entropy", float(-masked_mean(logp, mask)) * share)
-        if sharding.is_sharded(policy):  # ZeRO-2/3: backward already reduce-scattered (summed) the grads
-            grad_norm = sharding.clip_grad_norm(sharding.trainable_parameters(policy), cfg.optim.grad_clip)
-        else:
-            trainable = [p for p in policy.parameters() if p.requires_grad]
-            if layout.world_size > 1:
-                for p in trainable:  # each rank holds part of the loss: sum the parts
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    dist.all_reduce(p.grad)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip))
+        grad_norm = reduce_and_clip(policy, layout, cfg.optim.grad_clip)
         _add(stats, "grad_norm", grad_norm)
         if math.isfinite(grad_norm):
             optimizer.step()

@@ -30,16 +30,18 @@ from tqdm import tqdm
 
 from harness.config import SFTConfig, to_dict
 from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset, question_text, sft_target
-from harness.model.interface import VideoLM
 from harness.parallel import sharding
 from harness.parallel.groups import Layout, build_layout
 from harness.trainer.batch import pack_sequences, response_logprobs
 from harness.trainer.checkpoint import save_checkpoint
 from harness.trainer.common import (
+    barrier,
     build_model,
     build_optimizer,
     compute_precision,
+    finish_run,
     prepare_data,
+    reduce_and_clip,
     response_ids,
     seed_everything,
     sharding_units,
@@ -74,7 +76,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         prepare_data(cfg.data)  # one rank synthesises; the others wait, then find it
-    _barrier(layout)
+    barrier(layout)
     seed_everything(cfg.run.seed)
     root = prepare_data(cfg.data)
     ledger = SkipLedger(cfg.data.max_skip_fraction)
@@ -135,7 +137,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
                 loss.backward()
             loss_sum += loss.item()
         with timer.block("optim"):
-            grad_norm = _reduce_and_clip(model, layout, sharded, cfg.optim.grad_clip)
+            grad_norm = reduce_and_clip(model, layout, cfg.optim.grad_clip)
             loss_sum = float(_global_sum(layout, loss_sum)[0])
             finite = math.isfinite(loss_sum) and math.isfinite(grad_norm)
             if finite:
@@ -176,21 +178,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
                             data_state=sampler.state(), keep_last=cfg.run.keep_last)
 
     # --- final ------------------------------------------------------------------------
-    final = {}
-    final_weights = sharding.full_state_dict(model) if sharded else None  # collective
-    if main:
-        if held_out is not None:
-            final = evaluate_accuracy(model, held_out, cfg.run.eval_max_new_tokens)
-            logger.log(cfg.run.steps, final)
-        (sharding.full_copy(model, final_weights) if sharded else model).save_pretrained(out / "final")
-        logger.close()
-    _barrier(layout)
-    return final
-
-
-def _barrier(layout: Layout) -> None:
-    if layout.world_size > 1:
-        dist.barrier()
+    return finish_run(out, model, layout, logger, held_out, cfg.run.steps, cfg.run.eval_max_new_tokens)
 
 
 def _global_sum(layout: Layout, *values: float) -> torch.Tensor:
@@ -210,16 +198,3 @@ def _stand_in(micros, targets, layout: Layout, step: int):
     raise RuntimeError(f"sft step {step + 1}: every record of rank {layout.rank}'s share was unreadable "
                        f"(skipped records are listed in the log); with parallel.zero_stage >= 2 each rank "
                        f"needs at least one readable example per step")
-
-
-def _reduce_and_clip(model: VideoLM, layout: Layout, sharded: bool, max_norm: float) -> float:
-    """Sum the ranks' gradients (each holds part of the loss) and clip by the global norm."""
-    if sharded:  # ZeRO-2/3: backward already reduce-scattered (summed) the grads
-        return sharding.clip_grad_norm(sharding.trainable_parameters(model), max_norm)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if layout.world_size > 1:
-        for p in trainable:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad)
-    return float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
