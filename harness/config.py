@@ -84,9 +84,15 @@ class OptimConfig:
     grad_clip: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
+    # After warmup: constant (the authors' RL), or cosine decay to min_lr_ratio x lr at run.steps.
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.1
 
     def check(self) -> None:
         _positive("optim.lr", self.lr)
+        _one_of("optim.schedule", self.schedule, ("constant", "cosine"))
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass

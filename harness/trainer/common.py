@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def _layer_units(tower: torch.nn.Module) -> list[torch.nn.Module]:
     return split(tower)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, zero_group=None):
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, zero_group=None, total_steps: int | None = None):
     """AdamW (+ warmup schedule). With `zero_group`, the optimizer state is sharded over
     that group (ZeRO-1): each rank keeps and updates the Adam moments of its share of the
     parameters and broadcasts the updated values. For a model already sharded by
@@ -131,9 +132,22 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, zero_group=None):
         opt = ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.AdamW, process_group=zero_group, **kwargs)
     else:
         opt = torch.optim.AdamW(params, **kwargs)
-    warm = max(cfg.warmup_steps, 0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total_steps))
     return opt, sched
+
+
+def lr_factor(cfg: OptimConfig, step: int, total_steps: int | None) -> float:
+    """The lr multiplier of optimizer step `step` (0-based): linear warmup over
+    `warmup_steps`, then constant or a cosine from 1 down to `min_lr_ratio` at `total_steps`."""
+    warm = max(cfg.warmup_steps, 0)
+    if warm and step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "constant":
+        return 1.0
+    if total_steps is None:
+        raise ValueError("optim.schedule=cosine needs the run's total number of steps")
+    progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, scheduler,

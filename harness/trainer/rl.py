@@ -114,7 +114,8 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     sharded = cfg.parallel.zero_stage >= 2  # ZeRO-2/3 with FSDP2; the frozen reference stays replicated
     if sharded:
         sharding.shard_model(policy, sharding_units(policy), cfg.parallel.zero_stage)
-    optimizer, scheduler = build_optimizer(policy, cfg.optim, zero_group=dist.group.WORLD if zero else None)
+    optimizer, scheduler = build_optimizer(policy, cfg.optim, zero_group=dist.group.WORLD if zero else None,
+                                           total_steps=cfg.run.steps)
     # Only the SP group's first rank samples (see _rollout). vLLM under torch.distributed
     # builds its groups over the whole world (collective), so there every rank builds an
     # engine and keeps it synced; the other SP ranks' engines never sample.

@@ -88,7 +88,8 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
     sharded = cfg.parallel.zero_stage >= 2  # ZeRO-2/3 with FSDP2 (harness/parallel/sharding.py)
     if sharded:
         sharding.shard_model(model, sharding_units(model), cfg.parallel.zero_stage)
-    optimizer, scheduler = build_optimizer(model, cfg.optim, zero_group=dist.group.WORLD if zero else None)
+    optimizer, scheduler = build_optimizer(model, cfg.optim, zero_group=dist.group.WORLD if zero else None,
+                                           total_steps=cfg.run.steps)
     sampler = EpochSampler(len(train), cfg.run.seed)
     start, logger = start_or_resume(out, resume, model=model, optimizer=optimizer, scheduler=scheduler,
                                     sampler=sampler, tensorboard=cfg.run.tensorboard, main=main)
