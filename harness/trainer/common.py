@@ -17,7 +17,7 @@ from harness.model.build import init_model, load_model
 from harness.model.interface import VideoLM
 from harness.parallel import sharding
 from harness.parallel.groups import Layout
-from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint
+from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from harness.trainer.metrics import MetricsLogger
 
 
@@ -217,3 +217,25 @@ def finish_run(out: Path, model: VideoLM, layout: Layout, logger: MetricsLogger 
         logger.close()
     barrier(layout)
     return final
+
+
+def gather_checkpoint(model: VideoLM, optimizer) -> tuple[dict | None, object]:
+    """Collective, on every rank at a save step: what rank 0's `save_step` needs. ZeRO-1
+    consolidates the optimizer state on rank 0; ZeRO-2/3 gathers full weights and optimizer
+    state (returned); otherwise nothing to gather. Returns (full weights or None, the
+    optimizer or its full state dict)."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    if isinstance(optimizer, ZeroRedundancyOptimizer):
+        optimizer.consolidate_state_dict(to=0)  # every rank sends its shard
+    if sharding.is_sharded(model):
+        return sharding.full_state_dict(model), sharding.full_optimizer_state(optimizer)
+    return None, optimizer
+
+
+def save_step(out: Path, step: int, model: VideoLM, gathered: tuple[dict | None, object], *, scheduler,
+              sampler: EpochSampler, keep_last: int) -> None:
+    """Rank 0: write the checkpoint of `step` from what `gather_checkpoint` returned."""
+    full_weights, optimizer = gathered
+    save_checkpoint(out, step, model=model if full_weights is None else sharding.full_copy(model, full_weights),
+                    optimizer=optimizer, scheduler=scheduler, data_state=sampler.state(), keep_last=keep_last)

@@ -46,15 +46,16 @@ from harness.parallel.groups import Layout, build_layout
 from harness.rollout import build_engine, choose_engine
 from harness.rollout.engine import RolloutEngine, SamplingConfig
 from harness.trainer.batch import pack_sequences, response_logprobs
-from harness.trainer.checkpoint import save_checkpoint
 from harness.trainer.common import (
     barrier,
     build_model,
     build_optimizer,
     compute_precision,
     finish_run,
+    gather_checkpoint,
     prepare_data,
     reduce_and_clip,
+    save_step,
     seed_everything,
     sharding_units,
     start_or_resume,
@@ -210,10 +211,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
             "lr": scheduler.get_last_lr()[0], **update, **timer.pop(), **peak_memory(),
         }
         save_now = (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps
-        if save_now and zero:
-            optimizer.consolidate_state_dict(to=0)  # collective: every rank sends its shard
-        if save_now and sharded:  # collective: full weights and optimizer state on every rank
-            full_weights, full_optim = sharding.full_state_dict(policy), sharding.full_optimizer_state(optimizer)
+        gathered = gather_checkpoint(policy, optimizer) if save_now else None  # collective
         if not main:  # weights are identical on every rank; rank 0 evaluates, logs and saves
             continue
         if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
@@ -222,9 +220,8 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
             logger.log(step + 1, metrics)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}")
         if save_now:
-            save_checkpoint(out, step + 1, model=sharding.full_copy(policy, full_weights) if sharded else policy,
-                            optimizer=full_optim if sharded else optimizer, scheduler=scheduler,
-                            data_state=sampler.state(), keep_last=cfg.run.keep_last)
+            save_step(out, step + 1, policy, gathered, scheduler=scheduler, sampler=sampler,
+                      keep_last=cfg.run.keep_last)
 
     if engine is not None and hasattr(engine, "close"):
         engine.close()  # vLLM holds memory and process-wide state until closed

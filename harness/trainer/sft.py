@@ -33,16 +33,17 @@ from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset, quest
 from harness.parallel import sharding
 from harness.parallel.groups import Layout, build_layout
 from harness.trainer.batch import pack_sequences, response_logprobs
-from harness.trainer.checkpoint import save_checkpoint
 from harness.trainer.common import (
     barrier,
     build_model,
     build_optimizer,
     compute_precision,
     finish_run,
+    gather_checkpoint,
     prepare_data,
     reduce_and_clip,
     response_ids,
+    save_step,
     seed_everything,
     sharding_units,
     start_or_resume,
@@ -107,8 +108,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
             ids = sampler.take(per_rank * layout.dp_size)
             counts = _frame_counts(cfg, step, len(ids))
             mine = range(layout.dp_rank * per_rank, (layout.dp_rank + 1) * per_rank)
-            micros = [[(rec, clip) for j in mine[lo : lo + cfg.train.batch_size]
-                       if (clip := train.load_frames(rec := train.records[ids[j]], counts[j])) is not None]
+            micros = [_load(train, ids, counts, mine[lo : lo + cfg.train.batch_size])
                       for lo in range(0, per_rank, cfg.train.batch_size)]
             ledger.check(sampler.epoch * len(train) + sampler.pos)
             targets = [[response_ids(model.tokenizer, sft_target(r)) for r, _ in m] for m in micros]
@@ -159,10 +159,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
 
         # --- log / save / eval ---------------------------------------------------------
         save_now = (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps
-        if save_now and zero:
-            optimizer.consolidate_state_dict(to=0)  # collective: every rank sends its shard
-        if save_now and sharded:  # collective: full weights and optimizer state on every rank
-            full_weights, full_optim = sharding.full_state_dict(model), sharding.full_optimizer_state(optimizer)
+        gathered = gather_checkpoint(model, optimizer) if save_now else None  # collective
         if not main:  # weights are identical on every rank; rank 0 evaluates, logs and saves
             continue
         metrics = {"loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
@@ -174,12 +171,23 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
             logger.log(step + 1, metrics)
         bar.set_postfix(loss=f"{loss_sum:.3f}")
         if save_now:
-            save_checkpoint(out, step + 1, model=sharding.full_copy(model, full_weights) if sharded else model,
-                            optimizer=full_optim if sharded else optimizer, scheduler=scheduler,
-                            data_state=sampler.state(), keep_last=cfg.run.keep_last)
+            save_step(out, step + 1, model, gathered, scheduler=scheduler, sampler=sampler,
+                      keep_last=cfg.run.keep_last)
 
     # --- final ------------------------------------------------------------------------
     return finish_run(out, model, layout, logger, held_out, cfg.run.steps, cfg.run.eval_max_new_tokens)
+
+
+def _load(train: VideoQADataset, ids: list[int], counts: list[int], positions: range) -> list:
+    """(record, clip) for the batch positions given; unreadable videos are skipped (the
+    dataset's ledger counts and logs them)."""
+    out = []
+    for j in positions:
+        rec = train.records[ids[j]]
+        clip = train.load_frames(rec, counts[j])
+        if clip is not None:
+            out.append((rec, clip))
+    return out
 
 
 def _global_sum(layout: Layout, *values: float) -> torch.Tensor:
