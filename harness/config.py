@@ -105,6 +105,10 @@ class RunConfig:
     keep_last: int = 2
     eval_every: int = 0  # 0: only at the end
     eval_max_new_tokens: int = 160
+    # > 0: also score this many answers per held-out question sampled at eval_temperature
+    # (eval/sampled_accuracy; harness/trainer/evaluate.py).
+    eval_samples: int = 0
+    eval_temperature: float = 1.0
     tensorboard: bool = True
     progress: bool = True
     # A NaN/inf loss skips the step; this many in a row stops the run.
@@ -113,6 +117,9 @@ class RunConfig:
     def check(self) -> None:
         _positive("run.steps", self.steps)
         _positive("run.save_every", self.save_every)
+        if self.eval_samples < 0:
+            raise ConfigError(f"run.eval_samples must be >= 0, got {self.eval_samples}")
+        _positive("run.eval_temperature", self.eval_temperature)
 
 
 @dataclass

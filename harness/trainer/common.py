@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from harness.config import DataConfig, ModelConfig, OptimConfig
+from harness.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from harness.data.dataset import EpochSampler
 from harness.model.build import init_model, load_model
 from harness.model.interface import VideoLM
@@ -201,18 +201,18 @@ def reduce_and_clip(model: VideoLM, layout: Layout, max_norm: float) -> float:
 
 
 def finish_run(out: Path, model: VideoLM, layout: Layout, logger: MetricsLogger | None, held_out,
-               steps: int, eval_max_new_tokens: int) -> dict[str, float]:
+               run: RunConfig) -> dict[str, float]:
     """Collective end of a recipe: rank 0 evaluates on `held_out` (if any), logs and writes
     the final HF-format weights (gathered first under ZeRO-2/3); every rank waits for it."""
-    from harness.trainer.evaluate import evaluate_accuracy
+    from harness.trainer.evaluate import evaluate_run
 
     final = {}
     sharded = sharding.is_sharded(model)
     final_weights = sharding.full_state_dict(model) if sharded else None  # collective
     if layout.rank == 0:
         if held_out is not None:
-            final = evaluate_accuracy(model, held_out, eval_max_new_tokens)
-            logger.log(steps, final)
+            final = evaluate_run(model, held_out, run)
+            logger.log(run.steps, final)
         (sharding.full_copy(model, final_weights) if sharded else model).save_pretrained(out / "final")
         logger.close()
     barrier(layout)

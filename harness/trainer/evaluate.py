@@ -1,4 +1,9 @@
-"""Held-out accuracy of the toy recipes: greedy answers to multiple-choice questions.
+"""Held-out accuracy of the toy recipes: greedy answers to multiple-choice questions, and
+optionally the accuracy of sampled answers.
+
+Greedy accuracy scores the policy's mode. The sampled accuracy (`samples` responses per
+question at `temperature`, averaged: "pass@1" as DeepSeek-R1 reports it for reasoning models)
+scores the distribution RL optimises; at toy scale the two can move apart (reproduce/LOG.md).
 
 This is the recipes' quick check (accuracy, format rate, per category). The benchmark
 adapters with the community's exact protocols live in `evals/`.
@@ -9,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from harness.algos.rewards import accuracy_reward, format_reward
+from harness.config import RunConfig
 from harness.data.dataset import VideoQADataset, question_text
 from harness.model.interface import VideoLM
 from harness.rollout.engine import SamplingConfig
@@ -16,11 +22,19 @@ from harness.rollout.hf_engine import HFEngine
 
 
 def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: int,
-                      batch_prompts: int = 16) -> dict[str, float]:
+                      batch_prompts: int = 16, samples: int = 0, temperature: float = 1.0,
+                      seed: int = 0) -> dict[str, float]:
+    """`eval/accuracy`, `eval/acc_<category>`, `eval/format_rate`, `eval/questions` from greedy
+    answers; with `samples` > 0 also `eval/sampled_accuracy` and `eval/sampled_format_rate`:
+    means over `samples` answers per question drawn at `temperature` (seeded: reproducible)."""
+    if samples < 0:
+        raise ValueError(f"samples must be >= 0, got {samples}")
     engine = HFEngine(model)
-    sampling = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
+    greedy = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
     hits: dict[str, list[float]] = defaultdict(list)
     formats: list[float] = []
+    sampled_hits: list[float] = []
+    sampled_formats: list[float] = []
     records = dataset.records
     for start in range(0, len(records), batch_prompts):
         chunk, prompts = [], []
@@ -31,13 +45,31 @@ def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: i
             video = model.encode_frames(clip.frames, clip.timestamps)
             prompts.append(model.build_prompt(model.chat_prompt_ids(question_text(rec)), video))
             chunk.append(rec)
-        for rec, out in zip(chunk, engine.generate(prompts, sampling), strict=True):
+        for rec, out in zip(chunk, engine.generate(prompts, greedy), strict=True):
             text = model.tokenizer.decode(out.token_ids, skip_special_tokens=True)
             acc = accuracy_reward(text, rec.answer, rec.problem_type)
             hits["all"].append(acc)
             hits[rec.category or "none"].append(acc)
             formats.append(format_reward(text))
+        if samples and prompts:
+            sampling = SamplingConfig(n=samples, temperature=temperature, top_p=1.0,
+                                      max_new_tokens=max_new_tokens, seed=seed + start)
+            outs = engine.generate(prompts, sampling)  # grouped: all samples of prompt 0, then 1, ...
+            for i, out in enumerate(outs):
+                text = model.tokenizer.decode(out.token_ids, skip_special_tokens=True)
+                rec = chunk[i // samples]
+                sampled_hits.append(accuracy_reward(text, rec.answer, rec.problem_type))
+                sampled_formats.append(format_reward(text))
     result = {f"eval/acc_{k}" if k != "all" else "eval/accuracy": sum(v) / len(v) for k, v in hits.items()}
     result["eval/format_rate"] = sum(formats) / max(len(formats), 1)
     result["eval/questions"] = float(len(formats))
+    if samples:
+        result["eval/sampled_accuracy"] = sum(sampled_hits) / max(len(sampled_hits), 1)
+        result["eval/sampled_format_rate"] = sum(sampled_formats) / max(len(sampled_formats), 1)
     return result
+
+
+def evaluate_run(model: VideoLM, dataset: VideoQADataset, run: RunConfig) -> dict[str, float]:
+    """`evaluate_accuracy` with a recipe's `run.eval_*` settings."""
+    return evaluate_accuracy(model, dataset, run.eval_max_new_tokens, samples=run.eval_samples,
+                             temperature=run.eval_temperature, seed=run.seed)

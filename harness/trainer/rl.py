@@ -60,7 +60,7 @@ from harness.trainer.common import (
     sharding_units,
     start_or_resume,
 )
-from harness.trainer.evaluate import evaluate_accuracy
+from harness.trainer.evaluate import evaluate_run
 from harness.trainer.metrics import StepTimer, peak_memory
 from harness.trainer.videos import StepVideoCache
 
@@ -215,7 +215,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         if not main:  # weights are identical on every rank; rank 0 evaluates, logs and saves
             continue
         if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
-            metrics.update(evaluate_accuracy(policy, held_out, cfg.run.eval_max_new_tokens))
+            metrics.update(evaluate_run(policy, held_out, cfg.run))
         if (step + 1) % cfg.run.log_every == 0:
             logger.log(step + 1, metrics)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}")
@@ -225,7 +225,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
 
     if engine is not None and hasattr(engine, "close"):
         engine.close()  # vLLM holds memory and process-wide state until closed
-    return finish_run(out, policy, layout, logger, held_out, cfg.run.steps, cfg.run.eval_max_new_tokens)
+    return finish_run(out, policy, layout, logger, held_out, cfg.run)
 
 
 # --- blocks ------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from harness.trainer.common import (
     sharding_units,
     start_or_resume,
 )
-from harness.trainer.evaluate import evaluate_accuracy
+from harness.trainer.evaluate import evaluate_run
 from harness.trainer.metrics import StepTimer, peak_memory
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
                    "tokens": float(total_tokens), "examples": float(total_examples),
                    "skipped_total": float(len(ledger.skipped)), **timer.pop(), **peak_memory()}
         if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
-            metrics.update(evaluate_accuracy(model, held_out, cfg.run.eval_max_new_tokens))
+            metrics.update(evaluate_run(model, held_out, cfg.run))
         if (step + 1) % cfg.run.log_every == 0:
             logger.log(step + 1, metrics)
         bar.set_postfix(loss=f"{loss_sum:.3f}")
@@ -175,7 +175,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
                       keep_last=cfg.run.keep_last)
 
     # --- final ------------------------------------------------------------------------
-    return finish_run(out, model, layout, logger, held_out, cfg.run.steps, cfg.run.eval_max_new_tokens)
+    return finish_run(out, model, layout, logger, held_out, cfg.run)
 
 
 def _load(train: VideoQADataset, ids: list[int], counts: list[int], positions: range) -> list:

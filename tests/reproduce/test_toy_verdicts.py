@@ -45,3 +45,13 @@ def test_step_seconds_sums_top_level_blocks_and_drops_the_first_step(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
     with pytest.raises(ValueError, match="fewer than 2 RL steps"):
         _step_seconds(tmp_path)
+
+
+def test_report_prints_sampled_accuracy_beside_the_claims_when_measured():
+    t = yaml.safe_load(TARGETS.read_text())["toy"]
+    r = _results(0.5, 0.5, 0.3, 0.6, 2.0, 1.0)
+    assert "sampled answers" not in report(r, verdicts(r, t))  # a results.json from before
+    r["sampled_accuracy"] = {"untrained": 0.0, "sft": 0.497, "rl": 0.502}
+    text = report(r, verdicts(r, t))
+    assert "temperature 1): untrained 0.000 / sft 0.497 / rl 0.502." in text
+    assert len(verdicts(r, t)) == 4  # informational, not a fifth claim
