@@ -17,14 +17,18 @@ is encoded is not halved (it is small next to the LLM's in all our runs).
 Seconds per step is the sum of the top-level `time/<block>` entries rank 0 logs
 (`data, encode, rollout, reward, advantage, logprob, update, sync`; the untimed rest of a step
 is bookkeeping), median over the steps after `warmup`. Memory per rank is the process's peak
-resident set (`ru_maxrss`; each run is a fresh process) minus its resident set right before
-`train_rl` starts, i.e. the model, optimizer, reference model, activations and caches above
-the imported libraries. The ranks run with `MALLOC_MMAP_THRESHOLD_=65536`, so glibc serves
-every block of 64 KiB or more with mmap and returns it to the OS when freed: the peak RSS then
-follows the live tensors instead of the heap's retained pages (measured: 4 x 4200 tokens
-forward + backward of the perf LLM, 0.94 GiB -> 0.75 GiB; sequence-parallel halves, 0.61 ->
-0.42 GiB). It is still what the OS provided, not an allocator count; on GPU
-`mem/peak_cuda_gb` (torch's allocator peak) is used instead. A mode "fits" a frame count when
+*anonymous* resident memory (`RssAnon`, sampled every 5 ms while `train_rl` runs) minus its
+value right before `train_rl` starts, i.e. the model, optimizer, reference model, activations
+and caches above the imported libraries. File-backed pages are left out: they are library code
+the run touches for the first time, not the step's memory, and their amount depends on the
+environment (measured, one tiny 2-step RL run: RssFile +42 MB in the dev venv, +63 MB in the
+tox env, RssAnon +10 / +11 MB; the total peak RSS counted them until 2026-11-21, session 4).
+The ranks run with `MALLOC_MMAP_THRESHOLD_=65536`, so glibc serves every block of 64 KiB or
+more with mmap and returns it to the OS when freed: resident memory then follows the live
+tensors instead of the heap's retained pages (measured: 4 x 4200 tokens forward + backward of
+the perf LLM, 0.94 GiB -> 0.75 GiB; sequence-parallel halves, 0.61 -> 0.42 GiB). It is still
+what the OS provided, not an allocator count; on GPU `mem/peak_cuda_gb` (torch's allocator
+peak) is used instead. A mode "fits" a frame count when
 every rank stays within `budget_gib`; once a mode exceeds it, larger frame counts are not run
 for that mode and are reported as OOM, as a real OOM would end them.
 
@@ -43,6 +47,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,12 +155,39 @@ def _yaml_value(v: Any) -> str:
 # --- one run on `world` fresh processes ---------------------------------------------------
 
 
-def _rss_gib() -> float:
+def _status_gib(field: str) -> float:
+    """A memory field of /proc/self/status ("VmRSS", "RssAnon", ...) in GiB."""
     with open("/proc/self/status", encoding="utf-8") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 2**20
-    return float("nan")
+    raise RuntimeError(f"/proc/self/status has no {field} field (Linux only)")
+
+
+class AnonPeak:
+    """Peak of RssAnon while the `with` block runs, sampled by a daemon thread every
+    `interval` seconds (the kernel keeps a peak for the whole resident set only). A spike
+    shorter than the interval can be missed; a step's forward/backward lasts far longer."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.start = self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, _status_gib("RssAnon"))
+
+    def __enter__(self) -> AnonPeak:
+        self.start = self.peak = _status_gib("RssAnon")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _status_gib("RssAnon"))
 
 
 def _worker(rank: int, world: int, port: int, overrides: list[str], result_dir: str,
@@ -174,13 +206,14 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], result_dir: 
     if world > 1:
         init_distributed()
     cfg = load_config(None, overrides, RLConfig)
-    rss_start = _rss_gib()
+    rss_start = _status_gib("VmRSS")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    train_rl(cfg)
+    with AnonPeak() as anon:
+        train_rl(cfg)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
     out = {"rank": rank, "rss_start_gib": rss_start, "peak_rss_gib": peak,
-           "step_mem_gib": peak - rss_start}
+           "step_mem_gib": anon.peak - anon.start}
     if torch.cuda.is_available():
         out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
         out["step_mem_gib"] = out["peak_cuda_gib"]

@@ -99,3 +99,18 @@ def test_perf_size_builds_with_16_tokens_per_frame():
     assert model.patch_grid == 8 and model.token_grid(None) == (4, 4)
     with pytest.raises(ValueError, match="vila family only"):
         init_model("qwen2_5_vl", "perf")
+
+
+def test_anon_peak_sees_a_freed_allocation_and_not_library_pages():
+    import time
+
+    import numpy as np
+
+    with mrsp.AnonPeak(interval=0.001) as idle:
+        time.sleep(0.02)
+    assert idle.peak - idle.start < 0.02  # GiB: nothing allocated
+    with mrsp.AnonPeak(interval=0.001) as busy:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, written (resident), then freed
+        time.sleep(0.02)
+        del block
+    assert 0.055 < busy.peak - busy.start < 0.09, busy.peak - busy.start
