@@ -38,7 +38,8 @@ Gradients are SUMMED over ranks, not averaged: every rank holds part of the loss
 global normalisers (rl.py `_update`), as the replicated path's all_reduce assumes. Gloo has
 no PREMUL_SUM, hence `set_force_sum_reduction_for_comms`. Every rank must run the same
 number of backward passes (and under stage 3 of training forwards): the collectives are
-per unit and per pass.
+per unit and per pass. The recipes pad a rank that has fewer examples with weight-0 passes
+(sft.py: a stand-in example; rl.py `_stand_in_passes`: its first micro-batch again).
 
 Checkpoints are written in the plain formats: `full_state_dict` has the keys of the
 unsharded `model.state_dict()`, and `full_optimizer_state` is a torch AdamW state dict

@@ -162,8 +162,11 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
             samples += new_samples
             if len(items) >= cfg.train.prompts_per_step:
                 break
-        if not samples:
-            raise RuntimeError(f"rl step {step + 1}: no usable samples (all groups dropped or skipped)")
+        fewest = -_dp_max(-len(samples), layout)  # every rank raises together, none waits
+        if fewest == 0:
+            where = "this rank" if layout.dp_group is None else "a data-parallel rank"
+            raise RuntimeError(f"rl step {step + 1}: {where} has no usable samples (all groups dropped or "
+                               "skipped); more prompts per step or fewer unreadable videos")
 
         with timer.block("advantage"):
             rewards = torch.tensor([s.reward for s in samples])
@@ -180,7 +183,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         with timer.block("update"):
             policy.train()
             update = _update(policy, optimizer, videos, items, samples, advantages, old_logp, ref_logp, cfg,
-                             layout)
+                             layout, min(cfg.train.mini_batches, fewest))
             policy.eval()
         if not math.isfinite(update["loss"]):
             bad_steps += 1
@@ -332,13 +335,41 @@ def _chunks(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _split(n: int, parts: int) -> list[range]:
+    """Exactly `parts` contiguous ranges covering 0..n, sizes differing by at most one
+    (every DP rank must run the same number of mini-batches; n >= parts)."""
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _dp_max(value: int, layout: Layout) -> int:
+    """The largest `value` over the DP group (collective)."""
+    if layout.dp_group is None:
+        return value
+    t = torch.tensor([value])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=layout.dp_group)
+    return int(t)
+
+
+def _stand_in_passes(model: VideoLM, chunks: list[range], layout: Layout) -> int:
+    """How many extra training passes this rank must run so that all DP ranks run the same
+    number: under ZeRO-2/3 every training forward/backward is a collective (parameter
+    all-gather, gradient reduce-scatter; harness/parallel/sharding.py), and a DP rank with
+    fewer samples (unreadable videos, DAPO refills) would otherwise fail the others'
+    collectives. The extra passes repeat this rank's first micro-batch with weight 0.
+    Collective when sharded."""
+    if layout.dp_group is None or not sharding.is_sharded(model):
+        return 0
+    return _dp_max(len(chunks), layout) - len(chunks)
+
+
 def _score_samples(model: VideoLM, videos: StepVideoCache, items: list[PromptItem], samples: list[Sample],
                    micro: int, layout: Layout) -> torch.Tensor:
     """Log-probs [N, R_max] of every sample's response under `model` (no grad); the
     sequence is split across the SP group when there is one (MR-SP stage 2)."""
     r_max = max(s.tokens.shape[0] for s in samples)
     out = torch.zeros(len(samples), r_max, device=model.device)
-    with torch.no_grad():
+    with torch.no_grad():  # no collectives under ZeRO-2/3: weights are gathered for no-grad passes
         for idx in _chunks(len(samples), micro):
             prompts = [_prompt_embeds(model, videos, items[samples[i].prompt]) for i in idx]
             batch = pack_sequences(model, prompts, [samples[i].tokens for i in idx])
@@ -367,8 +398,9 @@ def _policy_logprobs(policy: VideoLM, batch, layout: Layout) -> tuple[torch.Tens
 
 def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[PromptItem], samples: list[Sample],
             advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
-            cfg: RLConfig, layout: Layout) -> dict[str, float]:
-    """Policy update over `train.mini_batches` mini-batches; returns averaged stats.
+            cfg: RLConfig, layout: Layout, n_mini: int) -> dict[str, float]:
+    """Policy update over `n_mini` mini-batches (the same number on every DP rank: at most
+    the fewest samples any rank has); returns averaged stats.
 
     Loss normalisers (token and sequence counts) are global over the DP group, and
     gradients are summed over all ranks, so the update equals the single-process one.
@@ -378,13 +410,15 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
     lengths = torch.tensor([s.tokens.shape[0] for s in samples])
     mask_all = torch.arange(old_logp.shape[1])[None] < lengths[:, None]  # [N, R]
     stats: dict[str, list[float]] = {}
-    n_mini = min(cfg.train.mini_batches, len(samples))
-    for mini in _chunks(len(samples), math.ceil(len(samples) / n_mini)):
+    for mini in _split(len(samples), n_mini):
         counts = torch.tensor([float(mask_all[mini.start : mini.stop].sum()), float(len(mini))])
         if layout.dp_group is not None:
             dist.all_reduce(counts, group=layout.dp_group)
         n_tokens, n_seqs = int(counts[0]), int(counts[1])
-        for idx in _chunks(mini.stop - mini.start, cfg.train.micro_batch):
+        chunks = _chunks(mini.stop - mini.start, cfg.train.micro_batch)
+        stand_ins = _stand_in_passes(policy, chunks, layout)
+        for j, idx in enumerate(chunks + chunks[:1] * stand_ins):
+            stand_in = j >= len(chunks)  # no gradient (weight 0), no stats
             rows = range(mini.start + idx.start, mini.start + idx.stop)
             prompts = [_prompt_embeds(policy, videos, items[samples[i].prompt]) for i in rows]
             batch = pack_sequences(policy, prompts, [samples[i].tokens for i in rows])
@@ -399,9 +433,13 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
                 ref = ref_logp[rows.start : rows.stop, :width]
                 loss = loss + a.kl_coef * kl_loss(logp, ref, mask, kind=a.kl_kind, agg=a.loss_agg,
                                                   num_tokens=n_tokens, num_seqs=n_seqs)
+            if stand_in:
+                (loss * 0.0).backward()
+                continue
+            loss.backward()
+            if ref_logp is not None:
                 with torch.no_grad():
                     _add(stats, "kl", float(masked_mean(kl_estimate(logp, ref, a.kl_kind), mask)) * share)
-            loss.backward()
             _add(stats, "loss", loss.item())
             for k in ("clip_frac", "dual_clip_frac", "approx_kl"):
                 _add(stats, f"pg/{k}", pg[k] * share)

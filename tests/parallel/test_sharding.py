@@ -1,6 +1,8 @@
 """ZeRO-2/3 (FSDP2, harness/parallel/sharding.py) on 2 processes (gloo): the sharded update
 equals the single-process one, and a resumed run continues exactly."""
 
+import shutil
+
 import pytest
 
 from harness.config import ConfigError, RLConfig, load_config
@@ -75,5 +77,24 @@ def test_zero23_with_dp2_rl_steps_and_resume_equal_replicated(toy_data, tmp_path
     first = _overrides(toy_data, tmp_path / "z", "vila", **common, **{"parallel.zero_stage": stage, "run.steps": 2})
     second = _overrides(toy_data, tmp_path / "z", "vila", **common, **{"parallel.zero_stage": stage, "run.steps": 4})
     sharded = run_distributed(workers.rl_run_resume, 2, first, second)[0]
+    worst = max(float((sharded[k] - plain[k]).abs().max()) for k in plain)
+    assert worst < 1e-5, worst
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_zero2_dp2_with_uneven_samples_per_rank_equals_replicated(toy_data, tmp_path):
+    """One RL video unreadable: in some steps one DP rank trains on fewer prompts than the
+    other, i.e. runs fewer micro-batches. Under ZeRO-2/3 every forward/backward is a
+    collective, so the short rank runs weight-0 stand-in passes; the result must equal
+    replicated AdamW (ZeRO-0), which needs no such padding."""
+    data = tmp_path / "data"
+    shutil.copytree(toy_data, data)
+    (data / "videos" / "v0001.mp4").write_bytes(b"not a video")  # 4 of the 12 RL questions
+    common = {"rollout.engine": "hf", "parallel.dp_size": 2, "train.prompts_per_step": 4, "rollout.n": 2,
+              "train.micro_batch": 2, "train.mini_batches": 1, "run.steps": 2, "data.max_skip_fraction": 0.6}
+    plain = run_distributed(workers.rl_run, 2, _overrides(data, tmp_path / "plain", "vila", **common))[0]
+    sharded = run_distributed(workers.rl_run, 2, _overrides(data, tmp_path / "z2", "vila", **common,
+                                                            **{"parallel.zero_stage": 2}))[0]
     worst = max(float((sharded[k] - plain[k]).abs().max()) for k in plain)
     assert worst < 1e-5, worst

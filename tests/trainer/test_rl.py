@@ -92,3 +92,11 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         load_config(None, ["rollout.n=1"], RLConfig)
     with pytest.raises(ConfigError, match="must divide"):
         load_config(None, ["train.prompts_per_step=3", "rollout.n=3", "train.mini_batches=2"], RLConfig)
+
+
+def test_minibatch_split_is_exact_so_every_dp_rank_runs_the_same_number():
+    from harness.trainer.rl import _split
+
+    assert [len(r) for r in _split(5, 4)] == [1, 1, 1, 2]  # ceil-sized chunks would give 3
+    assert [(r.start, r.stop) for r in _split(6, 2)] == [(0, 3), (3, 6)]
+    assert sum(len(r) for r in _split(7, 3)) == 7 and len(_split(7, 3)) == 3
