@@ -98,3 +98,20 @@ def test_zero2_dp2_with_uneven_samples_per_rank_equals_replicated(toy_data, tmp_
                                                             **{"parallel.zero_stage": 2}))[0]
     worst = max(float((sharded[k] - plain[k]).abs().max()) for k in plain)
     assert worst < 1e-5, worst
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_dp2_step_with_an_empty_rank_stops_every_rank_with_the_same_error(toy_data, tmp_path):
+    """One prompt per rank and two of the three RL videos unreadable: some step leaves a
+    rank with no samples. Every rank must stop with the error (none may wait in a collective
+    for a rank that has left)."""
+    data = tmp_path / "data"
+    shutil.copytree(toy_data, data)
+    for name in ("v0001.mp4", "v0005.mp4"):
+        (data / "videos" / name).write_bytes(b"not a video")
+    common = {"rollout.engine": "hf", "parallel.dp_size": 2, "train.prompts_per_step": 1, "rollout.n": 2,
+              "train.micro_batch": 2, "train.mini_batches": 1, "run.steps": 6, "data.max_skip_fraction": 1.0}
+    messages = run_distributed(workers.rl_run_error, 2, _overrides(data, tmp_path / "run", "vila", **common))
+    assert all(m and "a data-parallel rank has no usable samples" in m for m in messages), messages
+    assert messages[0] == messages[1]  # the same step on both ranks

@@ -238,3 +238,15 @@ def sft_run(rank: int, world: int, first: list[str], second: list[str] | None = 
     weights = {k: v.clone() for k, v in load_model(cfg.run.out_dir + "/final").state_dict().items()}
     losses = [r["loss"] for r in read_metrics(cfg.run.out_dir + "/metrics.jsonl") if "loss" in r]
     return {"weights": weights, "losses": losses}
+
+
+def rl_run_error(rank: int, world: int, overrides: list[str]) -> str | None:
+    """An RL run expected to stop: this rank's RuntimeError message (None if it finished)."""
+    from harness.config import RLConfig, load_config
+    from harness.trainer.rl import train_rl
+
+    try:
+        train_rl(load_config("configs/rl/toy-cpu.yaml", overrides, RLConfig))
+    except RuntimeError as err:
+        return str(err)
+    return None
