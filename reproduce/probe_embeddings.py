@@ -20,7 +20,7 @@ import torch
 KINDS = ("colour", "shape", "region")
 
 
-def _kind(question: str) -> str:
+def question_kind(question: str) -> str:
     return "region" if "Where" in question else "colour" if "colour" in question else "shape"
 
 
@@ -35,7 +35,7 @@ def probe(model_dir: Path, data_dir: Path, split: str = "rl.jsonl", frames: int 
     data = VideoQADataset(data_dir / split, frames, SkipLedger(1.0))
     by_video: dict[str, dict] = collections.defaultdict(dict)
     for rec in data.records:
-        by_video[rec.videos[0]][_kind(rec.problem)] = rec
+        by_video[rec.videos[0]][question_kind(rec.problem)] = rec
     feats, labels = [], collections.defaultdict(list)
     for questions in list(by_video.values())[:videos]:
         if set(questions) != set(KINDS):

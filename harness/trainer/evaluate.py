@@ -12,13 +12,32 @@ adapters with the community's exact protocols live in `evals/`.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 from harness.algos.rewards import accuracy_reward, format_reward
 from harness.config import RunConfig
 from harness.data.dataset import VideoQADataset, question_text
-from harness.model.interface import VideoLM
+from harness.data.records import Record
+from harness.model.interface import PromptEmbeds, VideoLM
 from harness.rollout.engine import SamplingConfig
 from harness.rollout.hf_engine import HFEngine
+
+
+def prompt_batches(model: VideoLM, dataset: VideoQADataset, batch_prompts: int
+                   ) -> Iterator[tuple[int, list[Record], list[PromptEmbeds]]]:
+    """(start index, records, prompt embeddings) per `batch_prompts` records; records whose
+    video cannot be read are left out (the dataset's ledger counts them)."""
+    records = dataset.records
+    for start in range(0, len(records), batch_prompts):
+        chunk, prompts = [], []
+        for rec in records[start : start + batch_prompts]:
+            clip = dataset.load_frames(rec)
+            if clip is None:
+                continue
+            video = model.encode_frames(clip.frames, clip.timestamps)
+            prompts.append(model.build_prompt(model.chat_prompt_ids(question_text(rec)), video))
+            chunk.append(rec)
+        yield start, chunk, prompts
 
 
 def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: int,
@@ -35,16 +54,7 @@ def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: i
     formats: list[float] = []
     sampled_hits: list[float] = []
     sampled_formats: list[float] = []
-    records = dataset.records
-    for start in range(0, len(records), batch_prompts):
-        chunk, prompts = [], []
-        for rec in records[start : start + batch_prompts]:
-            clip = dataset.load_frames(rec)
-            if clip is None:
-                continue
-            video = model.encode_frames(clip.frames, clip.timestamps)
-            prompts.append(model.build_prompt(model.chat_prompt_ids(question_text(rec)), video))
-            chunk.append(rec)
+    for start, chunk, prompts in prompt_batches(model, dataset, batch_prompts):
         for rec, out in zip(chunk, engine.generate(prompts, greedy), strict=True):
             text = model.tokenizer.decode(out.token_ids, skip_special_tokens=True)
             acc = accuracy_reward(text, rec.answer, rec.problem_type)
