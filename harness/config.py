@@ -257,9 +257,6 @@ class RLConfig:
         if self.train.cache_video_embeds and not (self.train.freeze_vision and self.train.freeze_projector):
             raise ConfigError("train.cache_video_embeds needs a frozen vision tower and projector "
                               "(cached embeddings would be stale after an update)")
-        if self.parallel.dp_size > 1 and self.algo.dapo:
-            raise ConfigError("algo.dapo with parallel.dp_size > 1 is not supported yet (ranks would keep "
-                              "different numbers of groups)")
         if self.parallel.sp_size > 1 and self.algo.loss_agg == "seq-mean-token-mean":
             raise ConfigError("algo.loss_agg=seq-mean-token-mean needs whole sequences on one rank; "
                               "use token-mean or seq-mean-token-sum with parallel.sp_size > 1")

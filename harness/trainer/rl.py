@@ -142,8 +142,11 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         items, samples, reward_errors, dropped_groups = [], [], 0, 0
         for _round in range(1 + (MAX_REFILL_ROUNDS if cfg.algo.dapo else 0)):
             want = cfg.train.prompts_per_step - len(items)
+            # A DAPO refill is per rank; every DP rank draws the largest deficit, so the one
+            # shared data position advances alike everywhere (a rank needing fewer uses less).
+            draw = want if _round == 0 else _dp_max(want, layout)
             with timer.block("data"):
-                new_items = _load_prompts(train, sampler, want, policy, layout)
+                new_items = _load_prompts(train, sampler, draw, policy, layout, use=want)
             if videos.reuse:  # MR-SP: each prompt's video encoded once, here, for the whole step
                 with timer.block("encode"):
                     for it in new_items:
@@ -154,14 +157,14 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
             with timer.block("reward"):
                 for s in new_samples:
                     reward_errors += _score(s, new_items[s.prompt - len(items)].record, accuracy_fn, cfg)
-            if cfg.algo.dapo:
+            if cfg.algo.dapo and new_items:  # (none: this rank is full while another refills)
                 before = len(new_items)
                 new_items, new_samples = _drop_uniform_groups(new_items, new_samples, offset=len(items))
                 dropped_groups += before - len(new_items)
             items += new_items
             samples += new_samples
-            if len(items) >= cfg.train.prompts_per_step:
-                break
+            if not cfg.algo.dapo or _dp_max(cfg.train.prompts_per_step - len(items), layout) == 0:
+                break  # (DAPO: once every rank is full)
         fewest = -_dp_max(-len(samples), layout)  # every rank raises together, none waits
         if fewest == 0:
             where = "this rank" if layout.dp_group is None else "a data-parallel rank"
@@ -251,13 +254,14 @@ def _step_seed(cfg: RLConfig, step: int, round_: int) -> int:
     return (cfg.run.seed * 1_000_003 + step) * 8 + round_
 
 
-def _load_prompts(train: VideoQADataset, sampler: EpochSampler, want: int, model: VideoLM,
-                  layout: Layout) -> list[PromptItem]:
-    """This DP rank's share of the step's prompts. Every rank draws the same global list
-    from an identically seeded sampler, so the data position is one state for all ranks."""
+def _load_prompts(train: VideoQADataset, sampler: EpochSampler, draw: int, model: VideoLM,
+                  layout: Layout, use: int) -> list[PromptItem]:
+    """This DP rank's share of `draw` prompts per rank, of which it loads the first `use`.
+    Every rank draws the same global list from an identically seeded sampler, so the data
+    position is one state for all ranks; prompts drawn but not used are passed over."""
     items = []
-    drawn = sampler.take(want * layout.dp_size)
-    for i in drawn[layout.dp_rank * want : (layout.dp_rank + 1) * want]:
+    drawn = sampler.take(draw * layout.dp_size)
+    for i in drawn[layout.dp_rank * draw : layout.dp_rank * draw + use]:
         rec = train.records[i]
         clip = train.load_frames(rec)
         if clip is not None:
@@ -274,6 +278,8 @@ def _rollout(engine: RolloutEngine | None, model: VideoLM, videos: StepVideoCach
              cfg: RLConfig, seed: int, offset: int, layout: Layout) -> list[Sample]:
     """G responses per prompt. Under SP, the group's first rank samples and broadcasts, so
     every rank of the group trains on the same samples in the same order."""
+    if not items:  # the same on every rank of an SP group: they share the DP rank's prompts
+        return []
     r = cfg.rollout
     n = r.n
     with torch.no_grad():

@@ -57,3 +57,28 @@ def load_model_init():
     from harness.model.build import init_model
 
     return init_model("vila", "tiny", seed=0).state_dict()
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_dapo_with_dp2_keeps_one_data_position_and_resumes_under_zero2(toy_data, tmp_path):
+    """DAPO on 2 DP ranks: questions keyed "A" give uniform rewards, so each rank drops and
+    refills its own groups, some steps a different number of times on each rank. Every rank
+    must draw alike (the data position is one state: a resumed run gives every rank rank 0's)
+    and ranks left with different numbers of groups must still step together under ZeRO-2:
+    4 straight steps with replicated AdamW equal 2 + resume + 2 with ZeRO-2."""
+    common = {"parallel.dp_size": 2, "train.prompts_per_step": 2, "rollout.n": 3, "train.mini_batches": 1,
+              "algo.dapo": True, "algo.kl_coef": 0.0, "rollout.engine": "hf",
+              "algo.reward_fn": "tests.trainer.reward_fns:uniform_for_answer_a"}
+    plain = run_distributed(workers.rl_run, 2, _overrides(toy_data, tmp_path / "plain", "vila",
+                                                          **common, **{"run.steps": 4}))[0]
+    zero = {**common, "parallel.zero_stage": 2}
+    first = _overrides(toy_data, tmp_path / "z2", "vila", **zero, **{"run.steps": 2})
+    second = _overrides(toy_data, tmp_path / "z2", "vila", **zero, **{"run.steps": 4})
+    resumed = run_distributed(workers.rl_run_resume, 2, first, second)[0]
+    worst = max(float((resumed[k] - plain[k]).abs().max()) for k in plain)
+    assert worst < 1e-5, worst
+    from harness.trainer.metrics import read_metrics
+
+    rows = [r for r in read_metrics(tmp_path / "plain" / "metrics.jsonl") if "data/dropped_groups" in r]
+    assert sum(r["data/dropped_groups"] for r in rows) > 0  # rank 0 did drop and refill

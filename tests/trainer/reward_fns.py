@@ -10,3 +10,9 @@ def sometimes_raises(response: str, answer: str, problem_type: str) -> float:
     if len(response) % 2:
         raise RuntimeError("user reward function failed")
     return 1.0
+
+
+def uniform_for_answer_a(response: str, answer: str, problem_type: str) -> float:
+    # The same reward for every sample of a question keyed "A": DAPO drops those groups and
+    # refills, so DP ranks that drew different keys refill different numbers of times.
+    return 0.0 if answer.strip() == "<answer>A</answer>" else by_length(response, answer, problem_type)
