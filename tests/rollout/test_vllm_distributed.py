@@ -23,7 +23,7 @@ from tests.parallel.launch import run_distributed
 pytest.importorskip("vllm")
 
 LOGPROB_TOL = 1e-4  # as tests/rollout/test_vllm_engine.py (measured 1e-6 here)
-RUNS = ("sp2", "plain", "zero2")
+RUNS = ("sp2", "plain", "zero2", "dapo")
 
 
 def _overrides(data, out, **extra):
@@ -42,7 +42,9 @@ def _overrides(data, out, **extra):
 def runs(toy_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("vllm_dist")
     extra = {"sp2": {"parallel.dp_size": 1, "parallel.sp_size": 2}, "plain": {},
-             "zero2": {"parallel.zero_stage": 2}}
+             "zero2": {"parallel.zero_stage": 2},
+             "dapo": {"algo.dapo": True, "algo.kl_coef": 0.0, "train.prompts_per_step": 2,
+                      "algo.reward_fn": "tests.trainer.reward_fns:uniform_for_answer_a"}}
     overrides = [_overrides(toy_data, out / name, **extra[name]) for name in RUNS]
     return out, run_distributed(vllm_workers.engines_then_rl_runs, 2, overrides)
 
@@ -64,7 +66,7 @@ def test_one_engine_per_rank_greedy_equals_hf_and_the_world_survives(runs):
 @pytest.mark.distributed
 def test_dp2_rl_with_vllm_zero2_equals_replicated(runs):
     folder, results = runs
-    _sp2, plain, zero2 = results[0]["rl"]
+    _sp2, plain, zero2, _dapo = results[0]["rl"]
     for name in ("plain", "zero2"):
         rows = [r for r in read_metrics(folder / name / "metrics.jsonl") if "reward/mean" in r]
         assert len(rows) == 2
@@ -89,3 +91,19 @@ def test_sp2_rl_with_vllm_engine_on_every_rank_leader_samples(runs):
     assert all(r["video/encoder_calls"] == 1 for r in rows)  # one prompt, its video encoded once
     start = init_model("vila", "toy", seed=0).state_dict()
     assert max(float((sp2[k] - start[k]).abs().max()) for k in sp2) > 0  # it trained
+
+
+@pytest.mark.distributed
+def test_dp2_dapo_with_vllm_refills_per_rank(runs):
+    """DAPO on 2 DP ranks with vLLM engines: groups of questions keyed "A" have uniform
+    rewards and are dropped; a rank that is full skips the sampling round in which the other
+    refills (no engine call, no collective inside it), and the run trains on."""
+    folder, results = runs
+    dapo = results[0]["rl"][3]
+    assert not isinstance(dapo, str), dapo
+    rows = [r for r in read_metrics(folder / "dapo" / "metrics.jsonl") if "reward/mean" in r]
+    assert len(rows) == 2
+    assert all(r["rollout/logp_diff_max"] < LOGPROB_TOL and r["reward/std"] > 0 for r in rows)
+    assert sum(r["data/dropped_groups"] for r in rows) > 0
+    start = init_model("vila", "toy", seed=0).state_dict()
+    assert max(float((dapo[k] - start[k]).abs().max()) for k in dapo) > 0
