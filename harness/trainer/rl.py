@@ -14,7 +14,8 @@ cache is exact only then); the reference model is the starting policy, frozen.
 Defaults follow the authors (REFERENCE.md): n=5, temperature 1.0, top-p 0.99, clip
 0.2/0.3, dual clip 3.0, low_var_kl loss 1e-2, token-mean, lr 1e-6, reward
 0.9*accuracy + 0.1*format. `algo.dapo` drops groups whose rewards are all equal and
-samples more prompts to refill the batch (at most 3 extra rounds).
+samples more prompts to refill the batch (at most 3 extra rounds; with data parallelism
+each rank refills its own share and all ranks draw alike, see the loop).
 """
 
 from __future__ import annotations
