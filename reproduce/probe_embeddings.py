@@ -1,6 +1,6 @@
 """Do a model's video embeddings carry the basic level's answers? A linear probe.
 
-    python reproduce/probe_embeddings.py MODEL_DIR [--data DIR] [--split rl.jsonl] [--videos 900]
+    python -m reproduce.probe_embeddings MODEL_DIR [--data DIR] [--split rl.jsonl] [--videos 900]
 
 For each basic-level video (one object: colour, shape, region), the embeddings the LLM
 receives are max-pooled over frames per token position ([T, D] -> T*D features), and a
