@@ -34,7 +34,7 @@ def score(pairs: list[tuple[str, str, str, str, str]]) -> dict[str, float]:
 
     `accuracy` and `acc_<kind>` are the harness's scores (the last complete `<answer>` span);
     `reads_<field>` is how often the response's narration names that attribute right, over
-    the parsed responses; `answer_follows_reasoning` how often the scored answer equals the
+    the parsed responses (0 when none parsed: read `unparsed`); `answer_follows_reasoning` how often the scored answer equals the
     field the question asks about as the response itself named it.
     """
     from harness.algos.rewards import accuracy_reward, extract_answer, normalize_text
@@ -96,13 +96,15 @@ def main() -> None:
     ap.add_argument("--split", default="test150.jsonl")
     ap.add_argument("--frames", type=int, default=16)
     args = ap.parse_args()
-    print("| model | accuracy | colour / shape / region asked | reads colour / shape / region | answer = own reasoning |")
-    print("|---|---|---|---|---|")
+    print("| model | accuracy | colour / shape / region asked | reads colour / shape / region "
+          "| answer = own reasoning | narration unparsed |")
+    print("|---|---|---|---|---|---|")
     for path in args.models:
         r = probe(path, args.data, args.split, args.frames)
         asked = " / ".join(f"{r.get(f'acc_{k}', float('nan')):.2f}" for k in KINDS)
         reads = " / ".join(f"{r[f'reads_{k}']:.2f}" for k in KINDS)
-        print(f"| {path} | {r['accuracy']:.3f} | {asked} | {reads} | {r['answer_follows_reasoning']:.2f} |")
+        print(f"| {path} | {r['accuracy']:.3f} | {asked} | {reads} | {r['answer_follows_reasoning']:.2f} "
+              f"| {int(r['unparsed'])} of {int(r['questions'])} |")
 
 
 if __name__ == "__main__":

@@ -140,12 +140,13 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     for step in bar:
         videos.new_step()
         calls_before = videos.encoder_calls
-        items, samples, reward_errors, dropped_groups = [], [], 0, 0
+        items, samples, reward_errors, dropped_groups, passed_over = [], [], 0, 0, 0
         for _round in range(1 + (MAX_REFILL_ROUNDS if cfg.algo.dapo else 0)):
             want = cfg.train.prompts_per_step - len(items)
             # A DAPO refill is per rank; every DP rank draws the largest deficit, so the one
             # shared data position advances alike everywhere (a rank needing fewer uses less).
             draw = want if _round == 0 else _dp_max(want, layout)
+            passed_over += draw - want
             with timer.block("data"):
                 new_items = _load_prompts(train, sampler, draw, policy, layout, use=want)
             if videos.reuse:  # MR-SP: each prompt's video encoded once, here, for the whole step
@@ -166,6 +167,8 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
             samples += new_samples
             if not cfg.algo.dapo or _dp_max(cfg.train.prompts_per_step - len(items), layout) == 0:
                 break  # (DAPO: once every rank is full)
+        if cfg.algo.dapo:  # drawn but unused because another DP rank refilled more, all ranks
+            passed_over = _dp_sum(passed_over, layout)
         fewest = -_dp_max(-len(samples), layout)  # every rank raises together, none waits
         if fewest == 0:
             where = "this rank" if layout.dp_group is None else "a data-parallel rank"
@@ -214,6 +217,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
             "rollout/logp_diff_max": float(diffs.max()), "rollout/logp_diff_mean": float(diffs.mean()),
             "video/encoder_calls": float(videos.encoder_calls - calls_before),
             "data/prompts": float(len(items)), "data/dropped_groups": float(dropped_groups),
+            "data/passed_over": float(passed_over),
             "data/skipped_total": float(len(ledger.skipped)),
             "lr": scheduler.get_last_lr()[0], **update, **timer.pop(), **peak_memory(),
         }
@@ -355,6 +359,15 @@ def _dp_max(value: int, layout: Layout) -> int:
         return value
     t = torch.tensor([value])
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=layout.dp_group)
+    return int(t)
+
+
+def _dp_sum(value: int, layout: Layout) -> int:
+    """The sum of `value` over the DP group (collective)."""
+    if layout.dp_group is None:
+        return value
+    t = torch.tensor([value])
+    dist.all_reduce(t, group=layout.dp_group)
     return int(t)
 
 

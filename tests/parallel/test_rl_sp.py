@@ -63,10 +63,12 @@ def load_model_init():
 @pytest.mark.timeout(300)
 def test_dapo_with_dp2_keeps_one_data_position_and_resumes_under_zero2(toy_data, tmp_path):
     """DAPO on 2 DP ranks: questions keyed "A" give uniform rewards, so each rank drops and
-    refills its own groups, some steps a different number of times on each rank. Every rank
-    must draw alike (the data position is one state: a resumed run gives every rank rank 0's)
-    and ranks left with different numbers of groups must still step together under ZeRO-2:
-    4 straight steps with replicated AdamW equal 2 + resume + 2 with ZeRO-2."""
+    refills its own groups, in some step a different number on each rank (`data/passed_over`
+    > 0: prompts one rank drew but did not need). Every rank must draw alike, because a
+    resumed run gives every rank rank 0's data position: 4 straight steps with replicated
+    AdamW equal 2 + resume + 2 with ZeRO-2 (per-rank draws fail here). Ranks ending a step
+    with different numbers of groups under ZeRO-2 are covered by
+    test_zero2_dp2_with_uneven_samples_per_rank_equals_replicated."""
     common = {"parallel.dp_size": 2, "train.prompts_per_step": 2, "rollout.n": 3, "train.mini_batches": 1,
               "algo.dapo": True, "algo.kl_coef": 0.0, "rollout.engine": "hf",
               "algo.reward_fn": "tests.trainer.reward_fns:uniform_for_answer_a"}
@@ -80,5 +82,8 @@ def test_dapo_with_dp2_keeps_one_data_position_and_resumes_under_zero2(toy_data,
     assert worst < 1e-5, worst
     from harness.trainer.metrics import read_metrics
 
-    rows = [r for r in read_metrics(tmp_path / "plain" / "metrics.jsonl") if "data/dropped_groups" in r]
+    rows = [r for r in read_metrics(tmp_path / "plain" / "metrics.jsonl") if "reward/mean" in r]
     assert sum(r["data/dropped_groups"] for r in rows) > 0  # rank 0 did drop and refill
+    assert sum(r["data/passed_over"] for r in rows) > 0  # ... and the ranks refilled unevenly
+    start = load_model_init()
+    assert max(float((plain[k] - start[k]).abs().max()) for k in plain) > 0  # it trained
