@@ -141,11 +141,9 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         videos.new_step()
         calls_before = videos.encoder_calls
         items, samples, reward_errors, dropped_groups, passed_over = [], [], 0, 0, 0
+        draw = cfg.train.prompts_per_step  # per rank, the same on every rank
         for _round in range(1 + (MAX_REFILL_ROUNDS if cfg.algo.dapo else 0)):
             want = cfg.train.prompts_per_step - len(items)
-            # A DAPO refill is per rank; every DP rank draws the largest deficit, so the one
-            # shared data position advances alike everywhere (a rank needing fewer uses less).
-            draw = want if _round == 0 else _dp_max(want, layout)
             passed_over += draw - want
             with timer.block("data"):
                 new_items = _load_prompts(train, sampler, draw, policy, layout, use=want)
@@ -165,11 +163,16 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
                 dropped_groups += before - len(new_items)
             items += new_items
             samples += new_samples
-            if not cfg.algo.dapo or _dp_max(cfg.train.prompts_per_step - len(items), layout) == 0:
-                break  # (DAPO: once every rank is full)
+            if not cfg.algo.dapo:
+                break
+            # A DAPO refill is per rank; every DP rank draws the largest deficit, so the one
+            # shared data position advances alike everywhere (a rank needing fewer uses less).
+            draw = _dp_reduce(cfg.train.prompts_per_step - len(items), layout, dist.ReduceOp.MAX)
+            if draw == 0:
+                break  # every rank is full
         if cfg.algo.dapo:  # drawn but unused because another DP rank refilled more, all ranks
-            passed_over = _dp_sum(passed_over, layout)
-        fewest = -_dp_max(-len(samples), layout)  # every rank raises together, none waits
+            passed_over = _dp_reduce(passed_over, layout, dist.ReduceOp.SUM)
+        fewest = _dp_reduce(len(samples), layout, dist.ReduceOp.MIN)  # all ranks raise together
         if fewest == 0:
             where = "this rank" if layout.dp_group is None else "a data-parallel rank"
             raise RuntimeError(f"rl step {step + 1}: {where} has no usable samples (all groups dropped or "
@@ -353,21 +356,12 @@ def _split(n: int, parts: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _dp_max(value: int, layout: Layout) -> int:
-    """The largest `value` over the DP group (collective)."""
+def _dp_reduce(value: int, layout: Layout, op: dist.ReduceOp.RedOpType) -> int:
+    """`value` reduced with `op` over the DP group (collective; the value itself without DP)."""
     if layout.dp_group is None:
         return value
     t = torch.tensor([value])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=layout.dp_group)
-    return int(t)
-
-
-def _dp_sum(value: int, layout: Layout) -> int:
-    """The sum of `value` over the DP group (collective)."""
-    if layout.dp_group is None:
-        return value
-    t = torch.tensor([value])
-    dist.all_reduce(t, group=layout.dp_group)
+    dist.all_reduce(t, op=op, group=layout.dp_group)
     return int(t)
 
 
@@ -380,7 +374,7 @@ def _stand_in_passes(model: VideoLM, chunks: list[range], layout: Layout) -> int
     Collective when sharded."""
     if layout.dp_group is None or not sharding.is_sharded(model):
         return 0
-    return _dp_max(len(chunks), layout) - len(chunks)
+    return _dp_reduce(len(chunks), layout, dist.ReduceOp.MAX) - len(chunks)
 
 
 def _score_samples(model: VideoLM, videos: StepVideoCache, items: list[PromptItem], samples: list[Sample],
