@@ -101,12 +101,13 @@ def _model_info(args: argparse.Namespace) -> int:
 
 
 def _data_synth(args: argparse.Namespace) -> int:
-    from harness.data.synthetic import parse_minutes, parse_size, synthesize
+    from harness.data.synthetic import parse_confusion, parse_minutes, parse_size, synthesize
 
     formats = ("harness",) if args.format == "harness" else ("harness", "videomme")
     summary = synthesize(
         Path(args.out), args.videos, seed=args.seed, minutes=parse_minutes(args.minutes),
         fps=args.fps, size=parse_size(args.size), formats=formats, difficulty=args.difficulty,
+        teacher=tuple(parse_confusion(t) for t in args.teacher_confusion),
     )
     print(summary)
     return 0
@@ -180,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--difficulty", choices=["default", "easy", "basic"], default="default",
                    help="easy: 2x2 grid, 3 objects, ~12 events, reasoning by order; basic: one object, "
                         "answered with a word (toy models trained from scratch on CPU)")
+    p.add_argument("--teacher-confusion", action="append", default=[], metavar="TRUE=SAID:RATE",
+                   help="basic level: the SFT split's reasoning comes from an imperfect teacher that names "
+                        "colour TRUE as SAID in a fraction RATE of its videos (repeatable; RL and test keep "
+                        "the truth), e.g. yellow=green:0.65")
     p.set_defaults(func=_data_synth)
     p = data.add_parser("build", help="build a LongVideo-Reason style dataset from your videos")
     from harness.data.build.options import add_build_arguments  # light: argparse only

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from reproduce.toy import TARGETS, _step_seconds, report, verdicts
+from reproduce.toy import TARGETS, Settings, _claim_settings, _step_seconds, report, verdicts
 
 
 def _results(sft: float, rl: float, f2: float, f16: float, base_s: float, cached_s: float) -> dict:
@@ -55,3 +55,26 @@ def test_report_prints_sampled_accuracy_beside_the_claims_when_measured():
     text = report(r, verdicts(r, t))
     assert "temperature 1): untrained 0.000 / sft 0.497 / rl 0.502." in text
     assert len(verdicts(r, t)) == 4  # informational, not a fifth claim
+
+
+def test_settings_come_from_the_targets_and_a_changed_setting_is_not_reused(tmp_path):
+    t = yaml.safe_load(TARGETS.read_text())["toy"]
+    s = Settings.from_targets(t)
+    assert s.videos == t["videos"] and s.teacher_confusion == tuple(t["teacher_confusion"])
+    assert Settings.from_targets(t, sft_steps=7, rl_steps=None).sft_steps == 7  # None: keep the target
+    assert Settings.from_targets(t, teacher_confusion=[]).teacher_confusion == ()
+    _claim_settings(tmp_path, s)
+    _claim_settings(tmp_path, s)  # the same settings: stages are reused
+    with pytest.raises(SystemExit, match=r"other settings \(sft_steps: \d+ -> 7\)"):
+        _claim_settings(tmp_path, Settings.from_targets(t, sft_steps=7))
+    old = tmp_path / "old"
+    (old / "sft").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="without settings.json"):
+        _claim_settings(old, s)
+
+
+def test_report_names_the_imperfect_teacher():
+    t = yaml.safe_load(TARGETS.read_text())["toy"]
+    r = _results(0.5, 0.6, 0.3, 0.6, 2.0, 1.0)
+    r["settings"] = {"teacher_confusion": ["yellow=green:0.65"]}
+    assert "imperfect teacher that names colours wrongly (yellow=green:0.65" in report(r, verdicts(r, t))

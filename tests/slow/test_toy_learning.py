@@ -10,13 +10,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from reproduce.toy import TARGETS, report, run, verdicts
+from reproduce.toy import TARGETS, Settings, report, run, verdicts
 
 
 @pytest.mark.slow
 def test_sft_beats_untrained_and_rl_beats_sft(tmp_path):
     t = yaml.safe_load(TARGETS.read_text())["toy"]
-    results = run(tmp_path, fresh=True, videos=t["videos"], sft_steps=t["sft_steps"], rl_steps=t["rl_steps"],
-                  baseline_steps=t["baseline_steps"], eval_questions=t["eval_questions"])
+    results = run(tmp_path, Settings.from_targets(t), fresh=True)
     rows = verdicts(results, t)
     assert all(ok for *_, ok in rows), report(results, rows)

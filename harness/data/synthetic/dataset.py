@@ -4,7 +4,9 @@ Layout of `out_dir`:
   videos/<video_id>.mp4          real mp4 (libx264 if available, else mpeg4), yuv420p
   videos/<video_id>.events.json  ground truth: per-object state segments, events, rules, and
                                  the question specs the oracle reads
-  sft.jsonl, rl.jsonl, test.jsonl  records (see harness.data.records), disjoint by video
+  sft.jsonl, rl.jsonl, test.jsonl  records (see harness.data.records), disjoint by video;
+                                 with `teacher` confusions, sft.jsonl is what an imperfect
+                                 teacher wrote (see teacher.py), the others the truth
   videomme/                      only with "videomme" in formats: the test split in the
                                  Video-MME layout (see videomme.py)
 
@@ -36,6 +38,7 @@ from harness.data.synthetic.questions import (
 )
 from harness.data.synthetic.render import pick_codec, render_frames, write_mp4
 from harness.data.synthetic.scene import DIFFICULTIES, LEVELS, Scene, simulate_scene
+from harness.data.synthetic.teacher import ColourConfusion, check_confusions, teacher_view
 from harness.data.synthetic.videomme import VideoItem, write_videomme
 
 SPLITS = ("sft", "rl", "test")
@@ -55,6 +58,8 @@ class SynthSummary:
     videomme_dir: Path | None = None
     seconds: float = 0.0
     video_seconds: list[float] = field(default_factory=list)
+    teacher: tuple[ColourConfusion, ...] = ()
+    teacher_misnamed: int = 0  # SFT videos whose colour the teacher misnamed
 
     def __str__(self) -> str:
         parts = ", ".join(f"{s} {self.split_videos[s]} videos / {self.split_questions[s]} questions"
@@ -66,6 +71,9 @@ class SynthSummary:
         ]
         if self.videomme_dir is not None:
             lines.append(f"videomme layout: {self.videomme_dir}")
+        if self.teacher:
+            lines.append(f"imperfect SFT teacher ({', '.join(map(str, self.teacher))}): colour misnamed in "
+                         f"{self.teacher_misnamed} of {self.split_videos['sft']} SFT videos")
         return "\n".join(lines)
 
 
@@ -108,6 +116,7 @@ def synthesize(
     formats: tuple[str, ...] = ("harness",),
     split_fractions: tuple[float, float, float] = (1 / 3, 1 / 2, 1 / 6),
     difficulty: str = "default",
+    teacher: tuple[ColourConfusion, ...] = (),
     progress: bool = True,
 ) -> SynthSummary:
     """Write `n_videos` synthetic videos with questions and splits under `out_dir`.
@@ -118,7 +127,9 @@ def synthesize(
     fraction gets at least one video when n_videos >= 3; difficulty: "default", "easy"
     (a 2x2 grid, 3 objects, ~12 events, reasoning by order) or "basic" (one object, answered
     with a word, at most 3 questions per video, no Video-MME layout): see scene.LEVELS; the
-    last two are for models trained from scratch. ValueError on bad arguments.
+    last two are for models trained from scratch; teacher: colour confusions of a simulated
+    imperfect CoT teacher applied to the SFT split (basic level only, see teacher.py).
+    ValueError on bad arguments.
     """
     t0 = time.perf_counter()
     _check_args(n_videos, seed, minutes, fps, size, questions_per_video, formats, split_fractions)
@@ -127,6 +138,8 @@ def synthesize(
     if "videomme" in formats and LEVELS[difficulty].answers != "choice":
         raise ValueError(f"the {difficulty} level's questions are free-form; the Video-MME layout "
                          "needs multiple choice (use formats=('harness',))")
+    teacher = tuple(teacher)
+    check_confusions(teacher, difficulty)
     out_dir = Path(out_dir)
     codec = pick_codec()
 
@@ -151,6 +164,13 @@ def synthesize(
             json.dumps(scene.to_json(), indent=1), encoding="utf-8")
 
     members = split_videos(n_videos, seed, split_fractions)
+    misnamed = 0
+    if teacher:
+        for i in members[SPLITS.index("sft")]:
+            # Its own stream per video (seed, 3, i): the truth's streams above stay untouched.
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, i)))
+            questions[i], wrong = teacher_view(scenes[i], questions[i], teacher, rng)
+            misnamed += wrong
     paths, n_q = {}, {}
     for name, idx in zip(SPLITS, members, strict=True):
         paths[name] = out_dir / f"{name}.jsonl"
@@ -168,7 +188,7 @@ def synthesize(
         out_dir=out_dir, codec=codec, n_videos=n_videos, n_questions=sum(n_q.values()),
         splits=paths, split_videos={s: len(m) for s, m in zip(SPLITS, members, strict=True)},
         split_questions=n_q, videomme_dir=mme_dir, seconds=time.perf_counter() - t0,
-        video_seconds=[s.duration for s in scenes],
+        video_seconds=[s.duration for s in scenes], teacher=teacher, teacher_misnamed=misnamed,
     )
 
 
