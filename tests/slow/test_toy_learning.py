@@ -1,8 +1,10 @@
 """The recipes must actually learn (issue #3): the toy reproduction's claims, end to end.
 
 Runs `reproduce/toy.py` with the settings and margins of reproduce/targets.yaml (basic
-synthetic level, toy vila on CPU: ~30 min on 2 cores). The margins sit above the measured
-noise (reproduce/LOG.md), so a recipe that stops learning fails here.
+synthetic level, SFT data from the simulated imperfect teacher, toy vila on CPU: ~15-20 min
+on 2 cores). The margins sit above the measured noise (reproduce/LOG.md), so a recipe that
+stops learning fails here: SFT that does not learn, or RL that does not correct the teacher's
+mistakes from its verified rewards.
 """
 
 from __future__ import annotations
