@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "answered with a word (toy models trained from scratch on CPU)")
     p.add_argument("--teacher-confusion", action="append", default=[], metavar="TRUE=SAID:RATE",
                    help="basic level: the SFT split's reasoning comes from an imperfect teacher that names "
-                        "colour TRUE as SAID in a fraction RATE of its videos (repeatable; RL and test keep "
+                        "colour TRUE as SAID in a fraction RATE of its TRUE-coloured videos (repeatable; RL and test keep "
                         "the truth), e.g. yellow=green:0.65")
     p.set_defaults(func=_data_synth)
     p = data.add_parser("build", help="build a LongVideo-Reason style dataset from your videos")

@@ -10,10 +10,10 @@ Claims (targets and tolerances in reproduce/targets.yaml):
       claim (SP fits more frames) needs 2 ranks and is measured by the perf suites.
 
 The SFT split's chain of thought comes from a simulated imperfect teacher (targets.yaml
-`teacher_confusion`: it calls yellow objects green and blue ones red in 65 % of its videos,
-harness/data/synthetic/teacher.py), as the paper's CoT data come from model captions; RL's
-reward checks answers against the truth. With a perfect teacher the toy RL has nothing left
-that the model can read to improve (reproduce/LOG.md, sessions 3-6).
+`teacher_confusion`: it calls the object green in 65 % of its yellow videos and red in 65 % of
+its blue ones; harness/data/synthetic/teacher.py), as the paper's CoT data come from model
+captions; RL's reward checks answers against the truth. With a perfect teacher the toy RL
+has nothing left that the model can read to improve (reproduce/LOG.md, sessions 3-6).
 
 Stages run in order and are reused when their output exists (a rerun after an interruption
 picks up where it stopped; `--fresh` starts over; a rerun with other settings is refused):
@@ -44,7 +44,8 @@ RL_CONFIG = ROOT / "configs/rl/toy-basic.yaml"
 
 @dataclass(frozen=True)
 class Settings:
-    """What one toy reproduction runs; defaults come from targets.yaml (`from_targets`)."""
+    """What one toy reproduction runs; defaults come from targets.yaml (`from_targets`).
+    The SFT lr schedule (cosine 1e-3 -> 5e-5) is part of the recipe, not a setting."""
 
     videos: int
     teacher_confusion: tuple[str, ...]  # TRUE=SAID:RATE, the SFT split's imperfect teacher
@@ -55,17 +56,49 @@ class Settings:
     baseline_steps: int
     eval_questions: int
 
+    def __post_init__(self) -> None:
+        # Checked before anything is written under --out, so a typo costs nothing.
+        from harness.data.synthetic.teacher import check_confusions, parse_confusion
+
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "teacher_confusion" and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"toy setting {f.name} must be a positive integer, got {value!r}")
+        if isinstance(self.teacher_confusion, str):
+            raise ValueError(f"toy setting teacher_confusion must be a list of TRUE=SAID:RATE, got the string "
+                             f"{self.teacher_confusion!r}")
+        check_confusions([parse_confusion(c) for c in self.teacher_confusion], "basic")
+
     @classmethod
     def from_targets(cls, targets: dict[str, Any], **overrides: Any) -> Settings:
         values = {f.name: targets[f.name] for f in dataclasses.fields(cls)}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        values["teacher_confusion"] = tuple(values["teacher_confusion"])
+        teacher = values["teacher_confusion"]
+        values["teacher_confusion"] = teacher if isinstance(teacher, str) else tuple(teacher)
         return cls(**values)
+
+
+def settings_from_args(args: argparse.Namespace, targets: dict[str, Any]) -> Settings:
+    """Command-line overrides on top of targets.yaml; `--teacher-confusion none` alone is the
+    perfect teacher. ValueError on a bad value."""
+    teacher = args.teacher_confusion
+    if teacher is not None and "none" in teacher:
+        if teacher != ["none"]:
+            raise ValueError(f"--teacher-confusion none cannot be combined with confusions, got {teacher}")
+        teacher = []
+    return Settings.from_targets(
+        targets, videos=args.videos, teacher_confusion=teacher, sft_steps=args.sft_steps,
+        sft_batch=args.sft_batch, rl_steps=args.rl_steps, rl_prompts=args.rl_prompts,
+        baseline_steps=args.baseline_steps, eval_questions=args.eval_questions)
 
 
 def _stage(title: str) -> float:
     print(f"\n== {title}", flush=True)
     return time.perf_counter()
+
+
+def _is_toy_run(out: Path) -> bool:
+    return any((out / name).exists() for name in ("settings.json", "data", "sft", "rl", "report.md"))
 
 
 def _claim_settings(out: Path, settings: Settings) -> None:
@@ -75,10 +108,15 @@ def _claim_settings(out: Path, settings: Settings) -> None:
     if path.exists():
         have = json.loads(path.read_text())
         if have != want:
-            diff = ", ".join(f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v)
-            raise SystemExit(f"{out} was built with other settings ({diff}); pass --fresh or another --out")
+            diff = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(have.keys() | want.keys())
+                             if have.get(k) != want.get(k))
+            raise SystemExit(f"{out} was built with other settings ({diff}); pass --fresh (deletes it) or "
+                             "another --out")
     elif any(out.iterdir()):
-        raise SystemExit(f"{out} holds a run without settings.json (an older version); pass --fresh or another --out")
+        if _is_toy_run(out):
+            raise SystemExit(f"{out} holds a toy run without settings.json (an older version); pass --fresh "
+                             "(deletes it) or another --out")
+        raise SystemExit(f"{out} is not empty and not a toy run; choose a new or empty --out")
     path.write_text(json.dumps(want, indent=1))
 
 
@@ -132,6 +170,8 @@ def run(out: Path, settings: Settings, *, fresh: bool) -> dict[str, Any]:
 
     s = settings
     if fresh and out.exists():
+        if any(out.iterdir()) and not _is_toy_run(out):  # --fresh deletes --out: only a toy run's
+            raise SystemExit(f"{out} is not empty and not a toy run; --fresh will not delete it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     _claim_settings(out, s)
@@ -251,13 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-steps", type=int, help=f"default {targets['baseline_steps']}")
     p.add_argument("--eval-questions", type=int, help=f"default {targets['eval_questions']}")
     args = p.parse_args(argv)
-    teacher = args.teacher_confusion
-    if teacher is not None:
-        teacher = [] if teacher == ["none"] else teacher
-    settings = Settings.from_targets(
-        targets, videos=args.videos, teacher_confusion=teacher, sft_steps=args.sft_steps,
-        sft_batch=args.sft_batch, rl_steps=args.rl_steps, rl_prompts=args.rl_prompts,
-        baseline_steps=args.baseline_steps, eval_questions=args.eval_questions)
+    try:
+        settings = settings_from_args(args, targets)
+    except ValueError as err:
+        print(f"python -m reproduce toy: error: {err}", file=sys.stderr)
+        return 2
     results = run(args.out, settings, fresh=args.fresh)
     rows = verdicts(results, targets)
     text = report(results, rows)

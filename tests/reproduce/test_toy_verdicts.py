@@ -3,12 +3,23 @@ claim against the targets (the end-to-end run itself is the slow test)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 import yaml
 
-from reproduce.toy import TARGETS, Settings, _claim_settings, _step_seconds, report, verdicts
+from reproduce.toy import (
+    TARGETS,
+    Settings,
+    _claim_settings,
+    _step_seconds,
+    main,
+    report,
+    run,
+    settings_from_args,
+    verdicts,
+)
 
 
 def _results(sft: float, rl: float, f2: float, f16: float, base_s: float, cached_s: float) -> dict:
@@ -24,7 +35,7 @@ def test_verdicts_pass_and_fail_on_the_margins():
     t = yaml.safe_load(TARGETS.read_text())["toy"]
     good = verdicts(_results(0.5, 0.51 + t["rl_over_sft"], 0.3, 0.31 + t["frames_gain"], 2.0, 1.0), t)
     assert all(ok for *_, ok in good)
-    # RL below SFT + margin (what the toy run measured on 2026-11-21) fails that row only
+    # RL below SFT + margin (what the toy run measured with a perfect teacher, sessions 3-5) fails that row only
     bad = verdicts(_results(0.51, 0.47, 0.3, 0.6, 2.0, 1.0), t)
     assert [ok for *_, ok in bad] == [True, False, True, True]
     assert "| (a) RL > SFT | 0.470 vs 0.510 | +0.05 | FAIL |" in report(_results(0.51, 0.47, 0.3, 0.6, 2.0, 1.0), bad)
@@ -67,6 +78,10 @@ def test_settings_come_from_the_targets_and_a_changed_setting_is_not_reused(tmp_
     _claim_settings(tmp_path, s)  # the same settings: stages are reused
     with pytest.raises(SystemExit, match=r"other settings \(sft_steps: \d+ -> 7\)"):
         _claim_settings(tmp_path, Settings.from_targets(t, sft_steps=7))
+    saved = json.loads((tmp_path / "settings.json").read_text())
+    (tmp_path / "settings.json").write_text(json.dumps({**saved, "retired": 1}))
+    with pytest.raises(SystemExit, match=r"other settings \(retired: 1 -> None\)"):
+        _claim_settings(tmp_path, s)
     old = tmp_path / "old"
     (old / "sft").mkdir(parents=True)
     with pytest.raises(SystemExit, match="without settings.json"):
@@ -78,3 +93,37 @@ def test_report_names_the_imperfect_teacher():
     r = _results(0.5, 0.6, 0.3, 0.6, 2.0, 1.0)
     r["settings"] = {"teacher_confusion": ["yellow=green:0.65"]}
     assert "imperfect teacher that names colours wrongly (yellow=green:0.65" in report(r, verdicts(r, t))
+
+
+def _args(**kw):
+    names = ("videos", "teacher_confusion", "sft_steps", "sft_batch", "rl_steps", "rl_prompts",
+             "baseline_steps", "eval_questions")
+    return argparse.Namespace(**{n: kw.get(n) for n in names})
+
+
+def test_command_line_overrides_and_bad_settings_are_refused_before_any_file(tmp_path, capsys):
+    t = yaml.safe_load(TARGETS.read_text())["toy"]
+    assert settings_from_args(_args(), t) == Settings.from_targets(t)
+    assert settings_from_args(_args(teacher_confusion=["none"]), t).teacher_confusion == ()
+    assert settings_from_args(_args(teacher_confusion=["red=blue:1"]), t).teacher_confusion == ("red=blue:1",)
+    assert settings_from_args(_args(rl_prompts=3), t).rl_prompts == 3
+    for bad, match in ((dict(teacher_confusion=["none", "red=blue:1"]), "cannot be combined"),
+                       (dict(sft_steps=0), "sft_steps must be a positive integer"),
+                       (dict(teacher_confusion=["yelow=green:0.5"]), "'yelow' is not a colour")):
+        with pytest.raises(ValueError, match=match):
+            settings_from_args(_args(**bad), t)
+    with pytest.raises(ValueError, match="a list of TRUE=SAID:RATE"):
+        Settings.from_targets({**t, "teacher_confusion": "yellow=green:0.65"})
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--teacher-confusion", "yelow=green:0.5"]) == 2
+    assert "'yelow' is not a colour" in capsys.readouterr().err and not out.exists()
+
+
+def test_fresh_deletes_only_a_toy_run(tmp_path):
+    t = yaml.safe_load(TARGETS.read_text())["toy"]
+    (tmp_path / "precious.txt").write_text("not a toy run")
+    with pytest.raises(SystemExit, match="not a toy run; --fresh will not delete it"):
+        run(tmp_path, Settings.from_targets(t), fresh=True)
+    with pytest.raises(SystemExit, match="not a toy run; choose a new or empty --out"):
+        _claim_settings(tmp_path, Settings.from_targets(t))
+    assert (tmp_path / "precious.txt").exists() and not (tmp_path / "settings.json").exists()

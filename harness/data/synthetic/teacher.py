@@ -5,7 +5,7 @@ LLM), so they carry the teacher's perception mistakes, while RL rewards answers 
 against the truth. `synthesize` writes its reasoning from the ground truth: a perfect teacher.
 At toy scale SFT on perfect reasoning leaves RL nothing the model can read to improve
 (reproduce/LOG.md, sessions 3-5). A teacher that misnames some colours ("a captioner that
-calls a yellow object green in 65 % of the videos") gives SFT a mistake to imitate and RL a
+calls a yellow object green in 65 % of the yellow videos") gives SFT a mistake to imitate and RL a
 truthful reward to correct it; this is the toy's model of the paper's two stages.
 
 Contract. `ColourConfusion(true, said, rate)`: in each SFT video whose object is `true`, the
@@ -76,8 +76,8 @@ def check_confusions(confusions: Sequence[ColourConfusion], difficulty: str) -> 
 def teacher_view(scene: Scene, questions: list[Question], confusions: Sequence[ColourConfusion],
                  rng: np.random.Generator) -> tuple[list[Question], bool]:
     """The video's questions as the imperfect teacher writes them, and whether it misnamed
-    the colour. Draws one uniform number from `rng` whatever the outcome, so a video's
-    draw does not depend on the other videos' colours."""
+    the colour. One uniform draw per video, whatever its colour: all of a video's questions
+    share the outcome, and raising a rate only adds misnamed videos (the same draw)."""
     colour = scene.events_of(0, "appear")[0].colour
     draw = rng.random()
     rule = next((c for c in confusions if c.true == colour), None)
