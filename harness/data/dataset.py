@@ -10,6 +10,7 @@ option letter inside <answer></answer> (for other problem types: the answer itse
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,24 +48,34 @@ class SkipBudgetExceeded(RuntimeError):
 class SkipLedger:
     """Counts skipped records (malformed lines, unreadable videos) with their reasons.
 
-    `check(seen)` raises once the skipped share of everything seen exceeds
-    `max_fraction`, listing what was skipped, so a run on broken data stops early instead
-    of training on a fraction of it.
+    `check()` raises once more than `max_fraction` of the split lines read were malformed,
+    or of the video decodes attempted failed, listing what was skipped, so a run on broken
+    data stops early instead of training on a fraction of it. The two tallies differ across
+    data-parallel ranks in one respect: every rank reads the same lines, but decodes only
+    its own share of the videos. `check(reduce=...)` sums the decode tally over the ranks
+    first, so every rank judges the same global share and all of them stop together.
     """
 
     max_fraction: float
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why), this process's
+    lines: list[int] = field(default_factory=lambda: [0, 0])  # [malformed, read]
+    decodes: list[int] = field(default_factory=lambda: [0, 0])  # [failed, attempted], this process's
 
     def add(self, what: str, why: str) -> None:
         log.warning("skipping %s: %s", what, why)
         self.skipped.append((what, why))
 
-    def check(self, seen: int) -> None:
-        if seen and len(self.skipped) / seen > self.max_fraction:
-            listing = "\n".join(f"  {w}: {y}" for w, y in self.skipped[:50])
-            raise SkipBudgetExceeded(
-                f"{len(self.skipped)} of {seen} records skipped (> {self.max_fraction:.0%} allowed):\n{listing}"
-            )
+    def check(self, reduce: Callable[[list[int]], list[int]] | None = None) -> None:
+        """Raise `SkipBudgetExceeded` past the budget. `reduce` (a collective: every rank
+        must call it) sums `[failed, attempted]` decodes over the data-parallel ranks."""
+        decodes = reduce(list(self.decodes)) if reduce is not None else self.decodes
+        for (bad, seen), what in ((self.lines, "split lines malformed"), (decodes, "video decodes failed")):
+            if seen and bad / seen > self.max_fraction:
+                over = "" if reduce is None else " over all data-parallel ranks (this rank's skips listed)"
+                listing = "\n".join(f"  {w}: {y}" for w, y in self.skipped[:50])
+                raise SkipBudgetExceeded(
+                    f"{bad} of {seen} {what}{over} (> {self.max_fraction:.0%} allowed):\n{listing}"
+                )
 
 
 class VideoQADataset:
@@ -81,9 +92,11 @@ class VideoQADataset:
         self.records: list[Record] = list(read_jsonl(self.path, skipped=bad))
         for line in bad:
             ledger.add(f"{self.path}:{line.line}", line.reason)
+        ledger.lines[0] += len(bad)
+        ledger.lines[1] += len(self.records) + len(bad)
         if not self.records:
             raise ValueError(f"dataset split {self.path} holds no valid records")
-        ledger.check(len(self.records) + len(bad))
+        ledger.check()  # the same lines on every rank: no reduction needed
 
     def __len__(self) -> int:
         return len(self.records)
@@ -94,9 +107,11 @@ class VideoQADataset:
     def load_frames(self, record: Record, num_frames: int | None = None) -> VideoClip | None:
         """Decode the record's sampled frames (`num_frames`, default the dataset's), or None
         (recorded in the ledger) when the video cannot be decoded."""
+        self.ledger.decodes[1] += 1
         try:
             return load_video(self.video_path(record), num_frames or self.num_frames)
         except VideoDecodeError as err:
+            self.ledger.decodes[0] += 1
             self.ledger.add(f"{record.problem_id} ({self.video_path(record)})", str(err))
             return None
 

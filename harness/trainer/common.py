@@ -180,6 +180,20 @@ def response_ids(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor([*ids, tokenizer.eos_token_id])  # [R]
 
 
+def dp_summer(layout: Layout):
+    """A function summing a list of ints over the data-parallel ranks (collective), for
+    `SkipLedger.check(reduce=...)`; None without data parallelism."""
+    if layout.dp_group is None:
+        return None
+
+    def dp_sum(values: list[int]) -> list[int]:
+        t = torch.tensor(values, dtype=torch.int64)
+        dist.all_reduce(t, group=layout.dp_group)
+        return t.tolist()
+
+    return dp_sum
+
+
 def barrier(layout: Layout) -> None:
     if layout.world_size > 1:
         dist.barrier()

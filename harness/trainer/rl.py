@@ -52,6 +52,7 @@ from harness.trainer.common import (
     build_model,
     build_optimizer,
     compute_precision,
+    dp_summer,
     finish_run,
     gather_checkpoint,
     prepare_data,
@@ -274,7 +275,7 @@ def _load_prompts(train: VideoQADataset, sampler: EpochSampler, draw: int, model
         clip = train.load_frames(rec)
         if clip is not None:
             items.append(PromptItem(rec, clip, model.chat_prompt_ids(question_text(rec))))
-    train.ledger.check(sampler.epoch * len(train) + sampler.pos)
+    train.ledger.check(reduce=dp_summer(layout))  # collective: every rank judges the global share
     return items
 
 

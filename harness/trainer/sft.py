@@ -38,6 +38,7 @@ from harness.trainer.common import (
     build_model,
     build_optimizer,
     compute_precision,
+    dp_summer,
     finish_run,
     gather_checkpoint,
     prepare_data,
@@ -110,7 +111,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
             mine = range(layout.dp_rank * per_rank, (layout.dp_rank + 1) * per_rank)
             micros = [_load(train, ids, counts, mine[lo : lo + cfg.train.batch_size])
                       for lo in range(0, per_rank, cfg.train.batch_size)]
-            ledger.check(sampler.epoch * len(train) + sampler.pos)
+            ledger.check(reduce=dp_summer(layout))  # collective: all ranks stop together
             targets = [[response_ids(model.tokenizer, sft_target(r)) for r, _ in m] for m in micros]
             totals = _global_sum(layout, sum(t.shape[0] for ts in targets for t in ts),
                                  sum(len(m) for m in micros))

@@ -1,6 +1,9 @@
 """Data-parallel SFT on 2 processes (gloo) equals one process on the whole batch,
 replicated or sharded (ZeRO-3), through a resume."""
 
+import json
+import shutil
+
 import pytest
 
 from harness.config import ConfigError, SFTConfig, load_config
@@ -56,3 +59,20 @@ def test_dp2_zero3_sft_resumed_equals_single_process(toy_data, tmp_path, single)
 def test_sft_refuses_sequence_parallelism():
     with pytest.raises(ConfigError, match="data parallel only"):
         load_config(None, ["parallel.sp_size=2"], SFTConfig)
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_dp2_skip_budget_stops_every_rank_with_the_global_count(toy_data, tmp_path):
+    """One SFT video unreadable: each rank decodes only its share, so only the ledger's sum
+    over ranks tells whether the budget is exceeded. Both ranks must stop at the same step
+    with the same count (none may wait in a collective for a rank that has left)."""
+    data = tmp_path / "data"
+    shutil.copytree(toy_data, data)
+    first = json.loads((data / "sft.jsonl").read_text().splitlines()[0])
+    (data / first["videos"][0]).write_bytes(b"not a video")
+    out = tmp_path / "run"
+    messages = run_distributed(workers.sft_run_error, 2, _overrides(
+        data, out, **{"parallel.dp_size": 2, "data.max_skip_fraction": 0.05, "run.steps": 6}))
+    assert all(m and "video decodes failed over all data-parallel ranks" in m for m in messages), messages
+    assert messages[0].splitlines()[0] == messages[1].splitlines()[0]

@@ -250,3 +250,15 @@ def rl_run_error(rank: int, world: int, overrides: list[str]) -> str | None:
     except RuntimeError as err:
         return str(err)
     return None
+
+
+def sft_run_error(rank: int, world: int, overrides: list[str]) -> str | None:
+    """An SFT run expected to stop: this rank's RuntimeError message (None if it finished)."""
+    from harness.config import SFTConfig, load_config
+    from harness.trainer.sft import train_sft
+
+    try:
+        train_sft(load_config("configs/sft/toy-cpu.yaml", overrides, SFTConfig))
+    except RuntimeError as err:
+        return str(err)
+    return None
