@@ -72,7 +72,7 @@ def test_dp2_skip_budget_stops_every_rank_with_the_global_count(toy_data, tmp_pa
     first = json.loads((data / "sft.jsonl").read_text().splitlines()[0])
     (data / first["videos"][0]).write_bytes(b"not a video")
     out = tmp_path / "run"
-    messages = run_distributed(workers.sft_run_error, 2, _overrides(
+    messages = run_distributed(workers.run_error, 2, "sft", _overrides(
         data, out, **{"parallel.dp_size": 2, "data.max_skip_fraction": 0.05, "run.steps": 6}))
     assert all(m and "video decodes failed over all data-parallel ranks" in m for m in messages), messages
     assert messages[0].splitlines()[0] == messages[1].splitlines()[0]

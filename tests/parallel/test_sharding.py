@@ -112,7 +112,7 @@ def test_dp2_step_with_an_empty_rank_stops_every_rank_with_the_same_error(toy_da
         (data / "videos" / name).write_bytes(b"not a video")
     common = {"rollout.engine": "hf", "parallel.dp_size": 2, "train.prompts_per_step": 1, "rollout.n": 2,
               "train.micro_batch": 2, "train.mini_batches": 1, "run.steps": 6, "data.max_skip_fraction": 1.0}
-    messages = run_distributed(workers.rl_run_error, 2, _overrides(data, tmp_path / "run", "vila", **common))
+    messages = run_distributed(workers.run_error, 2, "rl", _overrides(data, tmp_path / "run", "vila", **common))
     assert all(m and "a data-parallel rank has no usable samples" in m for m in messages), messages
     assert messages[0] == messages[1]  # the same step on both ranks
 
@@ -127,6 +127,6 @@ def test_dp2_rl_skip_budget_stops_every_rank_with_the_global_count(toy_data, tmp
     (data / "videos" / "v0001.mp4").write_bytes(b"not a video")  # 4 of the 12 RL questions
     common = {"rollout.engine": "hf", "parallel.dp_size": 2, "train.prompts_per_step": 2, "rollout.n": 2,
               "train.micro_batch": 2, "train.mini_batches": 1, "run.steps": 6, "data.max_skip_fraction": 0.05}
-    messages = run_distributed(workers.rl_run_error, 2, _overrides(data, tmp_path / "run", "vila", **common))
+    messages = run_distributed(workers.run_error, 2, "rl", _overrides(data, tmp_path / "run", "vila", **common))
     assert all(m and "video decodes failed over all data-parallel ranks" in m for m in messages), messages
     assert messages[0].splitlines()[0] == messages[1].splitlines()[0]

@@ -240,25 +240,16 @@ def sft_run(rank: int, world: int, first: list[str], second: list[str] | None = 
     return {"weights": weights, "losses": losses}
 
 
-def rl_run_error(rank: int, world: int, overrides: list[str]) -> str | None:
-    """An RL run expected to stop: this rank's RuntimeError message (None if it finished)."""
-    from harness.config import RLConfig, load_config
+def run_error(rank: int, world: int, recipe: str, overrides: list[str]) -> str | None:
+    """A run expected to stop (`recipe`: "sft" or "rl", on its toy-cpu config): this rank's
+    RuntimeError message, None if it finished."""
+    from harness.config import RLConfig, SFTConfig, load_config
     from harness.trainer.rl import train_rl
-
-    try:
-        train_rl(load_config("configs/rl/toy-cpu.yaml", overrides, RLConfig))
-    except RuntimeError as err:
-        return str(err)
-    return None
-
-
-def sft_run_error(rank: int, world: int, overrides: list[str]) -> str | None:
-    """An SFT run expected to stop: this rank's RuntimeError message (None if it finished)."""
-    from harness.config import SFTConfig, load_config
     from harness.trainer.sft import train_sft
 
+    config, train = {"sft": (SFTConfig, train_sft), "rl": (RLConfig, train_rl)}[recipe]
     try:
-        train_sft(load_config("configs/sft/toy-cpu.yaml", overrides, SFTConfig))
+        train(load_config(f"configs/{recipe}/toy-cpu.yaml", overrides, config))
     except RuntimeError as err:
         return str(err)
     return None
