@@ -358,7 +358,7 @@ def sweep(pc: PerfConfig, work: Path, modes: tuple[str, ...] = MODES, log=print)
                 if row["status"] == "ok":
                     row["status"] = "over_budget"
             rows.append(row)
-            log(_row_line(row, pc.budget_gib))
+            log(row_line(row, pc.budget_gib))
         if len(over) == len(modes):
             break
     return rows
@@ -375,13 +375,13 @@ def memory_sweep(pc: PerfConfig, work: Path, log=print) -> list[dict]:
                            steps=pc.memory_steps)
             row["sp_size"] = sp
             rows.append(row)
-            log(_row_line(row, pc.budget_gib))
+            log(row_line(row, pc.budget_gib))
             if not row["fits"]:
                 break
     return rows
 
 
-def _row_line(row: dict, budget: float) -> str:
+def row_line(row: dict, budget: float) -> str:
     if row["status"] in ("failed", "oom"):
         return f"{row['mode']:>9} {row['frames']:>5} frames: {row['status']} {row.get('error') or row.get('reason')}"
     mem = max(row["mem_per_rank_gib"])

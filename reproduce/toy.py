@@ -6,8 +6,11 @@ Claims (targets and tolerances in reproduce/targets.yaml):
   (b) accuracy grows with the number of input frames (the RL model, 2 -> 16 frames);
   (c) MR-SP is faster than the baseline at long inputs: the RL step with the video encoded
       once per prompt (cache) against re-encoding it for every pass (`cache_video_embeds:
-      false`), from the step-time breakdown the two RL runs log. The memory half of the
-      claim (SP fits more frames) needs 2 ranks and is measured by the perf suites.
+      false`), from the step-time breakdown the two RL runs log; and sequence parallelism
+      fits more frames than the baseline in the same per-rank memory budget: the largest
+      frame count within `memory_budget_gib` for the baseline (1 process, no cache, no SP)
+      against MR-SP with SP 2 (2 processes, gloo), on perf/'s model and measurement
+      (perf/mrsp.py: LongVILA-7B's vision : LLM ratio, peak anonymous memory per rank).
 
 The SFT split's chain of thought comes from a simulated imperfect teacher (targets.yaml
 `teacher_confusion`: it calls the object green in 65 % of its yellow videos and red in 65 % of
@@ -17,7 +20,8 @@ has nothing left that the model can read to improve (reproduce/LOG.md, sessions 
 
 Stages run in order and are reused when their output exists (a rerun after an interruption
 picks up where it stopped; `--fresh` starts over; a rerun with other settings is refused):
-data -> SFT -> RL -> baseline RL steps -> evaluations -> `report.md` + `results.json` under --out.
+data -> SFT -> RL -> baseline RL steps -> evaluations -> memory -> `report.md` + `results.json`
+under --out.
 """
 
 from __future__ import annotations
@@ -76,6 +80,26 @@ class Settings:
         teacher = values["teacher_confusion"]
         values["teacher_confusion"] = teacher if isinstance(teacher, str) else tuple(teacher)
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """(c)'s memory half (targets.yaml `memory_budget_gib`, `memory_frames`): kept out of
+    `Settings` because it shares no stage with the learning runs; its own stage output
+    (memory.json) records what it was run with and is redone when that changes."""
+
+    budget_gib: float
+    frames: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.budget_gib > 0:
+            raise ValueError(f"toy setting memory_budget_gib must be positive, got {self.budget_gib!r}")
+        if not self.frames or list(self.frames) != sorted(set(self.frames)) or self.frames[0] < 1:
+            raise ValueError(f"toy setting memory_frames must be increasing positive counts, got {self.frames!r}")
+
+    @classmethod
+    def from_targets(cls, targets: dict[str, Any]) -> MemoryCheck:
+        return cls(float(targets["memory_budget_gib"]), tuple(targets["memory_frames"]))
 
 
 def settings_from_args(args: argparse.Namespace, targets: dict[str, Any]) -> Settings:
@@ -164,11 +188,52 @@ def _step_seconds(run_dir: Path) -> dict[str, float]:
     return mean
 
 
-def run(out: Path, settings: Settings, *, fresh: bool) -> dict[str, Any]:
+def _memory(out: Path, check: MemoryCheck) -> dict[str, Any]:
+    """Largest frame count within the per-rank budget: the baseline (1 process, no cache, no
+    SP) up the frame list until it exceeds the budget, then SP 2 (2 processes) from the first
+    count the baseline did not fit, until it exceeds it too. Same global batch, same model."""
+    from perf import mrsp
+
+    path = out / "memory.json"
+    want = {"budget_gib": check.budget_gib, "frames": list(check.frames)}
+    if path.exists():
+        done = json.loads(path.read_text())
+        if done.get("check") == want:
+            return done
+    pc = mrsp.PerfConfig.load(ROOT / "configs/perf/cpu-2rank.yaml")
+    pc = dataclasses.replace(pc, budget_gib=check.budget_gib, record=False)
+    work = out / "memory"
+    data_dir, model_path = mrsp.prepare(pc, work)
+    rows: list[dict[str, Any]] = []
+
+    def measure(mode: str, world: int, frames: int) -> bool:
+        row = mrsp.run_case(pc, mode, frames, data_dir=data_dir, model_path=model_path, work=work,
+                            world=world, sp=world, steps=pc.memory_steps)
+        print("   " + mrsp.row_line(row, pc.budget_gib), flush=True)
+        if row["status"] == "failed":
+            raise RuntimeError(f"memory check: {mode} at {frames} frames failed: {row['error']}")
+        rows.append({k: row[k] for k in ("mode", "frames", "sp", "mem_per_rank_gib", "sec_per_step", "fits")})
+        return row["fits"]
+
+    first_over = next((f for f in check.frames if not measure("baseline", 1, f)), None)
+    if first_over is not None:
+        for f in check.frames[check.frames.index(first_over):]:
+            if not measure("stage12", 2, f):
+                break
+    fitting = mrsp.largest_fitting(rows)
+    done = {"check": want, "rows": rows, "largest_fitting": {"baseline": fitting.get("baseline"),
+                                                            "sp2": fitting.get("stage12")}}
+    path.write_text(json.dumps(done, indent=1))
+    return done
+
+
+def run(out: Path, settings: Settings, *, fresh: bool, memory: MemoryCheck | None = None) -> dict[str, Any]:
+    """All stages; `memory` defaults to targets.yaml's."""
     from harness.trainer.rl import train_rl
     from harness.trainer.sft import train_sft
 
     s = settings
+    memory = memory or MemoryCheck.from_targets(yaml.safe_load(TARGETS.read_text())["toy"])
     if fresh and out.exists():
         if any(out.iterdir()) and not _is_toy_run(out):  # --fresh deletes --out: only a toy run's
             raise SystemExit(f"{out} is not empty and not a toy run; --fresh will not delete it")
@@ -220,6 +285,10 @@ def run(out: Path, settings: Settings, *, fresh: bool) -> dict[str, Any]:
     frames[16] = acc["rl"]["eval/accuracy"]  # greedy, so the same as evaluating 16 frames again
     print(f"   {time.perf_counter() - t0:.0f} s")
 
+    t0 = _stage(f"memory: largest frame count within {memory.budget_gib} GiB per rank, baseline vs SP 2")
+    mem = _memory(out, memory)
+    print(f"   {time.perf_counter() - t0:.0f} s")
+
     cached, baseline = _step_seconds(rl_dir), _step_seconds(base_dir)
     results = {
         "accuracy": {k: v["eval/accuracy"] for k, v in acc.items()},
@@ -228,6 +297,7 @@ def run(out: Path, settings: Settings, *, fresh: bool) -> dict[str, Any]:
         "sampled_accuracy": {k: v["eval/sampled_accuracy"] for k, v in acc.items()},
         "accuracy_by_frames": frames,
         "step_seconds": {"mrsp_cache": cached, "baseline": baseline},
+        "memory": mem,
         "wall_seconds": time.perf_counter() - t_start,
         "settings": json.loads((out / "settings.json").read_text()),
     }
@@ -250,7 +320,19 @@ def verdicts(results: dict[str, Any], targets: dict[str, Any]) -> list[tuple[str
          frames[16] - frames[2] >= t["frames_gain"] and _rises(list(frames.values()), t["frames_dip"])),
         ("(c) MR-SP cache faster than baseline", f"{speed:.2f}x", f">= {t['cache_speedup']:.2f}x",
          speed >= t["cache_speedup"]),
+        _memory_row(results["memory"]),
     ]
+
+
+def _memory_row(mem: dict[str, Any]) -> tuple[str, str, str, bool]:
+    fit = mem["largest_fitting"]
+    peaks = "; ".join(f"{'SP 2' if r['mode'] == 'stage12' else 'baseline'} {r['frames']}f "
+                      f"{max(r['mem_per_rank_gib']):.2f}" for r in mem["rows"])
+    measured = (f"largest within budget: baseline {fit['baseline'] or 'none'}, SP 2 {fit['sp2'] or 'none'} "
+                f"frames (GiB per rank: {peaks})")
+    ok = fit["sp2"] is not None and fit["sp2"] > (fit["baseline"] or 0)
+    return ("(c) SP fits more frames than baseline", measured,
+            f"SP 2 > baseline within {mem['check']['budget_gib']} GiB per rank", ok)
 
 
 def _rises(values: list[float], dip: float) -> bool:

@@ -11,6 +11,7 @@ import yaml
 
 from reproduce.toy import (
     TARGETS,
+    MemoryCheck,
     Settings,
     _claim_settings,
     _step_seconds,
@@ -22,11 +23,25 @@ from reproduce.toy import (
 )
 
 
+def _memory(base: list[float], sp2: list[float], budget: float = 0.6) -> dict:
+    """memory.json as `_memory` writes it: the baseline at 128, 256, ... frames until over the
+    budget, SP 2 from there (per-rank GiB)."""
+    rows = [{"mode": "baseline", "frames": 128 * 2**i, "sp": 1, "mem_per_rank_gib": [m], "fits": m <= budget}
+            for i, m in enumerate(base)]
+    start = 128 * 2 ** (len(base) - 1)
+    rows += [{"mode": "stage12", "frames": start * 2**i, "sp": 2, "mem_per_rank_gib": [m, m], "fits": m <= budget}
+             for i, m in enumerate(sp2)]
+    fit = {k: max((r["frames"] for r in rows if r["mode"] == mode and r["fits"]), default=None)
+           for k, mode in (("baseline", "baseline"), ("sp2", "stage12"))}
+    return {"check": {"budget_gib": budget, "frames": [128, 256]}, "rows": rows, "largest_fitting": fit}
+
+
 def _results(sft: float, rl: float, f2: float, f16: float, base_s: float, cached_s: float) -> dict:
     return {
         "accuracy": {"untrained": 0.0, "sft": sft, "rl": rl},
         "accuracy_by_frames": {2: f2, 4: (f2 + f16) / 2, 8: f16, 16: f16},
         "step_seconds": {"baseline": {"time/step": base_s}, "mrsp_cache": {"time/step": cached_s}},
+        "memory": _memory([0.40, 0.88], [0.45]),  # measured 2026-11-21 (session 7)
         "wall_seconds": 60.0, "settings": {},
     }
 
@@ -37,12 +52,32 @@ def test_verdicts_pass_and_fail_on_the_margins():
     assert all(ok for *_, ok in good)
     # RL below SFT + margin (what the toy run measured with a perfect teacher, sessions 3-5) fails that row only
     bad = verdicts(_results(0.51, 0.47, 0.3, 0.6, 2.0, 1.0), t)
-    assert [ok for *_, ok in bad] == [True, False, True, True]
+    assert [ok for *_, ok in bad] == [True, False, True, True, True]
     assert "| (a) RL > SFT | 0.470 vs 0.510 | +0.05 | FAIL |" in report(_results(0.51, 0.47, 0.3, 0.6, 2.0, 1.0), bad)
     # the curve the 2026-11-21 run measured: high only at the trained frame count -> FAIL
     r = _results(0.54, 0.54, 0.21, 0.54, 2.0, 1.0)
     r["accuracy_by_frames"] = {2: 0.21, 4: 0.01, 8: 0.12, 16: 0.54}
     assert [ok for *_, ok in verdicts(r, t)][2] is False
+
+
+def test_memory_row_passes_only_when_sp2_fits_more_frames_than_the_baseline():
+    t = yaml.safe_load(TARGETS.read_text())["toy"]
+    r = _results(0.5, 0.6, 0.3, 0.6, 2.0, 1.0)
+    row = verdicts(r, t)[4]
+    assert row[3] is True and "baseline 128, SP 2 256 frames" in row[1] and "SP 2 256f 0.45" in row[1]
+    for base, sp2 in (([0.40, 0.88], [0.70]),  # SP 2 over the budget where the baseline was
+                      ([0.70], [0.65]),  # nothing fits
+                      ([0.40, 0.50], [])):  # the baseline fits every count: no evidence either way
+        r["memory"] = _memory(base, sp2)
+        assert verdicts(r, t)[4][3] is False, (base, sp2)
+
+
+def test_memory_check_settings_are_validated():
+    t = yaml.safe_load(TARGETS.read_text())["toy"]
+    assert MemoryCheck.from_targets(t) == MemoryCheck(t["memory_budget_gib"], tuple(t["memory_frames"]))
+    for budget, frames in ((0.0, (128,)), (0.6, ()), (0.6, (256, 128)), (0.6, (0, 128))):
+        with pytest.raises(ValueError, match="memory_"):
+            MemoryCheck(budget, frames)
 
 
 def test_step_seconds_sums_top_level_blocks_and_drops_the_first_step(tmp_path):
@@ -65,7 +100,7 @@ def test_report_prints_sampled_accuracy_beside_the_claims_when_measured():
     r["sampled_accuracy"] = {"untrained": 0.0, "sft": 0.497, "rl": 0.502}
     text = report(r, verdicts(r, t))
     assert "temperature 1): untrained 0.000 / sft 0.497 / rl 0.502." in text
-    assert len(verdicts(r, t)) == 4  # informational, not a fifth claim
+    assert len(verdicts(r, t)) == 5  # informational, not a sixth claim
 
 
 def test_settings_come_from_the_targets_and_a_changed_setting_is_not_reused(tmp_path):
@@ -127,3 +162,21 @@ def test_fresh_deletes_only_a_toy_run(tmp_path):
     with pytest.raises(SystemExit, match="not a toy run; choose a new or empty --out"):
         _claim_settings(tmp_path, Settings.from_targets(t))
     assert (tmp_path / "precious.txt").exists() and not (tmp_path / "settings.json").exists()
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_memory_stage_measures_baseline_then_sp2_and_is_reused(tmp_path):
+    """The real stage on perf's model at 4 / 8 frames with a budget nothing fits: the baseline
+    stops at its first count, SP 2 (2 processes) runs from there and stops too; a second call
+    with the same check reuses memory.json."""
+    from reproduce.toy import _memory
+
+    check = MemoryCheck(1e-4, (4, 8))
+    done = _memory(tmp_path, check)
+    assert [(r["mode"], r["frames"], len(r["mem_per_rank_gib"])) for r in done["rows"]] == [
+        ("baseline", 4, 1), ("stage12", 4, 2)]
+    assert all(0 < m < 2 for r in done["rows"] for m in r["mem_per_rank_gib"])
+    assert done["largest_fitting"] == {"baseline": None, "sp2": None}
+    stamp = (tmp_path / "memory.json").stat().st_mtime_ns
+    assert _memory(tmp_path, check) == done and (tmp_path / "memory.json").stat().st_mtime_ns == stamp
