@@ -6,7 +6,8 @@ Claims (targets and tolerances in reproduce/targets.yaml):
   (b) accuracy grows with the number of input frames (the RL model, 2 -> 16 frames);
   (c) MR-SP is faster than the baseline at long inputs: the RL step with the video encoded
       once per prompt (cache) against re-encoding it for every pass (`cache_video_embeds:
-      false`), from the step-time breakdown the two RL runs log; and sequence parallelism
+      false`), from the step-time breakdown the two RL runs log over the same steps (identical
+      rollouts); and sequence parallelism
       fits more frames than the baseline in the same per-rank memory budget: the largest
       frame count within `memory_budget_gib` for the baseline (1 process, no cache, no SP)
       against MR-SP with SP 2 (2 processes, gloo), on perf/'s model and measurement
@@ -173,13 +174,14 @@ def _accuracy(model_dir: Path | None, data: Path, split: str, frames: int, sampl
     return evaluate_accuracy(model.eval(), dataset, max_new_tokens=48, samples=samples, temperature=TEMPERATURE)
 
 
-def _step_seconds(run_dir: Path) -> dict[str, float]:
+def _step_seconds(run_dir: Path, last: int | None = None) -> dict[str, float]:
     """Mean seconds per RL step ("time/step": the sum of the top-level blocks) and per block
-    over the logged steps, the first dropped (warm-up)."""
+    over the logged steps 2..`last` (all when None): the first is dropped (warm-up)."""
     from harness.trainer.metrics import read_metrics
 
     steps = {r["step"]: r for r in read_metrics(run_dir / "metrics.jsonl") if "reward/mean" in r}
-    rows = list(steps.values())[1:]  # by step: a resumed run's rewritten steps count once
+    # keyed by step: a resumed run's rewritten steps count once
+    rows = [r for k, r in sorted(steps.items()) if k > 1 and (last is None or k <= last)]
     if not rows:
         raise ValueError(f"{run_dir}/metrics.jsonl has fewer than 2 RL steps to time")
     keys = sorted({k for r in rows for k in r if k.startswith("time/") and k.count("/") == 1})
@@ -289,7 +291,10 @@ def run(out: Path, settings: Settings, *, fresh: bool, memory: MemoryCheck | Non
     mem = _memory(out, memory)
     print(f"   {time.perf_counter() - t0:.0f} s")
 
-    cached, baseline = _step_seconds(rl_dir), _step_seconds(base_dir)
+    # Paired: the cached run's first steps are the baseline's steps (same seed, same model,
+    # same prompts, the same rollouts), so the two are timed on identical work; later steps
+    # of the cached run have other response lengths.
+    cached, baseline = _step_seconds(rl_dir, last=s.baseline_steps), _step_seconds(base_dir)
     results = {
         "accuracy": {k: v["eval/accuracy"] for k, v in acc.items()},
         "format_rate": {k: v["eval/format_rate"] for k, v in acc.items()},

@@ -93,6 +93,13 @@ def test_step_seconds_sums_top_level_blocks_and_drops_the_first_step(tmp_path):
         _step_seconds(tmp_path)
 
 
+def test_step_seconds_up_to_a_step_times_the_steps_the_baseline_ran(tmp_path):
+    rows = [{"step": k, "reward/mean": 0.0, "time/rollout": float(k)} for k in range(1, 7)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _step_seconds(tmp_path, last=4)["time/step"] == 3.0  # steps 2, 3, 4
+    assert _step_seconds(tmp_path)["time/step"] == 4.0  # steps 2..6
+
+
 def test_report_prints_sampled_accuracy_beside_the_claims_when_measured():
     t = yaml.safe_load(TARGETS.read_text())["toy"]
     r = _results(0.5, 0.5, 0.3, 0.6, 2.0, 1.0)
