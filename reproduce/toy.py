@@ -7,11 +7,11 @@ Claims (targets and tolerances in reproduce/targets.yaml):
   (c) MR-SP is faster than the baseline at long inputs: the RL step with the video encoded
       once per prompt (cache) against re-encoding it for every pass (`cache_video_embeds:
       false`), from the step-time breakdown the two RL runs log over the same steps (identical
-      rollouts); and sequence parallelism
-      fits more frames than the baseline in the same per-rank memory budget: the largest
-      frame count within `memory_budget_gib` for the baseline (1 process, no cache, no SP)
-      against MR-SP with SP 2 (2 processes, gloo), on perf/'s model and measurement
-      (perf/mrsp.py: LongVILA-7B's vision : LLM ratio, peak anonymous memory per rank).
+      rollouts); and sequence parallelism fits more frames than the baseline in the same
+      per-rank memory budget: the largest frame count within `memory_budget_gib` for the
+      baseline (1 process, no cache, no SP) against MR-SP with SP 2 (2 processes, gloo), on
+      perf/'s model and measurement (perf/mrsp.py: LongVILA-7B's vision : LLM ratio, peak
+      anonymous memory per rank).
 
 The SFT split's chain of thought comes from a simulated imperfect teacher (targets.yaml
 `teacher_confusion`: it calls the object green in 65 % of its yellow videos and red in 65 % of
