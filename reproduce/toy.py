@@ -193,39 +193,43 @@ def _step_seconds(run_dir: Path, last: int | None = None) -> dict[str, float]:
 def _memory(out: Path, check: MemoryCheck) -> dict[str, Any]:
     """Largest frame count within the per-rank budget: the baseline (1 process, no cache, no
     SP) up the frame list until it exceeds the budget, then SP 2 (2 processes) from the first
-    count the baseline did not fit, until it exceeds it too. Same global batch, same model."""
+    count the baseline did not fit, until it exceeds it too. Same global batch, same model.
+    Kept in memory.json and reused while the check and the perf config are unchanged; a run
+    that crashed is reported (`error`) and not kept, so the next call measures again."""
     from perf import mrsp
 
+    pc = mrsp.PerfConfig.load(ROOT / "configs/perf/cpu-2rank.yaml")
+    pc = dataclasses.replace(pc, budget_gib=check.budget_gib, record=False)
     path = out / "memory.json"
-    want = {"budget_gib": check.budget_gib, "frames": list(check.frames)}
+    want = {"budget_gib": check.budget_gib, "frames": list(check.frames), "perf_config": dataclasses.asdict(pc)}
     if path.exists():
         done = json.loads(path.read_text())
         if done.get("check") == want:
             return done
-    pc = mrsp.PerfConfig.load(ROOT / "configs/perf/cpu-2rank.yaml")
-    pc = dataclasses.replace(pc, budget_gib=check.budget_gib, record=False)
     work = out / "memory"
     data_dir, model_path = mrsp.prepare(pc, work)
     rows: list[dict[str, Any]] = []
+    done: dict[str, Any] = {"check": want, "rows": rows}
 
     def measure(mode: str, world: int, frames: int) -> bool:
         row = mrsp.run_case(pc, mode, frames, data_dir=data_dir, model_path=model_path, work=work,
                             world=world, sp=world, steps=pc.memory_steps)
         print("   " + mrsp.row_line(row, pc.budget_gib), flush=True)
         if row["status"] == "failed":
-            raise RuntimeError(f"memory check: {mode} at {frames} frames failed: {row['error']}")
+            done["error"] = f"{'SP 2' if mode == 'stage12' else 'baseline'} at {frames} frames: {row['error']}"
+            return False
         rows.append({k: row[k] for k in ("mode", "frames", "sp", "mem_per_rank_gib", "sec_per_step", "fits")})
         return row["fits"]
 
     first_over = next((f for f in check.frames if not measure("baseline", 1, f)), None)
-    if first_over is not None:
+    if first_over is not None and "error" not in done:
         for f in check.frames[check.frames.index(first_over):]:
             if not measure("stage12", 2, f):
                 break
     fitting = mrsp.largest_fitting(rows)
-    done = {"check": want, "rows": rows, "largest_fitting": {"baseline": fitting.get("baseline"),
-                                                            "sp2": fitting.get("stage12")}}
-    path.write_text(json.dumps(done, indent=1))
+    done["largest_fitting"] = {"baseline": fitting.get("baseline"), "sp2": fitting.get("stage12")}
+    if "error" not in done:
+        path.write_text(json.dumps(done, indent=1))
     return done
 
 
@@ -330,12 +334,17 @@ def verdicts(results: dict[str, Any], targets: dict[str, Any]) -> list[tuple[str
 
 
 def _memory_row(mem: dict[str, Any]) -> tuple[str, str, str, bool]:
-    fit = mem["largest_fitting"]
+    fit, frames = mem["largest_fitting"], mem["check"]["frames"]
     peaks = "; ".join(f"{'SP 2' if r['mode'] == 'stage12' else 'baseline'} {r['frames']}f "
                       f"{max(r['mem_per_rank_gib']):.2f}" for r in mem["rows"])
-    measured = (f"largest within budget: baseline {fit['baseline'] or 'none'}, SP 2 {fit['sp2'] or 'none'} "
-                f"frames (GiB per rank: {peaks})")
-    ok = fit["sp2"] is not None and fit["sp2"] > (fit["baseline"] or 0)
+    if "error" in mem:
+        measured = f"a run failed: {mem['error']}"
+    elif fit["baseline"] == frames[-1]:
+        measured = f"SP 2 not run: the baseline fits every count up to {frames[-1]} frames; raise memory_frames"
+    else:
+        measured = (f"largest within budget: baseline {fit['baseline'] or 'none'}, SP 2 {fit['sp2'] or 'none'} "
+                    f"frames (GiB per rank: {peaks})")
+    ok = "error" not in mem and fit["sp2"] is not None and fit["sp2"] > (fit["baseline"] or 0)
     return ("(c) SP fits more frames than baseline", measured,
             f"SP 2 > baseline within {mem['check']['budget_gib']} GiB per rank", ok)
 

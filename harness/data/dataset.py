@@ -46,36 +46,48 @@ class SkipBudgetExceeded(RuntimeError):
 
 @dataclass
 class SkipLedger:
-    """Counts skipped records (malformed lines, unreadable videos) with their reasons.
+    """What was skipped (malformed lines, unreadable videos) and why, and the share of video
+    decodes that failed.
 
-    `check()` raises once more than `max_fraction` of the split lines read were malformed,
-    or of the video decodes attempted failed, listing what was skipped, so a run on broken
-    data stops early instead of training on a fraction of it. The two tallies differ across
-    data-parallel ranks in one respect: every rank reads the same lines, but decodes only
-    its own share of the videos. `check(reduce=...)` sums the decode tally over the ranks
-    first, so every rank judges the same global share and all of them stop together.
+    A split whose malformed lines exceed `max_fraction` is refused when it is read
+    (`VideoQADataset`). `check()` raises once more than `max_fraction` of the decodes
+    attempted failed, listing what was skipped, so a run on broken data stops early instead
+    of training on a fraction of it. Data-parallel ranks decode only their own share of the
+    videos: `check(reduce=...)` sums the tally over the ranks first, so every rank judges the
+    same global share and all of them stop together; for that, a ledger must count only
+    decodes every rank of a data-parallel group counts alike (the training split's, not the
+    rank-0-only evaluation's: give a held-out split its own ledger). The tally covers this
+    process's lifetime: a resumed run starts it afresh.
     """
 
     max_fraction: float
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why), this process's
-    lines: list[int] = field(default_factory=lambda: [0, 0])  # [malformed, read]
     decodes: list[int] = field(default_factory=lambda: [0, 0])  # [failed, attempted], this process's
+    totals: list[int] | None = None  # [failed, attempted] over the ranks at the last check()
 
-    def add(self, what: str, why: str) -> None:
+    def skip(self, what: str, why: str) -> None:
         log.warning("skipping %s: %s", what, why)
         self.skipped.append((what, why))
 
+    def decoded(self, failure: tuple[str, str] | None = None) -> None:
+        """Count one decode attempt; `failure` = (what, why) when it failed."""
+        self.decodes[1] += 1
+        if failure is not None:
+            self.decodes[0] += 1
+            self.skip(*failure)
+
     def check(self, reduce: Callable[[list[int]], list[int]] | None = None) -> None:
         """Raise `SkipBudgetExceeded` past the budget. `reduce` (a collective: every rank
-        must call it) sums `[failed, attempted]` decodes over the data-parallel ranks."""
-        decodes = reduce(list(self.decodes)) if reduce is not None else self.decodes
-        for (bad, seen), what in ((self.lines, "split lines malformed"), (decodes, "video decodes failed")):
-            if seen and bad / seen > self.max_fraction:
-                over = "" if reduce is None else " over all data-parallel ranks (this rank's skips listed)"
-                listing = "\n".join(f"  {w}: {y}" for w, y in self.skipped[:50])
-                raise SkipBudgetExceeded(
-                    f"{bad} of {seen} {what}{over} (> {self.max_fraction:.0%} allowed):\n{listing}"
-                )
+        must call it) sums `[failed, attempted]` over the data-parallel ranks."""
+        self.totals = reduce(list(self.decodes)) if reduce is not None else list(self.decodes)
+        failed, attempted = self.totals
+        if attempted and failed / attempted > self.max_fraction:
+            over = "" if reduce is None else " over all data-parallel ranks (this rank's skips listed)"
+            raise SkipBudgetExceeded(f"{failed} of {attempted} video decodes failed{over} "
+                                     f"(> {self.max_fraction:.0%} allowed):\n{self.listing()}")
+
+    def listing(self) -> str:
+        return "\n".join(f"  {w}: {y}" for w, y in self.skipped[:50])
 
 
 class VideoQADataset:
@@ -91,12 +103,13 @@ class VideoQADataset:
         bad: list[SkippedLine] = []
         self.records: list[Record] = list(read_jsonl(self.path, skipped=bad))
         for line in bad:
-            ledger.add(f"{self.path}:{line.line}", line.reason)
-        ledger.lines[0] += len(bad)
-        ledger.lines[1] += len(self.records) + len(bad)
+            ledger.skip(f"{self.path}:{line.line}", line.reason)
         if not self.records:
             raise ValueError(f"dataset split {self.path} holds no valid records")
-        ledger.check()  # the same lines on every rank: no reduction needed
+        read = len(self.records) + len(bad)
+        if len(bad) / read > ledger.max_fraction:  # judged per split: every rank reads it alike
+            raise SkipBudgetExceeded(f"{len(bad)} of {read} lines of {self.path} malformed "
+                                     f"(> {ledger.max_fraction:.0%} allowed):\n{ledger.listing()}")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -107,13 +120,13 @@ class VideoQADataset:
     def load_frames(self, record: Record, num_frames: int | None = None) -> VideoClip | None:
         """Decode the record's sampled frames (`num_frames`, default the dataset's), or None
         (recorded in the ledger) when the video cannot be decoded."""
-        self.ledger.decodes[1] += 1
         try:
-            return load_video(self.video_path(record), num_frames or self.num_frames)
+            clip = load_video(self.video_path(record), num_frames or self.num_frames)
         except VideoDecodeError as err:
-            self.ledger.decodes[0] += 1
-            self.ledger.add(f"{record.problem_id} ({self.video_path(record)})", str(err))
+            self.ledger.decoded(failure=(f"{record.problem_id} ({self.video_path(record)})", str(err)))
             return None
+        self.ledger.decoded()
+        return clip
 
 
 class EpochSampler:

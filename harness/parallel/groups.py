@@ -34,16 +34,19 @@ class Layout:
 
 def init_distributed() -> None:
     """Initialise torch.distributed from torchrun's environment (RANK, WORLD_SIZE,
-    MASTER_ADDR, ...): NCCL when CUDA is available, gloo otherwise."""
+    MASTER_ADDR, ...). With CUDA: NCCL for CUDA tensors and gloo for CPU ones (the trainers
+    reduce small CPU counters: skip tallies, DAPO deficits, token totals; NCCL alone rejects
+    CPU tensors). Without CUDA: gloo."""
     if dist.is_initialized():
         return
     if "RANK" not in os.environ:
         raise RuntimeError("not launched by torchrun: RANK/WORLD_SIZE are not set "
                            "(use `torchrun --nproc_per_node N -m harness ...`)")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
+    if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend)
+        dist.init_process_group("cpu:gloo,cuda:nccl")
+    else:
+        dist.init_process_group("gloo")
 
 
 def build_layout(dp_size: int, sp_size: int) -> Layout:

@@ -109,7 +109,10 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     root = prepare_data(cfg.data)
     ledger = SkipLedger(cfg.data.max_skip_fraction)
     train = VideoQADataset(root / cfg.data.train, cfg.data.num_frames, ledger)
-    held_out = VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, ledger) if cfg.data.eval else None
+    # Its own ledger: only rank 0 evaluates, and the training ledger's tally must be the same
+    # on every rank of a data-parallel group (SkipLedger).
+    held_out = (VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, SkipLedger(cfg.data.max_skip_fraction))
+                if cfg.data.eval else None)
     policy = build_model(cfg.model)
     policy.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
     reference = _frozen_copy(policy, cfg.model.compute_dtype) if cfg.algo.kl_coef > 0 else None
@@ -222,7 +225,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
             "video/encoder_calls": float(videos.encoder_calls - calls_before),
             "data/prompts": float(len(items)), "data/dropped_groups": float(dropped_groups),
             "data/passed_over": float(passed_over),
-            "data/skipped_total": float(len(ledger.skipped)),
+            "data/decode_failures": float(ledger.totals[0]),  # all DP ranks, this run
             "lr": scheduler.get_last_lr()[0], **update, **timer.pop(), **peak_memory(),
         }
         save_now = (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps

@@ -83,7 +83,10 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
     root = prepare_data(cfg.data)
     ledger = SkipLedger(cfg.data.max_skip_fraction)
     train = VideoQADataset(root / cfg.data.train, cfg.data.num_frames, ledger)
-    held_out = VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, ledger) if cfg.data.eval else None
+    # Its own ledger: only rank 0 evaluates, and the training ledger's tally must be the same
+    # on every rank of a data-parallel group (SkipLedger).
+    held_out = (VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, SkipLedger(cfg.data.max_skip_fraction))
+                if cfg.data.eval else None)
     model = build_model(cfg.model)
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
     zero = cfg.parallel.zero_stage == 1 and layout.world_size > 1
@@ -165,7 +168,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
             continue
         metrics = {"loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
                    "tokens": float(total_tokens), "examples": float(total_examples),
-                   "skipped_total": float(len(ledger.skipped)), **timer.pop(), **peak_memory()}
+                   "decode_failures": float(ledger.totals[0]), **timer.pop(), **peak_memory()}
         if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
             metrics.update(evaluate_run(model, held_out, cfg.run))
         if (step + 1) % cfg.run.log_every == 0:

@@ -48,36 +48,31 @@ def test_malformed_lines_and_unreadable_videos_are_skipped_with_reasons(data, tm
 
 def test_skip_budget_stops_with_the_list():
     ledger = SkipLedger(max_fraction=0.25)
-    ledger.decodes = [1, 4]
-    ledger.add("a.mp4", "truncated")
+    ledger.decoded(failure=("a.mp4", "truncated"))
+    for _ in range(3):
+        ledger.decoded()
     ledger.check()  # 1 of 4 is allowed
-    ledger.decodes = [2, 4]
-    ledger.add("b.mp4", "missing")
-    with pytest.raises(SkipBudgetExceeded, match="2 of 4 video decodes failed") as err:
+    ledger.decoded(failure=("b.mp4", "missing"))
+    with pytest.raises(SkipBudgetExceeded, match="2 of 5 video decodes failed") as err:
         ledger.check()
     assert "a.mp4: truncated" in str(err.value) and "b.mp4: missing" in str(err.value)
+    assert ledger.totals == [2, 5]
 
 
-def test_skip_budget_judges_lines_and_decodes_apart(data, tmp_path):
-    """A malformed line is a share of the lines read, an unreadable video a share of the
-    decodes attempted; a revisited video counts again, good or not."""
+def test_decodes_are_counted_per_attempt_and_lines_judged_per_split(data, tmp_path):
+    """An unreadable video is a share of the decodes attempted (a revisit counts again, good
+    or not); a malformed line is a share of its own split's lines, refused when read."""
     root, video = _broken_copy(data, tmp_path)
     ledger = SkipLedger(max_fraction=1.0)
     ds = VideoQADataset(root / "test.jsonl", 4, ledger)
-    assert ledger.lines == [1, len(ds.records) + 1]
+    assert ledger.decodes == [0, 0]  # reading the split decodes nothing
     clips = [ds.load_frames(r) for r in ds.records * 2]
     bad = 2 * sum(ds.video_path(r) == video for r in ds.records)
     assert ledger.decodes == [bad, 2 * len(ds.records)] and sum(c is None for c in clips) == bad
-    ledger.max_fraction = 1 / (len(ds.records) + 1)  # the lines exactly at the budget: allowed
-    assert bad / (2 * len(ds.records)) > ledger.max_fraction
-    with pytest.raises(SkipBudgetExceeded, match=f"{bad} of {2 * len(ds.records)} video decodes failed"):
-        ledger.check()
-    ledger.max_fraction = 0.4
-    ledger.lines, ledger.decodes = [2, 3], [0, 10]  # decodes clean, lines 2/3 over
-    with pytest.raises(SkipBudgetExceeded, match="2 of 3 split lines malformed"):
-        ledger.check()
-    ledger.lines, ledger.decodes = [1, 3], [4, 10]  # both within 0.4
-    ledger.check()
+    read = len(ds.records) + 1  # one malformed line
+    VideoQADataset(root / "test.jsonl", 4, SkipLedger(max_fraction=1 / read))  # exactly at the budget
+    with pytest.raises(SkipBudgetExceeded, match=f"1 of {read} lines of .*test.jsonl malformed"):
+        VideoQADataset(root / "test.jsonl", 4, SkipLedger(max_fraction=0.99 / read))
 
 
 def test_skip_budget_reduce_judges_the_summed_decodes():
@@ -89,6 +84,7 @@ def test_skip_budget_reduce_judges_the_summed_decodes():
         ledger.check(reduce=lambda mine: [a + b for a, b in zip(mine, other, strict=True)])
     ledger.check()  # alone, this rank is within budget
     ledger.check(reduce=lambda mine: [a + b for a, b in zip(mine, [2, 6], strict=True)])  # 2 of 10: at the budget
+    assert ledger.totals == [2, 10]
 
 
 def test_missing_split_is_a_clear_error(tmp_path):

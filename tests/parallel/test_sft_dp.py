@@ -64,15 +64,23 @@ def test_sft_refuses_sequence_parallelism():
 @pytest.mark.distributed
 @pytest.mark.timeout(300)
 def test_dp2_skip_budget_stops_every_rank_with_the_global_count(toy_data, tmp_path):
-    """One SFT video unreadable: each rank decodes only its share, so only the ledger's sum
-    over ranks tells whether the budget is exceeded. Both ranks must stop at the same step
-    with the same count (none may wait in a collective for a rank that has left)."""
+    """One record of rank 0's first share points at a missing video, none of rank 1's: rank 1
+    has no failure of its own, so only the ledger's sum over ranks tells it the budget is
+    exceeded. Both ranks must stop at the same step with the same count (none may wait in a
+    collective for a rank that has left; the old rank-local check left rank 1 waiting)."""
+    from harness.data.dataset import EpochSampler
+
     data = tmp_path / "data"
     shutil.copytree(toy_data, data)
-    first = json.loads((data / "sft.jsonl").read_text().splitlines()[0])
-    (data / first["videos"][0]).write_bytes(b"not a video")
-    out = tmp_path / "run"
+    lines = (data / "sft.jsonl").read_text().splitlines()
+    per_rank = 2  # train.batch_size x train.grad_accum of _overrides
+    first_draw = EpochSampler(len(lines), seed=0).take(2 * per_rank)  # run.seed 0: the trainer's draw
+    broken = json.loads(lines[first_draw[0]])
+    broken["videos"] = ["videos/missing.mp4"]
+    lines[first_draw[0]] = json.dumps(broken)
+    (data / "sft.jsonl").write_text("\n".join(lines) + "\n")
     messages = run_distributed(workers.run_error, 2, "sft", _overrides(
-        data, out, **{"parallel.dp_size": 2, "data.max_skip_fraction": 0.05, "run.steps": 6}))
-    assert all(m and "video decodes failed over all data-parallel ranks" in m for m in messages), messages
+        data, tmp_path / "run", **{"parallel.dp_size": 2, "data.max_skip_fraction": 0.05, "run.steps": 6}))
+    assert all(m and "1 of 4 video decodes failed over all data-parallel ranks" in m for m in messages), messages
+    assert "missing.mp4" in messages[0] and "missing.mp4" not in messages[1]  # only rank 0 had it
     assert messages[0].splitlines()[0] == messages[1].splitlines()[0]

@@ -23,7 +23,7 @@ from reproduce.toy import (
 )
 
 
-def _memory(base: list[float], sp2: list[float], budget: float = 0.6) -> dict:
+def _memory_json(base: list[float], sp2: list[float], budget: float = 0.6) -> dict:
     """memory.json as `_memory` writes it: the baseline at 128, 256, ... frames until over the
     budget, SP 2 from there (per-rank GiB)."""
     rows = [{"mode": "baseline", "frames": 128 * 2**i, "sp": 1, "mem_per_rank_gib": [m], "fits": m <= budget}
@@ -41,7 +41,7 @@ def _results(sft: float, rl: float, f2: float, f16: float, base_s: float, cached
         "accuracy": {"untrained": 0.0, "sft": sft, "rl": rl},
         "accuracy_by_frames": {2: f2, 4: (f2 + f16) / 2, 8: f16, 16: f16},
         "step_seconds": {"baseline": {"time/step": base_s}, "mrsp_cache": {"time/step": cached_s}},
-        "memory": _memory([0.40, 0.88], [0.45]),  # measured 2026-11-21 (session 7)
+        "memory": _memory_json([0.40, 0.88], [0.45]),  # measured 2026-11-21 (session 7)
         "wall_seconds": 60.0, "settings": {},
     }
 
@@ -68,8 +68,11 @@ def test_memory_row_passes_only_when_sp2_fits_more_frames_than_the_baseline():
     for base, sp2 in (([0.40, 0.88], [0.70]),  # SP 2 over the budget where the baseline was
                       ([0.70], [0.65]),  # nothing fits
                       ([0.40, 0.50], [])):  # the baseline fits every count: no evidence either way
-        r["memory"] = _memory(base, sp2)
+        r["memory"] = _memory_json(base, sp2)
         assert verdicts(r, t)[4][3] is False, (base, sp2)
+    assert "SP 2 not run: the baseline fits every count up to 256" in verdicts(r, t)[4][1]
+    r["memory"] = {**_memory_json([0.40, 0.88], [0.45]), "error": "SP 2 at 256 frames: ProcessExitedException"}
+    assert verdicts(r, t)[4][3] is False and "a run failed: SP 2 at 256" in verdicts(r, t)[4][1]
 
 
 def test_memory_check_settings_are_validated():
