@@ -64,8 +64,8 @@ class DataConfig:
     # (seeded by run.seed, step and position, so a resumed run draws the same), so the model
     # learns to answer from however many frames it is given; 0: always num_frames.
     min_frames: int = 0
-    # A run stops once more than this share of the split lines read are malformed, or of the
-    # video decodes attempted (summed over data-parallel ranks) fail.
+    # A split with more than this share of its lines malformed is refused; a run stops once
+    # more than this share of the video decodes attempted (summed over data-parallel ranks) fail.
     max_skip_fraction: float = 0.1
     # When `dir` has no data yet, synthesise this many videos there first (0: never).
     synth_videos: int = 0

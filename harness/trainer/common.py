@@ -180,18 +180,20 @@ def response_ids(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor([*ids, tokenizer.eos_token_id])  # [R]
 
 
-def dp_summer(layout: Layout):
-    """A function summing a list of ints over the data-parallel ranks (collective), for
-    `SkipLedger.check(reduce=...)`; None without data parallelism."""
+def dp_reduce(values: list[int], layout: Layout, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> list[int]:
+    """`values` reduced element-wise with `op` over the data-parallel group (collective;
+    the values themselves without data parallelism)."""
     if layout.dp_group is None:
-        return None
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64)
+    dist.all_reduce(t, op=op, group=layout.dp_group)
+    return t.tolist()
 
-    def dp_sum(values: list[int]) -> list[int]:
-        t = torch.tensor(values, dtype=torch.int64)
-        dist.all_reduce(t, group=layout.dp_group)
-        return t.tolist()
 
-    return dp_sum
+def dp_summer(layout: Layout):
+    """`dp_reduce` summing over the data-parallel ranks, for `SkipLedger.check(reduce=...)`;
+    None without data parallelism."""
+    return None if layout.dp_group is None else (lambda values: dp_reduce(values, layout))
 
 
 def barrier(layout: Layout) -> None:

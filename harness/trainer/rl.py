@@ -52,6 +52,7 @@ from harness.trainer.common import (
     build_model,
     build_optimizer,
     compute_precision,
+    dp_reduce,
     dp_summer,
     finish_run,
     gather_checkpoint,
@@ -362,11 +363,7 @@ def _split(n: int, parts: int) -> list[range]:
 
 def _dp_reduce(value: int, layout: Layout, op: dist.ReduceOp.RedOpType) -> int:
     """`value` reduced with `op` over the DP group (collective; the value itself without DP)."""
-    if layout.dp_group is None:
-        return value
-    t = torch.tensor([value])
-    dist.all_reduce(t, op=op, group=layout.dp_group)
-    return int(t)
+    return dp_reduce([value], layout, op)[0]
 
 
 def _stand_in_passes(model: VideoLM, chunks: list[range], layout: Layout) -> int:
