@@ -4,7 +4,8 @@ Data: github.com/MILVLG/activitynet-qa (dataset/) and the ActivityNet videos:
 
     <root>/test_q.json   list of {video_name, question_id, question}
     <root>/test_a.json   list of {question_id, answer, type}
-    <root>/videos/v_<video_name>.mp4  (or <video_name>.mp4; .mkv/.webm are also looked for)
+    <root>/videos/v_<video_name>.mp4  (or <video_name>.mp4; .mkv/.webm are also looked for;
+                                       lmms-eval's layout keeps them in <root>/all_test/)
 
 Prompt: lmms-eval's `activitynetqa`: the question (capitalised, with "?") followed by
 "Answer the question using a single word or phrase." The judge (evals/judge.py, any
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evals.base import Benchmark, Item, need
+from evals.base import Benchmark, Item, find_video, need
 from evals.judge import JudgeError, OpenAIJudge
 
 POST = "Answer the question using a single word or phrase."
@@ -32,6 +33,7 @@ class ActivityNetQA(Benchmark):
     breakdowns = ("type",)
 
     def __init__(self, judge: OpenAIJudge | None = None) -> None:
+        super().__init__()
         self.judge = judge
 
     def load(self, root: Path) -> list[Item]:
@@ -80,9 +82,9 @@ class ActivityNetQA(Benchmark):
 
 
 def _video_path(root: Path, name: str) -> Path:
-    for stem in (f"v_{name}", name):
-        for ext in (".mp4", ".mkv", ".webm"):
-            p = root / "videos" / f"{stem}{ext}"
-            if p.exists():
-                return p
-    return root / "videos" / f"v_{name}.mp4"  # missing: reported as a missing video
+    folders = [root / "videos", root / "all_test"]
+    named = find_video(folders, f"v_{name}")
+    if named.is_file():
+        return named
+    bare = find_video(folders, name)
+    return bare if bare.is_file() else named  # missing: reported with the v_ path

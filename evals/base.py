@@ -11,11 +11,25 @@ subtitles) and hashes it; every results file records it, and tests/evals pins it
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evals.extract import extract_choice, option_letters
+
+log = logging.getLogger(__name__)
+
+# Video file endings the releases use: Video-MME's zips hold .mp4, .MP4 and .mkv files (the
+# lmms-eval loader tries them in this order); ActivityNet and LongVideo-Reason add .webm.
+VIDEO_EXTS = (".mp4", ".MP4", ".mkv", ".webm")
+
+
+def find_video(folders: list[Path], stem: str, exts: tuple[str, ...] = VIDEO_EXTS) -> Path:
+    """The first `folder/stem+ext` that exists; else the first candidate, which the runner
+    then reports as a missing video (with its path)."""
+    candidates = [Path(f) / f"{stem}{e}" for f in folders for e in exts]
+    return next((c for c in candidates if c.is_file()), candidates[0])
 
 
 @dataclass
@@ -41,6 +55,14 @@ class Benchmark:
     source = ""  # where the data comes from and how to lay it out (shown in docs/errors)
     breakdowns: tuple[str, ...] = ()  # Item.fields keys reported as per-group accuracy
     supports_subtitles = False
+
+    def __init__(self) -> None:
+        self.dropped: list[dict] = []  # records `load` could not use: where and why
+
+    def drop(self, where: str, reason: str) -> None:
+        """Leave out a record that cannot be scored, counted and listed in the results."""
+        log.warning("%s: dropped: %s", where, reason)
+        self.dropped.append({"where": where, "reason": reason})
 
     def load(self, root: Path) -> list[Item]:
         raise NotImplementedError

@@ -9,11 +9,12 @@ command line win over the config's defaults, an entry's own keys win over both.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 DEFAULTS = {"frames": 16, "sample_fps": None, "max_new_tokens": 1024, "batch_size": 8,
             "engine": "hf", "system_prompt": None}
-ENTRY_KEYS = {"task", "data", "subtitles", "frames", "sample_fps", "out"}
+ENTRY_KEYS = {"task", "data", "subtitles", "frames", "sample_fps", "out", "video_dir"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-prompt", dest="system_prompt")
     p.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
     p.add_argument("--judge-model", help="the judge model's name on that endpoint")
+    p.add_argument("--max-dropped-share", dest="max_dropped_share", type=float, default=0.0,
+                   help="share of records an adapter may drop as unusable before the run fails (default 0)")
+    p.add_argument("--video-dir", dest="video_dir",
+                   help="where the videos are, for a release that keeps them apart from its annotations "
+                        "(longvideo_reason: the folder holding longvila_videos/)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -39,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from evals.judge import OpenAIJudge
     from evals.model import HarnessVLM
-    from evals.runner import EvalSettings, run_eval
+    from evals.runner import EvalIncomplete, EvalSettings, run_eval
     from evals.tasks import build_benchmark
 
     entries, defaults = _plan(args)
@@ -54,21 +60,32 @@ def run(args: argparse.Namespace) -> int:
         if not (args.judge_url and args.judge_model):
             raise ValueError("give both --judge-url and --judge-model")
         judge = OpenAIJudge(args.judge_url, args.judge_model, api_key=os.environ.get("OPENAI_API_KEY"))
+    if not 0.0 <= args.max_dropped_share <= 1.0:
+        raise ValueError(f"--max-dropped-share must be in [0, 1], got {args.max_dropped_share}")
+    failed = []
     for entry in entries:
-        bench = build_benchmark(entry["task"], judge)
+        bench = build_benchmark(entry["task"], judge, video_dir=entry.get("video_dir", args.video_dir))
         settings = EvalSettings(
             frames=entry.get("frames", opts["frames"]),
             subtitles=bool(entry.get("subtitles", False)),
             sample_fps=entry.get("sample_fps", opts["sample_fps"]),
             progress=not args.no_progress,
+            max_dropped_share=args.max_dropped_share,
         )
-        res = run_eval(bench, model, Path(entry["data"]), Path(entry["out"]), settings)
+        try:
+            res = run_eval(bench, model, Path(entry["data"]), Path(entry["out"]), settings)
+        except EvalIncomplete as err:
+            failed.append(str(err))
+            continue
         c = res["counts"]
         acc = res["scores"]["accuracy"]
         print(f"{entry['task']}{' (subtitles)' if settings.subtitles else ''}: accuracy "
               f"{'n/a' if acc is None else f'{100 * acc:.2f}%'} on {c['answered']}/{c['questions']} "
-              f"questions (unparsed {c['unparsed']}, missing video {c['missing_video']}) -> {entry['out']}")
-    return 0
+              f"questions (unparsed {c['unparsed']}, missing video {c['missing_video']}, dropped records "
+              f"{c['bad_records']}) -> {entry['out']}")
+    for message in failed:
+        print(f"harness eval: failed: {message}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _plan(args: argparse.Namespace) -> tuple[list[dict], dict]:

@@ -1,18 +1,23 @@
 """LongVideo-Reason-eval: the paper's 1,000-question reasoning test (temporal 294, goal 288,
 plot 283, spatial 135), scored per category and overall.
 
-Data: the harness record format (harness/data/records.py, the authors' LongVideo-Reason
-fields plus `category`), one JSON object per line:
+Data: the released test split (HF `LongVideo-Reason/longvideo-reason` `test.jsonl`; videos
+from `LongVideo-Reason/longvideo_eval_videos`, unpacked so that the records' paths such as
+`longvila_videos/ID.mp4` resolve), or the harness's own record files, one JSON object per
+line (harness/data/records.py reads both forms):
 
     <root>/longvideo_reason_eval.jsonl   (else <root>/test.jsonl; or give the .jsonl itself)
-    videos at the paths in `videos`, relative to the jsonl's folder
+    videos at the records' `videos` paths, relative to --video-dir (default: the jsonl's folder)
 
-`harness data synth` writes such a `test.jsonl` with synthetic videos. Malformed lines are
-skipped with a warning (counted in the results as `bad_records`).
-Prompt: the record's problem (question and "A. ..." lines) followed by the harness's
-reasoning instruction (think in <think>, answer letter in <answer>), as in training; the
-letter is read from the <answer> span first (evals/extract.py).
-Scores: accuracy overall and by category.
+Released fields: `problem_id` (int), `problem` (question with "A. ..." lines), `problem_type`
+(the category), `videos` (one path), `answer` ("<answer>B</answer>"). A line that cannot be
+read is dropped and counted (`bad_records`), and fails the run unless allowed.
+Prompt: the record's problem followed by the harness's reasoning instruction (think in
+<think>, answer in <answer>), as in training. Scoring: a question with option lines reads
+the letter from the <answer> span first (evals/extract.py); a question without option lines
+(a few released ones) compares the <answer> text (the whole reply when there is no span),
+stripped, with the key, as the authors' `eval/eval.py` does after its math check (which
+applies to numbers, not to these questions). Scores: accuracy overall and by category.
 """
 
 from __future__ import annotations
@@ -21,19 +26,31 @@ import re
 from pathlib import Path
 
 from evals.base import Benchmark, Item
+from evals.extract import answer_region
 
 NAMES = ("longvideo_reason_eval.jsonl", "test.jsonl")
-_OPTION_LINE = re.compile(r"^([A-Z])\. ", re.M)
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s*(.*\S)\s*$")
+
+
+def option_lines(problem: str) -> list[str]:
+    """Option texts in order, from the question's "A. ..." lines ([] when it has none)."""
+    found = [m for m in map(_OPTION_LINE.match, problem.splitlines()) if m]
+    letters = [m.group(1) for m in found]
+    if len(found) < 2 or letters != [chr(65 + i) for i in range(len(found))]:
+        return []
+    return [m.group(2) for m in found]
 
 
 class LongVideoReason(Benchmark):
     name = "longvideo_reason"
-    version = "longvideo-reason-v1"
-    source = "harness records jsonl (longvideo_reason_eval.jsonl or test.jsonl), videos relative to it"
+    version = "longvideo-reason-v2"
+    source = ("LongVideo-Reason test.jsonl (released or harness records); videos at the records' "
+              "paths under --video-dir (default the jsonl's folder)")
     breakdowns = ("category",)
 
-    def __init__(self) -> None:
-        self.bad_records = 0
+    def __init__(self, video_dir: str | Path | None = None) -> None:
+        super().__init__()
+        self.video_dir = Path(video_dir) if video_dir else None
 
     def load(self, root: Path) -> list[Item]:
         from harness.data.records import SkippedLine, read_jsonl
@@ -42,26 +59,35 @@ class LongVideoReason(Benchmark):
         path = root if root.is_file() else next((root / n for n in NAMES if (root / n).is_file()), None)
         if path is None:
             raise FileNotFoundError(f"no {' or '.join(NAMES)} under {root}")
+        videos = self.video_dir or path.parent
+        if not videos.is_dir():
+            raise FileNotFoundError(f"video folder {videos} does not exist (--video-dir)")
         skipped: list[SkippedLine] = []
         items = []
         for rec in read_jsonl(path, skipped=skipped):
-            if rec.problem_type != "multiple choice" or not rec.videos:
-                skipped.append(SkippedLine(str(path), 0, f"{rec.problem_id}: not a video MC question"))
+            if not rec.videos:
+                self.drop(f"{path} record {rec.problem_id}", "names no video")
                 continue
-            letters = _OPTION_LINE.findall(rec.problem)
-            n_options = len(rec.options) if rec.options else len(letters)
+            options = list(rec.options) if rec.options else option_lines(rec.problem)
             items.append(Item(
-                qid=rec.problem_id, video=path.parent / rec.videos[0], question=rec.problem,
-                options=list(rec.options) if rec.options else [""] * n_options,
+                qid=rec.problem_id, video=videos / rec.videos[0], question=rec.problem,
+                options=options if rec.problem_type == "multiple choice" else [],
                 answer=rec.answer_text, fields={"category": rec.category or "unknown"},
             ))
-        self.bad_records = len(skipped)
+        for line in skipped:
+            self.drop(f"{line.path}:{line.line}", line.reason)
         return items
 
     def prompt(self, item: Item, subtitles: str | None = None) -> str:
-        from harness.data.dataset import REASONING_INSTRUCTION
+        from harness.data.dataset import FREE_FORM_INSTRUCTION, REASONING_INSTRUCTION
 
-        return f"{item.question}\n{REASONING_INSTRUCTION}"
+        return f"{item.question}\n{REASONING_INSTRUCTION if item.options else FREE_FORM_INSTRUCTION}"
+
+    def score(self, item: Item, response: str) -> dict:
+        if item.options:
+            return super().score(item, response)
+        pred = answer_region(response or "").strip()
+        return {"pred": pred, "correct": pred == item.answer.strip(), "unparsed": pred == ""}
 
     def probe_item(self) -> Item:
         item = super().probe_item()

@@ -1,17 +1,24 @@
 """MLVU, dev split, multiple-choice tasks (M-Avg: the mean of per-task accuracies).
 
-Data: Hugging Face dataset MLVU/MVLU (github.com/JUNJIE99/MLVU):
+Data: the Hugging Face dataset MLVU/MVLU (its inner `MLVU/` folder) or the GitHub release
+(github.com/JUNJIE99/MLVU, `data/`):
 
-    <root>/json/<n>_<task>.json    lists of {video, duration, question, candidates,
-                                   answer (the correct candidate's text), question_type}
-    <root>/video/<n>_<task>/<video>
+    <root>/json/<n>_<task>.json    (or <root>/data/, or <root>/MLVU/json/) lists of
+                                   {video, duration, question, candidates, answer (the
+                                   correct candidate's text), question_type}
+    <root>/video/<n>_<task>/<video>  (or <root>/MLVU/video/...)
 
 Files whose entries have no `candidates` (the open-ended sub_scene and summary tasks) are
-skipped: they need a GPT judge and are not part of M-Avg.
+skipped: they need a GPT judge and are not part of M-Avg. Two published questions
+(2_needle.json entries 34 and 338) have an answer that is not among their candidates:
+MLVU's scorer (`evaluation/multiple_choice_evaluation/choice_bench.py`) keeps them with a
+key no reply can match, so they count as wrong; so do we (`key_outside_options` counts them).
 Prompt: MLVU's choice-bench template: its instruction, "Question: ...", "Options:" with
 "(A) ..." lines, then "Only give the best option." (MLVU's generation prefix
 "Best option: (" is not appended: a chat model's reply starts in its own turn).
-Scores: `accuracy` = M-Avg over tasks, `micro_accuracy` over questions, and per task.
+Scores: `accuracy` = M-Avg over the tasks (named as MLVU's scorer names them: plotQA,
+needle, ego, count, order, anomaly_reco, topic_reasoning), `micro_accuracy` over
+questions, and per task.
 """
 
 from __future__ import annotations
@@ -28,16 +35,23 @@ INSTRUCTION = (
 POST = "Only give the best option."
 
 
+NO_MATCH = "@"  # the key MLVU's scorer gives an answer outside the candidates
+
+
 class MLVU(Benchmark):
     name = "mlvu"
-    version = "mlvu-v1"
-    source = "MLVU/MVLU: json/<n>_<task>.json, video/<n>_<task>/<video>"
+    version = "mlvu-v2"
+    source = "MLVU/MVLU: json/<n>_<task>.json (or data/, MLVU/json/), video/<n>_<task>/<video>"
     breakdowns = ("task",)
 
     def load(self, root: Path) -> list[Item]:
-        files = sorted((Path(root) / "json").glob("*.json"))
+        root = Path(root)
+        layouts = [(root / "json", root / "video"), (root / "data", root / "video"),
+                   (root / "MLVU" / "json", root / "MLVU" / "video")]
+        json_dir, video_dir = next(((j, v) for j, v in layouts if any(j.glob("*.json"))), layouts[0])
+        files = sorted(json_dir.glob("*.json"))
         if not files:
-            raise FileNotFoundError(f"no MLVU task files under {root}/json")
+            raise FileNotFoundError(f"no MLVU task files under {root}/json, {root}/data or {root}/MLVU/json")
         items = []
         for path in files:
             for n, r in enumerate(json.loads(path.read_text(encoding="utf-8"))):
@@ -46,15 +60,18 @@ class MLVU(Benchmark):
                 where = f"{path} entry {n}"
                 options = [str(c) for c in r["candidates"]]
                 answer = str(need(r, "answer", where))
-                if answer not in options:
-                    raise ValueError(f"{where}: answer {answer!r} is not a candidate")
+                outside = answer not in options
                 items.append(Item(
-                    qid=f"{path.stem}-{n}", video=Path(root) / "video" / path.stem / need(r, "video", where),
+                    qid=f"{path.stem}-{n}", video=video_dir / path.stem / need(r, "video", where),
                     question=str(need(r, "question", where)), options=options,
-                    answer=letter_of(options.index(answer), len(options), where),
-                    fields={"task": str(r.get("question_type") or path.stem)},
+                    answer=NO_MATCH if outside else letter_of(options.index(answer), len(options), where),
+                    fields={"task": path.stem.split("_", 1)[-1]},
                 ))
         return items
+
+    def score(self, item: Item, response: str) -> dict:
+        row = super().score(item, response)
+        return {**row, "key_outside_options": item.answer == NO_MATCH}
 
     def prompt(self, item: Item, subtitles: str | None = None) -> str:
         options = lettered(item.options, "({letter}) {text}")
@@ -67,4 +84,5 @@ class MLVU(Benchmark):
             "accuracy": sum(accs) / len(accs) if accs else None,
             "micro_accuracy": mean_correct(rows),
             "by_task": per_task,
+            "key_outside_options": sum(bool(r.get("key_outside_options")) for r in rows),
         }

@@ -1,9 +1,12 @@
 """PerceptionTest, multiple-choice video QA, validation split (3 options).
 
-Data: github.com/google-deepmind/perception_test (valid annotations + videos):
+Data: github.com/google-deepmind/perception_test (valid annotations + videos): the
+multiple-choice download (`mc_question_valid_annotations.zip`) or the one with every task
+(`valid_annotations.zip`); both map video ids to the same per-video entry:
 
-    <root>/all_valid.json   {video_id: {"mc_question": [{id, question, options (3),
-                            answer_id, area, reasoning, tag}, ...], ...}, ...}
+    <root>/mc_question_valid.json  (else <root>/all_valid.json)
+                            {video_id: {"metadata": {...}, "mc_question": [{id, question,
+                            options (3), answer_id, area, reasoning, tag}, ...], ...}, ...}
     <root>/videos/<video_id>.mp4
 
 Prompt: lmms-eval's `perceptiontest_val_mc`: the question, "A. ..." lines, then "Answer
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evals.base import Benchmark, Item, letter_of, lettered, need
+from evals.base import Benchmark, Item, find_video, letter_of, lettered, need
 
 POST = "Answer with the option's letter from the given choices directly."
 
@@ -24,20 +27,21 @@ POST = "Answer with the option's letter from the given choices directly."
 class PerceptionTest(Benchmark):
     name = "perceptiontest"
     version = "perceptiontest-v1"
-    source = "google-deepmind/perception_test: all_valid.json, videos/<video_id>.mp4"
+    source = "google-deepmind/perception_test: mc_question_valid.json or all_valid.json, videos/<video_id>.mp4"
     breakdowns = ("area", "reasoning")
 
     def load(self, root: Path) -> list[Item]:
-        path = Path(root) / "all_valid.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"PerceptionTest annotations not found: {path}")
+        names = ("mc_question_valid.json", "all_valid.json")
+        path = next((Path(root) / n for n in names if (Path(root) / n).is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"PerceptionTest annotations not found: {root}/{' or '.join(names)}")
         items = []
         for video_id, entry in json.loads(path.read_text(encoding="utf-8")).items():
             for q in entry.get("mc_question", []):
                 where = f"{path} video {video_id!r} question {q.get('id')!r}"
                 options = [str(o) for o in need(q, "options", where)]
                 items.append(Item(
-                    qid=f"{video_id}-{need(q, 'id', where)}", video=Path(root) / "videos" / f"{video_id}.mp4",
+                    qid=f"{video_id}-{need(q, 'id', where)}", video=find_video([Path(root) / "videos"], video_id),
                     question=str(need(q, "question", where)), options=options,
                     answer=letter_of(int(need(q, "answer_id", where)), len(options), where),
                     fields={k: str(q.get(k, "unknown")) for k in self.breakdowns},

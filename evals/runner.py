@@ -41,6 +41,13 @@ class EvalSettings:
     subtitles: bool = False
     sample_fps: float | None = None
     progress: bool = True
+    # Share of the benchmark's records an adapter may drop as unusable before the run
+    # counts as failed (0: any dropped record fails it; the results are written either way).
+    max_dropped_share: float = 0.0
+
+
+class EvalIncomplete(RuntimeError):
+    """The run scored nothing, or dropped more records than allowed; results were written."""
 
 
 def predictions_path(out: Path) -> Path:
@@ -128,8 +135,9 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
             "no_subtitles": sum(not (it.subtitle and it.subtitle.is_file()) for it in items)
             if s.subtitles else None,
             "judge_errors": sum("judge_error" in r for r in rows),
-            "bad_records": getattr(bench, "bad_records", 0),
+            "bad_records": len(bench.dropped),
         },
+        "dropped_records": bench.dropped[:200],
         "missing_videos": missing,
         "protocol": protocol,
         "protocol_key": key,
@@ -138,7 +146,22 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
     os.replace(tmp, out)
+    _check_complete(bench, results, s.max_dropped_share, out)
     return results
+
+
+def _check_complete(bench: Benchmark, results: dict, max_share: float, out: Path) -> None:
+    c = results["counts"]
+    read = c["questions"] + c["bad_records"]
+    reasons = [f"  {d['where']}: {d['reason']}" for d in bench.dropped[:10]]
+    reasons += [f"  {m['video']}: {m['reason']}" for m in results["missing_videos"][:10]]
+    if c["answered"] == 0:
+        raise EvalIncomplete(f"{bench.name}: scored no question of {read} records (results in {out}):\n"
+                             + "\n".join(reasons or ["  the benchmark holds no questions"]))
+    if read and c["bad_records"] / read > max_share:
+        raise EvalIncomplete(
+            f"{bench.name}: dropped {c['bad_records']} of {read} records (> {max_share:.0%} allowed, "
+            f"--max-dropped-share; results in {out}):\n" + "\n".join(reasons))
 
 
 def _ends_with_newline(path: Path) -> bool:

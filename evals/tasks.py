@@ -20,7 +20,13 @@ TASKS: dict[str, type[Benchmark]] = {
 }
 
 
-def build_benchmark(name: str, judge: OpenAIJudge | None = None) -> Benchmark:
+def build_benchmark(name: str, judge: OpenAIJudge | None = None, video_dir: str | None = None) -> Benchmark:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
-    return ActivityNetQA(judge) if name == ActivityNetQA.name else TASKS[name]()
+    if video_dir is not None and name != LongVideoReason.name:
+        raise ValueError(f"--video-dir is for longvideo_reason; {name} finds its videos in its own layout")
+    if name == ActivityNetQA.name:
+        return ActivityNetQA(judge)
+    if name == LongVideoReason.name:
+        return LongVideoReason(video_dir)
+    return TASKS[name]()

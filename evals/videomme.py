@@ -4,7 +4,8 @@ Data: the official release (github.com/MME-Benchmarks/Video-MME, or the Hugging 
 dataset lmms-lab/Video-MME), laid out under one folder:
 
     <root>/videomme/test-00000-of-00001.parquet   (or <root>/*.parquet, or a .json list)
-    <root>/data/<videoID>.mp4  or  <root>/videos/<videoID>.mp4
+    <root>/data/<videoID>.mp4  or  <root>/videos/<videoID>.mp4   (.MP4 and .mkv too: the
+                                  release's zips hold all three, as lmms-eval's loader knows)
     <root>/subtitle/<videoID>.srt                 (744 of 900 videos have one)
 
 Question fields: video_id, duration, domain, sub_category, url, videoID, question_id,
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evals.base import Benchmark, Item, need
+from evals.base import Benchmark, Item, find_video, need
 
 INSTRUCTION = (
     "Select the best answer to the following multiple-choice question based on the video. "
@@ -42,14 +43,14 @@ class VideoMME(Benchmark):
     def load(self, root: Path) -> list[Item]:
         root = Path(root)
         rows = _read_questions(root)
-        video_dir = next((root / d for d in ("videos", "data") if (root / d).is_dir()), root / "videos")
+        video_dirs = [root / d for d in ("data", "videos") if (root / d).is_dir()] or [root / "videos"]
         items = []
         for r in rows:
             where = f"{root} question {r.get('question_id')!r}"
             vid = str(need(r, "videoID", where))
             options = [str(o) for o in need(r, "options", where)]
             items.append(Item(
-                qid=str(need(r, "question_id", where)), video=video_dir / f"{vid}.mp4",
+                qid=str(need(r, "question_id", where)), video=find_video(video_dirs, vid, (".mp4", ".MP4", ".mkv")),
                 question=str(need(r, "question", where)), options=options,
                 answer=str(need(r, "answer", where)).strip(),
                 fields={k: str(r.get(k, "unknown")) for k in self.breakdowns},

@@ -113,6 +113,13 @@ def _data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_split(args: argparse.Namespace) -> int:
+    from harness.data.split import split_release
+
+    print(split_release(Path(args.input), Path(args.out), sft_share=args.sft_share, seed=args.seed))
+    return 0
+
+
 def _data_build(args: argparse.Namespace) -> int:
     from harness.data.build.options import run_build
 
@@ -186,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "colour TRUE as SAID in a fraction RATE of its TRUE-coloured videos (repeatable; RL and test keep "
                         "the truth), e.g. yellow=green:0.65")
     p.set_defaults(func=_data_synth)
+    p = data.add_parser("split", help="split a one-file release into sft.jsonl (1/3) and rl.jsonl (2/3) by video")
+    p.add_argument("--input", required=True, help="records file, e.g. the released LongVideo-Reason train.jsonl")
+    p.add_argument("--out", required=True, help="folder for sft.jsonl and rl.jsonl")
+    p.add_argument("--sft-share", type=float, default=1 / 3, help="share of records for CoT-SFT (default 1/3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_data_split)
     p = data.add_parser("build", help="build a LongVideo-Reason style dataset from your videos")
     from harness.data.build.options import add_build_arguments  # light: argparse only
 

@@ -93,11 +93,17 @@ class SkipLedger:
 class VideoQADataset:
     """Records of one jsonl split; videos are decoded on demand (`load_frames`)."""
 
-    def __init__(self, path: str | Path, num_frames: int, ledger: SkipLedger):
+    def __init__(self, path: str | Path, num_frames: int, ledger: SkipLedger,
+                 video_dir: str | Path | None = None):
+        """`video_dir`: where the records' video paths are relative to (the released
+        LongVideo-Reason keeps its videos apart from its jsonl files); default the split's
+        own folder."""
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"dataset split {self.path} does not exist")
-        self.root = self.path.parent
+        self.root = Path(video_dir) if video_dir else self.path.parent
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"video folder {self.root} does not exist (data.video_dir)")
         self.num_frames = num_frames
         self.ledger = ledger
         bad: list[SkippedLine] = []

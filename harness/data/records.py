@@ -8,6 +8,15 @@ Ours, optional so the authors' files load too: `category` (temporal | goal | plo
 `options` (the option texts without letters), `video_id`, `duration` (seconds).
 Unknown keys are kept in `extra`, not dropped, and written back.
 
+The released LongVideo-Reason files (HF `LongVideo-Reason/longvideo-reason`, as read by
+Long-RL `verl/utils/dataset.py` and `eval/eval.py`) differ from that schema and are read as
+they are: `problem_id` an int (kept as its decimal string), `videos` one path string (a
+list of one), `data_type` absent (video when a video is named), and `problem_type` holding
+the reasoning category ("temporal", "goal", "plot", "spatial"; the generator's "general"
+for uncategorised). For those, the problem type follows from the question itself: multiple
+choice when it lists options ("A. ..." lines), else free-form, its key compared as text, as
+the authors' reward (`examples/reward_function/r1v.py`) compares any answer.
+
 `validate_record(d)` turns a dict into a `Record` or raises `RecordError` naming the record
 and the field. `read_jsonl` yields valid records and skips bad lines with a logged warning
 (path:line and why), counted in `skipped` if given; `strict=True` raises instead.
@@ -30,6 +39,36 @@ DATA_TYPES = ("video", "image", "text")
 PROBLEM_TYPES = ("multiple choice", "numerical", "OCR", "free-form", "regression")
 CATEGORIES = ("temporal", "goal", "plot", "spatial")
 ANSWER_RE = re.compile(r"^<answer>(.*)</answer>$", re.DOTALL)
+# `problem_type` values of the released files that name a category, not a problem type
+RELEASED_CATEGORIES = {
+    "temporal": "temporal", "goal": "goal", "goal and purpose": "goal", "plot": "plot",
+    "plot and narrative": "plot", "spatial": "spatial", "general": None,
+}
+_OPTION_LINE = re.compile(r"^\s*\(?[A-Z][.):]\s*\S")
+
+
+def lists_options(problem: str) -> bool:
+    """Whether a question carries at least two option lines ("A. ...", "(B) ...")."""
+    return sum(bool(_OPTION_LINE.match(line)) for line in problem.splitlines()) >= 2
+
+
+def _released_form(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The released LongVideo-Reason field types mapped onto the schema (see the module doc)."""
+    d = dict(d)
+    if isinstance(d.get("problem_id"), int) and not isinstance(d["problem_id"], bool):
+        d["problem_id"] = str(d["problem_id"])
+    if isinstance(d.get("videos"), str):
+        d["videos"] = [d["videos"]]
+    if d.get("data_type") is None:
+        d["data_type"] = "video" if d.get("videos") else "text"
+    label = d.get("problem_type")
+    if isinstance(label, str) and label.strip().lower() in RELEASED_CATEGORIES:
+        category = RELEASED_CATEGORIES[label.strip().lower()]
+        if category is not None and d.get("category") is None:
+            d["category"] = category
+        problem = d.get("problem")
+        d["problem_type"] = "multiple choice" if isinstance(problem, str) and lists_options(problem) else "free-form"
+    return d
 
 
 class RecordError(ValueError):
@@ -73,6 +112,7 @@ def validate_record(d: Mapping[str, Any]) -> Record:
     """Check a raw record and return it as a `Record`; RecordError on the first problem."""
     if not isinstance(d, Mapping):
         raise RecordError(None, "<record>", f"expected a JSON object, got {type(d).__name__}")
+    d = _released_form(d)
     pid = d.get("problem_id")
 
     def need(name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:

@@ -324,16 +324,38 @@ def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
     return (x / 255.0 - m) / s
 
 
-def preprocess_siglip(frames: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
+def pad_to_square(frames: np.ndarray | torch.Tensor, fill: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> uint8 [N, M, M, 3], M = max(H, W): the frame centred on a
+    `fill`-coloured square, offset (M - side) // 2 (VILA's `expand2square`, mm_utils.py)."""
+    src = _as_uint8_frames(frames)  # [N, H, W, 3]
+    n, h, w, _ = src.shape
+    m = max(h, w)
+    out = torch.empty(n, m, m, 3, dtype=torch.uint8)
+    out[:] = torch.tensor(fill, dtype=torch.uint8)
+    top, left = (m - h) // 2, (m - w) // 2
+    out[:, top : top + h, left : left + w] = src
+    return out
+
+
+def preprocess_siglip(
+    frames: np.ndarray | torch.Tensor,
+    image_size: int,
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+    std: tuple[float, ...] = (0.5, 0.5, 0.5),
+    pad_square: bool = False,
+) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float32 [N, 3, S, S] as SigLIP's image processor does.
 
-    Resize to S x S ignoring aspect ratio (bicubic), rescale by 1/255, normalise with
-    mean 0.5 and std 0.5 per channel, i.e. values in [-1, 1].
+    Resize to S x S ignoring aspect ratio (bicubic), rescale by 1/255, normalise with the
+    processor's mean and std (SigLIP: 0.5 and 0.5, i.e. values in [-1, 1]). `pad_square`
+    first centres the frame on a square filled with the mean colour (VILA's "pad").
     """
     if image_size < 1:
         raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if pad_square:
+        frames = pad_to_square(frames, tuple(int(m * 255) for m in mean))  # [N, M, M, 3]
     x = _resize_uint8(frames, image_size, image_size)  # [N, 3, S, S]
-    return _normalize(x, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # [N, 3, S, S]
+    return _normalize(x, tuple(mean), tuple(std))  # [N, 3, S, S]
 
 
 def smart_resize(

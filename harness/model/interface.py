@@ -118,11 +118,17 @@ class VideoLM(nn.Module, ABC):
         """input_ids [L] with one video placeholder -> the LLM's input for this prompt."""
         input_ids = input_ids.cpu()  # token bookkeeping stays on the host
         text = self.embed_tokens(input_ids.to(self.device))  # [L, D]
-        flat = video.embeds.reshape(-1, video.embeds.shape[-1]).to(text.device)  # [U*T, D]
+        flat = self.video_rows(video, text)  # [V, D]
         ids, embeds, span = splice_video(input_ids.to(text.device), text, flat, self.video_token_id)
         ids = ids.cpu()
         positions = self.prompt_positions(ids, video).to(text.device)
         return PromptEmbeds(embeds, positions, ids, span)
+
+    def video_rows(self, video: VideoEmbeds, text_embeds: torch.Tensor) -> torch.Tensor:
+        """The rows that replace the video placeholder: [U*T, D] here; `vila` adds each
+        frame's end-token embedding (formed from the current text embeddings, so a cached
+        video stays exact while the LLM trains)."""
+        return video.embeds.reshape(-1, video.embeds.shape[-1]).to(text_embeds.device)
 
     @abstractmethod
     def save_pretrained(self, out: str | Path) -> None: ...
@@ -156,6 +162,30 @@ class VideoLM(nn.Module, ABC):
     @property
     def video_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+
+    @property
+    def end_of_turn_id(self) -> int:
+        """The token the chat template writes right after an assistant message (Qwen's
+        `<|im_end|>`): what SFT targets end with and where generation stops. Read from the
+        template, as the released VILA code infers its stop tokens (tokenizer_utils.py
+        `infer_stop_tokens`); the tokenizer's eos where the template writes nothing after."""
+        marker = "\x00harness-end-of-turn\x00"
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
+        rest = text.split(marker, 1)[1] if marker in text else ""
+        ids = self.tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
+        if ids:
+            return int(ids[0])
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError("the chat template ends an assistant turn with nothing and the tokenizer has no eos")
+        return int(self.tokenizer.eos_token_id)
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Generation ends at the end of the turn or at the tokenizer's eos, whichever comes."""
+        eos = self.tokenizer.eos_token_id
+        return sorted({self.end_of_turn_id} | ({eos} if eos is not None else set()))
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.language_model.get_input_embeddings()(ids)
@@ -243,7 +273,8 @@ class VideoLM(nn.Module, ABC):
     ) -> list[torch.Tensor]:
         """Sample continuations of one prompt with a KV cache; returns token id tensors
         (without the prompt), each cut after the first end-of-turn token."""
-        eos = self.tokenizer.eos_token_id
+        stops = torch.tensor(self.stop_token_ids)
+        eos = int(stops[0])  # what finished rows keep emitting
         n = num_return_sequences
         embeds = prompt.embeds[None].expand(n, -1, -1)  # [n, L, D]
         positions = prompt.positions.unsqueeze(-2).expand(*prompt.positions.shape[:-1], n, -1)
@@ -264,13 +295,13 @@ class VideoLM(nn.Module, ABC):
             token = _pick(logits, do_sample, temperature, top_p)  # [n]
             token = torch.where(done, torch.full_like(token, eos), token)
             out = torch.cat([out, token[:, None]], dim=1)
-            done |= token == eos
+            done |= torch.isin(token, stops.to(token.device))
             if bool(done.all()):
                 break
             step_in = self.embed_tokens(token)[:, None]  # [n, 1, D]
             step_pos = _advance(step_pos)
             mask = torch.cat([mask, torch.ones(n, 1, dtype=torch.long, device=dev)], dim=1)
-        return [_cut_after(row, eos) for row in out.cpu()]
+        return [_cut_after(row, stops) for row in out.cpu()]
 
 
 def _advance(positions: torch.Tensor) -> torch.Tensor:
@@ -293,6 +324,6 @@ def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: floa
     return torch.multinomial(probs, 1).squeeze(-1)
 
 
-def _cut_after(row: torch.Tensor, eos: int) -> torch.Tensor:
-    (hits,) = (row == eos).nonzero(as_tuple=True)
+def _cut_after(row: torch.Tensor, stops: torch.Tensor) -> torch.Tensor:
+    (hits,) = torch.isin(row, stops).nonzero(as_tuple=True)
     return row[: int(hits[0]) + 1] if hits.numel() else row

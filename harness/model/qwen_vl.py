@@ -24,6 +24,26 @@ from harness.model.positions import mrope_positions
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# Video frame bounds of Qwen's own video pipeline (QwenLM/Qwen2.5-VL
+# qwen-vl-utils/src/qwen_vl_utils/vision_process.py): per-frame area between VIDEO_MIN_PIXELS
+# and VIDEO_MAX_PIXELS, and all frames together within VIDEO_TOTAL_PIXELS. The released
+# preprocessor_config.json holds the *image* bounds (3136 .. 12845056), which would give a
+# 720p frame several times the tokens Qwen's video pipeline gives it.
+VIDEO_MIN_PIXELS = 128 * 28 * 28
+VIDEO_MAX_PIXELS = 768 * 28 * 28
+VIDEO_TOTAL_PIXELS = int(128000 * 28 * 28 * 0.9)
+FRAME_FACTOR = 2
+VIDEO_KEYS = ("video_min_pixels", "video_max_pixels", "video_total_pixels")
+
+
+def video_frame_max_pixels(num_frames: int, min_pixels: int, max_pixels: int, total_pixels: int) -> int:
+    """Largest area of one frame of an `num_frames`-frame video, as qwen-vl-utils'
+    `fetch_video` computes it: the total budget shared over the frames (two frames per
+    temporal patch), capped at `max_pixels`, never below 1.05 x `min_pixels`."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    return int(max(min(max_pixels, total_pixels / num_frames * FRAME_FACTOR), int(min_pixels * 1.05)))
+
 
 class QwenVLModel(VideoLM):
     family = "qwen2_5_vl"
@@ -50,15 +70,24 @@ class QwenVLModel(VideoLM):
     def _vision(self):
         return self.model.config.vision_config
 
+    @property
+    def video_pixels(self) -> tuple[int, int, int]:
+        """(min, max, total) frame-area bounds for video: the checkpoint's `video_*_pixels`
+        keys when its preprocessor config has them, else qwen-vl-utils' defaults."""
+        p = self.preprocess_cfg
+        return (int(p.get("video_min_pixels", VIDEO_MIN_PIXELS)), int(p.get("video_max_pixels", VIDEO_MAX_PIXELS)),
+                int(p.get("video_total_pixels", VIDEO_TOTAL_PIXELS)))
+
     def preprocess(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoPixels:
         v, p = self._vision, self.preprocess_cfg
+        lo, hi, total = self.video_pixels
         pixels, (t, h, w) = patchify_qwen(
             frames,
             patch_size=v.patch_size,
             temporal_patch_size=v.temporal_patch_size,
             merge_size=v.spatial_merge_size,
-            min_pixels=p["min_pixels"],
-            max_pixels=p["max_pixels"],
+            min_pixels=lo,
+            max_pixels=video_frame_max_pixels(len(frames), lo, hi, total),
             mean=tuple(p.get("image_mean", CLIP_MEAN)),
             std=tuple(p.get("image_std", CLIP_STD)),
         )  # [t*h*w, 3*tps*p*p]
@@ -106,12 +135,18 @@ class QwenVLModel(VideoLM):
         return cls(model, tokenizer, json.loads(pre.read_text()))
 
     @classmethod
-    def from_config(cls, config: Qwen2_5_VLConfig, tokenizer, min_pixels: int, max_pixels: int) -> QwenVLModel:
+    def from_config(cls, config: Qwen2_5_VLConfig, tokenizer, min_pixels: int, max_pixels: int,
+                    total_pixels: int = VIDEO_TOTAL_PIXELS) -> QwenVLModel:
+        """`min_pixels` / `max_pixels` bound one frame (image and video alike for these
+        named sizes), `total_pixels` all frames of a video together."""
         v = config.vision_config
         preprocess_cfg = {
             "image_processor_type": "Qwen2VLImageProcessor",
             "min_pixels": min_pixels,
             "max_pixels": max_pixels,
+            "video_min_pixels": min_pixels,
+            "video_max_pixels": max_pixels,
+            "video_total_pixels": total_pixels,
             "patch_size": v.patch_size,
             "temporal_patch_size": v.temporal_patch_size,
             "merge_size": v.spatial_merge_size,

@@ -1,8 +1,8 @@
 """A Qwen-style tokenizer built locally, for toy models that have no hub checkpoint.
 
 Byte-level BPE (so any text round-trips) trained in a second on a small built-in corpus,
-with the special tokens and chat template of Qwen2/Qwen2.5-VL, so that prompts render the
-same way for the toy models as for real checkpoints. Real checkpoints bring their own
+with the special tokens and chat template of Qwen2/Qwen2.5-VL (and VILA's media tokens),
+so that prompts render the same way for the toy models as for real checkpoints. Real checkpoints bring their own
 tokenizer; this one is only for `harness model init`.
 
 Deviation from Qwen: `<think>`, `</think>`, `<answer>`, `</answer>` are single (non-special)
@@ -24,6 +24,11 @@ SPECIAL_TOKENS = [
     "<|vision_end|>",
     "<|image_pad|>",
     "<|video_pad|>",
+    # VILA's media tokens (NVlabs/Long-RL verl/utils/vila_remote_code/constants.py), so the
+    # toy `vila` models prompt as the released LongVILA checkpoints do
+    "<vila/sentinel>",
+    "<image>",
+    "<vila/video>",
 ]
 REASONING_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 VIDEO_TOKEN = "<|video_pad|>"

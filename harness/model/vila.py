@@ -1,23 +1,34 @@
-"""The `vila` family: LongVILA's architecture (SigLIP vision tower -> 2x2 downsample MLP
-projector -> Qwen2 causal LM with ordinary 1-D positions).
+"""The `vila` family: LongVILA's architecture (SigLIP vision tower -> patch-merging MLP
+projector -> Qwen2 causal LM with ordinary 1-D positions), read and written in the layout
+of the released VILA-series checkpoints (LongVILA-R1-7B), so a downloaded checkpoint loads
+from its folder and what we train loads in the authors' code and in vLLM (`llm/`):
 
-On disk it uses the layout of the released LongVILA-R1-7B checkpoint, so a real checkpoint
-loads from a local path with this code:
-
-    DIR/config.json           top-level multimodal settings (model_type llava_llama)
-    DIR/llm/                  Qwen2ForCausalLM + tokenizer
+    DIR/config.json           VILAConfig (`harness/model/vila_config.py` reads and checks it)
+    DIR/llm/                  Qwen2ForCausalLM + tokenizer with VILA's media tokens
     DIR/vision_tower/         SiglipVisionModel + preprocessor_config.json
     DIR/mm_projector/         config.json (mm_projector_type) + model.safetensors
 
-Only the `mlp_downsample` projector is implemented; any other type in a checkpoint is a
-clear error, not a silent mismatch. Vision features are taken from the tower's
-`mm_vision_select_layer` hidden state (-2 by default, as VILA/LLaVA do), without the
-post-layernorm.
+What the released code does, and this class reproduces (NVlabs/Long-RL
+`verl/utils/vila_remote_code/`):
+- a frame is resized to the tower's square input ("pad" first centres it on a square of the
+  mean colour), features are the `mm_vision_select_layer` hidden state (-2), "cls_patch"
+  keeping every token, "patch" dropping the first (siglip_encoder.py `feature_select`);
+- the projector merges k x k patches into one token (`vila_projector.py`);
+- the video encoder named in the config (media_encoder.py): each frame's (or, for
+  TSPVideoEncoder, each pool of frames') tokens followed by the embedding of its end text,
+  "\\n" by default: LongVILA's 256 + 1 = 257 rows per frame;
+- the prompt is the tokenizer's own chat template over the user text `<vila/video>` +
+  question (media.py `extract_media`), tokenised, and every pad or eos id dropped before
+  the embeddings are formed (modeling_vila.py `_embed` skips `pad_token_list`; its third
+  entry is a token string, never equal to an id, so only those two ids drop). The video's
+  rows replace the `<vila/video>` token.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,43 +40,28 @@ from transformers import AutoTokenizer, Qwen2ForCausalLM, SiglipVisionConfig, Si
 from harness.data.video import preprocess_siglip
 from harness.model.interface import VideoEmbeds, VideoLM, VideoPixels, mean_spacing
 from harness.model.positions import linear_positions
+from harness.model.vila_config import (
+    MEDIA_TOKENS,
+    VideoEncoderSpec,
+    VilaSpec,
+    load_chat_template,
+    read_spec,
+    top_config,
+)
+from harness.model.vila_projector import Projector
 
-PROJECTOR_TYPE = "mlp_downsample"
+log = logging.getLogger(__name__)
 
-
-def downsample_2x2(x: torch.Tensor) -> torch.Tensor:
-    """Merge each 2x2 block of patch features into one token, as LongVILA's projector does.
-
-    x [N, H, W, C] -> [N, ceil(H/2) * ceil(W/2), 4C]; the four neighbours are concatenated
-    in the order (r, c), (r, c+1), (r+1, c), (r+1, c+1); odd sides are zero-padded.
-    """
-    n, h, w, c = x.shape
-    x = nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))  # [N, H', W', C], H', W' even
-    h2, w2 = x.shape[1] // 2, x.shape[2] // 2
-    x = x.reshape(n, h2, 2, w2, 2, c).permute(0, 1, 3, 2, 4, 5)  # [N, H/2, W/2, 2, 2, C]
-    return x.reshape(n, h2 * w2, 4 * c)
-
-
-class Projector(nn.Module):
-    """`mlp_downsample`: 2x2 merge, LayerNorm, Linear, GELU, Linear. The Sequential indices
-    match the released checkpoints' state-dict keys (layers.1/2/4)."""
-
-    def __init__(self, vision_hidden: int, llm_hidden: int):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Identity(),  # index 0 is the (parameter-free) downsample, applied in forward
-            nn.LayerNorm(4 * vision_hidden),
-            nn.Linear(4 * vision_hidden, llm_hidden),
-            nn.GELU(),
-            nn.Linear(llm_hidden, llm_hidden),
-        )
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        """patches [N, H, W, C] -> tokens [N, H/2 * W/2, D]."""
-        x = downsample_2x2(patches)
-        for layer in list(self.layers)[1:]:
-            x = layer(x)
-        return x
+# The toy models' defaults: LongVILA-R1-7B's projector and encoder settings.
+DEFAULT_SPEC = VilaSpec(
+    projector_type="mlp_downsample_2x2_fix",
+    select_layer=-2,
+    select_feature="cls_patch",
+    aspect="resize",
+    video_encoder=VideoEncoderSpec(),
+    chat_template=None,
+)
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
 
 
 class VilaModel(VideoLM):
@@ -77,14 +73,18 @@ class VilaModel(VideoLM):
         projector: Projector,
         llm: Qwen2ForCausalLM,
         tokenizer,
-        select_layer: int = -2,
+        spec: VilaSpec = DEFAULT_SPEC,
+        image_mean: tuple[float, ...] = SIGLIP_MEAN,
+        image_std: tuple[float, ...] = SIGLIP_MEAN,
     ):
         super().__init__()
         self.vision_tower = vision_tower
         self.mm_projector = projector
         self.llm = llm
         self.tokenizer = tokenizer
-        self.select_layer = select_layer
+        self.spec = spec
+        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+        _check_geometry(spec, vision_tower.config, projector.merge)
 
     @property
     def language_model(self) -> nn.Module:
@@ -98,6 +98,10 @@ class VilaModel(VideoLM):
         return self.vision_tower, self.mm_projector
 
     @property
+    def video_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(MEDIA_TOKENS["video"])
+
+    @property
     def image_size(self) -> int:
         return self.vision_tower.config.image_size
 
@@ -105,57 +109,87 @@ class VilaModel(VideoLM):
     def patch_grid(self) -> int:
         return self.image_size // self.vision_tower.config.patch_size
 
+    @property
+    def frames_per_unit(self) -> int:
+        return self.spec.video_encoder.pool[0]
+
     def preprocess(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoPixels:
-        units = preprocess_siglip(frames, self.image_size)  # [N, 3, S, S]
+        t = self.frames_per_unit
+        if len(frames) % t:
+            raise ValueError(f"{len(frames)} frames do not split into the video encoder's time pools of "
+                             f"{t} (TSPVideoEncoder pool_sizes); sample a multiple of {t} frames")
+        s = self.image_size
+        x = preprocess_siglip(frames, s, self.image_mean, self.image_std,
+                              pad_square=self.spec.aspect == "pad")  # [N, 3, S, S]
+        units = x.reshape(len(frames) // t, t, 3, s, s)  # [U, t, 3, S, S]
         grid = self.patch_grid
-        return VideoPixels(units, len(frames), mean_spacing(timestamps), (grid, grid))
+        return VideoPixels(units, len(frames), mean_spacing(timestamps) * t, (grid, grid))
 
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
-        half = (self.patch_grid + 1) // 2
-        return half, half
+        side = _merged_side(self.spec, self.vision_tower.config, self.mm_projector.merge)
+        _, ph, pw = self.spec.video_encoder.pool
+        return side // ph, side // pw
 
     def encode_units(self, pixels: VideoPixels) -> torch.Tensor:
         tower_dtype = next(self.vision_tower.parameters()).dtype
-        units = pixels.units.to(self.device, tower_dtype)  # [U, 3, S, S]
-        out = self.vision_tower(units, output_hidden_states=True)
-        feats = out.hidden_states[self.select_layer]  # [U, P, C]
-        g = self.patch_grid
-        return self.mm_projector(feats.reshape(feats.shape[0], g, g, -1))  # [U, T, D]
+        u, t = pixels.units.shape[:2]
+        frames = pixels.units.reshape(u * t, *pixels.units.shape[2:]).to(self.device, tower_dtype)
+        out = self.vision_tower(frames, output_hidden_states=True)
+        feats = out.hidden_states[self.spec.select_layer]  # [U*t, P, C]
+        if self.spec.select_feature == "patch":
+            feats = feats[:, 1:]  # the released feature_select drops the first token
+        side = math.isqrt(feats.shape[1])
+        tokens = self.mm_projector(feats.reshape(u * t, side, side, -1))  # [U*t, T, D]
+        return _tsp_pool(tokens, u, self.spec.video_encoder.pool)  # [U, T', D]
+
+    def video_rows(self, video: VideoEmbeds, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Each unit's tokens between its start and end text embeddings, flattened."""
+        rows = video.embeds.to(text_embeds.device, text_embeds.dtype)  # [U, T, D]
+        enc = self.spec.video_encoder
+        parts = [self._marker(enc.start_tokens, rows), rows, self._marker(enc.end_tokens, rows)]
+        return torch.cat([p for p in parts if p is not None], dim=1).reshape(-1, rows.shape[-1])
+
+    def _marker(self, text: str | None, rows: torch.Tensor) -> torch.Tensor | None:
+        if text is None:
+            return None
+        ids = torch.tensor(self.tokenizer(text)["input_ids"], device=rows.device)  # [E]
+        return self.embed_tokens(ids).to(rows.dtype).expand(rows.shape[0], -1, -1)  # [U, E, D]
 
     def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:
         return linear_positions(input_ids.shape[0])  # [L]
+
+    def chat_prompt_ids(self, question: str, system: str | None = None) -> torch.Tensor:
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": (MEDIA_TOKENS["video"] + question).strip()})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        dropped = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
+        ids = [i for i in self.tokenizer(text)["input_ids"] if i not in dropped]
+        return torch.tensor(ids)  # [L]
 
     # --- persistence -------------------------------------------------------------------
 
     def save_pretrained(self, out: str | Path) -> None:
         out = Path(out)
         self.llm.save_pretrained(out / "llm")
-        self.tokenizer.save_pretrained(out / "llm")
+        self.tokenizer.save_pretrained(out / "llm")  # carries the chat template in use
         self.vision_tower.save_pretrained(out / "vision_tower")
         vcfg = self.vision_tower.config
         _write_json(out / "vision_tower" / "preprocessor_config.json", {
             "image_processor_type": "SiglipImageProcessor",
-            "size": {"height": vcfg.image_size, "width": vcfg.image_size},
-            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-            "rescale_factor": 1 / 255, "resample": 3,
+            "do_resize": True, "size": {"height": vcfg.image_size, "width": vcfg.image_size},
+            "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_mean": list(self.image_mean), "image_std": list(self.image_std),
         })
-        (out / "mm_projector").mkdir(parents=True, exist_ok=True)
         _write_json(out / "mm_projector" / "config.json", {
-            "mm_projector_type": PROJECTOR_TYPE,
-            "mm_hidden_size": vcfg.hidden_size,
-            "hidden_size": self.llm.config.hidden_size,
+            "architectures": ["MultimodalProjector"],
+            "model_type": "v2l_projector",
+            "mm_projector_type": self.spec.projector_type,
         })
         state = {k: v.contiguous() for k, v in self.mm_projector.state_dict().items()}
         save_file(state, out / "mm_projector" / "model.safetensors")
-        _write_json(out / "config.json", {
-            "model_type": "llava_llama",
-            "harness_family": self.family,
-            "mm_projector_type": PROJECTOR_TYPE,
-            "mm_vision_select_layer": self.select_layer,
-            "mm_vision_select_feature": "patch",
-            "mm_hidden_size": vcfg.hidden_size,
-            "hidden_size": self.llm.config.hidden_size,
-        })
+        spec = VilaSpec(**{**self.spec.__dict__, "chat_template": None})
+        _write_json(out / "config.json",
+                    top_config(spec, self.llm.config.hidden_size, vcfg.hidden_size, vcfg.image_size))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> VilaModel:
@@ -163,27 +197,115 @@ class VilaModel(VideoLM):
         for part in ("llm", "vision_tower", "mm_projector"):
             if not (path / part).is_dir():
                 raise FileNotFoundError(f"{path} is not a vila checkpoint: missing {part}/")
-        top = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
-        pcfg = json.loads((path / "mm_projector" / "config.json").read_text())
-        if pcfg.get("mm_projector_type") != PROJECTOR_TYPE:
-            raise ValueError(
-                f"{path / 'mm_projector'}: projector type {pcfg.get('mm_projector_type')!r} is not "
-                f"supported (only {PROJECTOR_TYPE!r})"
-            )
-        llm = Qwen2ForCausalLM.from_pretrained(path / "llm", dtype=dtype)
-        tower = SiglipVisionModel.from_pretrained(path / "vision_tower", dtype=dtype)
-        projector = Projector(pcfg["mm_hidden_size"], pcfg["hidden_size"]).to(dtype)
-        state = load_file(path / "mm_projector" / "model.safetensors")
-        projector.load_state_dict(_strip_prefix(state), strict=True)
-        tokenizer = AutoTokenizer.from_pretrained(path / "llm")
-        return cls(tower, projector, llm, tokenizer, top.get("mm_vision_select_layer", -2))
+        spec = read_spec(path)
+        llm, info = Qwen2ForCausalLM.from_pretrained(path / "llm", dtype=dtype, output_loading_info=True)
+        _check_loaded(path / "llm", info)
+        tower, info = SiglipVisionModel.from_pretrained(path / "vision_tower", dtype=dtype,
+                                                        output_loading_info=True)
+        _check_loaded(path / "vision_tower", info, unused_prefixes=("vision_model.head.",))
+        tokenizer = _tokenizer(path, spec, llm)
+        projector = Projector(spec.projector_type, tower.config.hidden_size, llm.config.hidden_size).to(dtype)
+        weights = path / "mm_projector" / "model.safetensors"
+        if not weights.exists():
+            raise FileNotFoundError(f"{weights} is missing")
+        _load_strict(projector, _strip_prefix(load_file(weights)), path / "mm_projector")
+        mean, std = _processor_stats(path / "vision_tower", tower.config.image_size)
+        return cls(tower, projector, llm, tokenizer, spec, mean, std)
 
     @classmethod
-    def from_configs(cls, vision: SiglipVisionConfig, llm_config, tokenizer) -> VilaModel:
+    def from_configs(cls, vision: SiglipVisionConfig, llm_config, tokenizer,
+                     spec: VilaSpec = DEFAULT_SPEC) -> VilaModel:
         tower = SiglipVisionModel(vision)
         llm = Qwen2ForCausalLM(llm_config)
-        projector = Projector(vision.hidden_size, llm_config.hidden_size)
-        return cls(tower, projector, llm, tokenizer)
+        projector = Projector(spec.projector_type, vision.hidden_size, llm_config.hidden_size)
+        return cls(tower, projector, llm, tokenizer, spec)
+
+
+def _tsp_pool(tokens: torch.Tensor, units: int, pool: tuple[int, int, int]) -> torch.Tensor:
+    """tokens [U*t, T, D] -> [U, T / (ph * pw), D]: mean over each unit's t frames and over
+    ph x pw blocks of the token grid (TSPVideoEncoder's `pool`; identity for (1, 1, 1))."""
+    pt, ph, pw = pool
+    if pool == (1, 1, 1):
+        return tokens
+    side = math.isqrt(tokens.shape[1])
+    x = tokens.reshape(units, pt, side // ph, ph, side // pw, pw, -1)  # [U, t, h, ph, w, pw, D]
+    return x.mean(dim=(1, 3, 5)).reshape(units, -1, tokens.shape[-1])
+
+
+def _merged_side(spec: VilaSpec, vcfg, merge: int) -> int:
+    grid = vcfg.image_size // vcfg.patch_size
+    count = grid * grid - (1 if spec.select_feature == "patch" else 0)
+    side = math.isqrt(count)
+    if side * side != count:
+        raise ValueError(
+            f"mm_vision_select_feature={spec.select_feature!r} leaves {count} of the tower's {grid * grid} "
+            f"tokens, not a square grid: the released projector cannot merge them (SigLIP has no class "
+            f"token; VILA's SigLIP checkpoints use 'cls_patch')")
+    return -(-side // merge)
+
+
+def _check_geometry(spec: VilaSpec, vcfg, merge: int) -> None:
+    side = _merged_side(spec, vcfg, merge)
+    _, ph, pw = spec.video_encoder.pool
+    if side % ph or side % pw:
+        raise ValueError(f"TSPVideoEncoder pool {spec.video_encoder.pool} does not divide the "
+                         f"{side}x{side} token grid")
+
+
+def _tokenizer(path: Path, spec: VilaSpec, llm: Qwen2ForCausalLM):
+    """The checkpoint's tokenizer as the released builder prepares it: media tokens added
+    when absent, the config's chat template if it names one, embeddings resized to the
+    tokenizer's length (builder.py, modeling_vila.py `init_llm`)."""
+    tokenizer = AutoTokenizer.from_pretrained(path / "llm")
+    missing = [t for t in MEDIA_TOKENS.values() if t not in tokenizer.get_vocab()]
+    if missing:
+        log.info("%s: adding media tokens %s to the tokenizer, as the released loader does", path, missing)
+        tokenizer.add_tokens(missing, special_tokens=True)
+    if spec.chat_template:
+        tokenizer.chat_template = load_chat_template(path, spec.chat_template)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{path / 'llm'}: the tokenizer has no chat template and config.json names none")
+    rows = llm.get_input_embeddings().weight.shape[0]
+    if rows != len(tokenizer):
+        log.info("%s: resizing the LLM's embeddings from %d to the tokenizer's %d rows, as the released "
+                 "loader does", path, rows, len(tokenizer))
+        llm.resize_token_embeddings(len(tokenizer))
+    return tokenizer
+
+
+def _check_loaded(where: Path, info: dict, unused_prefixes: tuple[str, ...] = ()) -> None:
+    """Every tensor in the files must land in the model and every parameter must come from
+    them: transformers would otherwise initialise the missing ones at random, silently."""
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith(unused_prefixes)]
+    problems = {
+        "missing from the files (would be random)": missing,
+        "in the files but not in the model": list(info.get("unexpected_keys", [])),
+        "of another shape": [str(m) for m in info.get("mismatched_keys", [])],
+    }
+    found = {k: v for k, v in problems.items() if v}
+    if found:
+        detail = "; ".join(f"{k}: {', '.join(sorted(v)[:5])}{' ...' if len(v) > 5 else ''}" for k, v in found.items())
+        raise ValueError(f"{where}: weights do not match the model ({detail})")
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{where}: weights do not match projector type "
+                         f"{module.projector_type!r}: {str(err).splitlines()[0]} ...") from None
+
+
+def _processor_stats(folder: Path, image_size: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    pre = folder / "preprocessor_config.json"
+    if not pre.exists():
+        raise FileNotFoundError(f"{pre} is missing (the frames' size and normalisation come from it)")
+    cfg = json.loads(pre.read_text())
+    size = cfg.get("size", {})
+    sides = {size.get("height"), size.get("width")} if isinstance(size, dict) else {size}
+    if sides - {None} and sides != {image_size}:
+        raise ValueError(f"{pre}: size {size} differs from the tower's image_size {image_size}")
+    return tuple(cfg.get("image_mean", SIGLIP_MEAN)), tuple(cfg.get("image_std", SIGLIP_MEAN))
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ One chunk (at most `max_batch` sampled sequences) runs as:
    rather than `n` times.
 3. Decode one token per row per step at position 1 + the row's largest position so far (all
    three M-RoPE axes move together, as `_advance` in interface.py); the mask grows by a
-   column of ones. Rows that emitted eos keep emitting eos, and that tail is cut.
+   column of ones. Rows that emitted a stop token keep emitting it, and that tail is cut.
 
 Sampling uses one `torch.Generator` per `generate` call (seeded from `sampling.seed` when
 given), consumed chunk after chunk: a seeded call is reproducible, but the same seed with a
@@ -84,7 +84,8 @@ class HFEngine:
     ) -> list[RolloutOutput]:
         """Sample the (prompt_index, sample_index) `rows` as one padded batch."""
         model = self.model
-        eos = model.tokenizer.eos_token_id
+        stops = torch.tensor(model.stop_token_ids, device=device)
+        eos = int(stops[0])  # what finished rows keep emitting
         distinct = sorted({i for i, _ in rows})
         slot = {i: k for k, i in enumerate(distinct)}
         embeds, positions, mask = left_pad([prompts[i] for i in distinct], device)
@@ -108,7 +109,7 @@ class HFEngine:
             logp = torch.log_softmax(logits, dim=-1).gather(-1, token[:, None])[:, 0]  # [B]
             tokens.append(token)
             logps.append(logp)
-            done |= token == eos
+            done |= torch.isin(token, stops)
             if bool(done.all()) or step == sampling.max_new_tokens - 1:
                 break
             step_pos = (first + step)[:, None]  # [B, 1]
@@ -127,7 +128,7 @@ class HFEngine:
 
         token_ids = torch.stack(tokens, dim=1).cpu()  # [B, T]
         logprobs = torch.stack(logps, dim=1).cpu()  # [B, T]
-        return [_cut(i, s, token_ids[row], logprobs[row], eos) for row, (i, s) in enumerate(rows)]
+        return [_cut(i, s, token_ids[row], logprobs[row], stops) for row, (i, s) in enumerate(rows)]
 
 
 def left_pad(
@@ -166,10 +167,10 @@ def sample_tokens(
 
 
 def _cut(
-    prompt_index: int, sample_index: int, token_ids: torch.Tensor, logprobs: torch.Tensor, eos: int
+    prompt_index: int, sample_index: int, token_ids: torch.Tensor, logprobs: torch.Tensor, stops: torch.Tensor
 ) -> RolloutOutput:
     """Drop everything after the first eos (the finished row's filler)."""
-    (hits,) = (token_ids == eos).nonzero(as_tuple=True)
+    (hits,) = torch.isin(token_ids, stops.to(token_ids.device)).nonzero(as_tuple=True)
     end = int(hits[0]) + 1 if hits.numel() else token_ids.shape[0]
     return RolloutOutput(
         prompt_index, sample_index, token_ids[:end], logprobs[:end], bool(hits.numel())

@@ -220,7 +220,7 @@ class VLLMEngine:
         self.llm = None
         self.shares_trainer_world = distributed  # vLLM's world is the trainer's default group
         self.family = model.family
-        self.eos = model.tokenizer.eos_token_id
+        self.stops = model.stop_token_ids
         self.video_token_id = model.video_token_id
         self.last_sync_seconds = 0.0
         on_cpu = model.device.type == "cpu"
@@ -399,7 +399,7 @@ class VLLMEngine:
             temperature=0.0 if sampling.greedy else sampling.temperature,
             top_p=1.0 if sampling.greedy else sampling.top_p,
             max_tokens=sampling.max_new_tokens,
-            stop_token_ids=[self.eos],
+            stop_token_ids=self.stops,
             seed=seed,
             logprobs=0,  # only the sampled token's
             detokenize=False,  # the trainer decodes with its own tokenizer
@@ -411,8 +411,8 @@ class VLLMEngine:
             raise RolloutEngineError("vLLM returned no log-prob for some sampled tokens")
         logprobs = [step[token].logprob for step, token in zip(completion.logprobs, ids, strict=True)]
         finished = completion.finish_reason == "stop"
-        if finished and (not ids or ids[-1] != self.eos):
-            raise RolloutEngineError(f"vLLM stopped for {completion.stop_reason!r}, not at eos")
+        if finished and (not ids or ids[-1] not in self.stops):
+            raise RolloutEngineError(f"vLLM stopped for {completion.stop_reason!r}, not at a stop token")
         if not finished and len(ids) != sampling.max_new_tokens:
             raise RolloutEngineError(
                 f"vLLM ended a response after {len(ids)} of {sampling.max_new_tokens} tokens "

@@ -174,10 +174,10 @@ def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, sched
     return state["step"], logger
 
 
-def response_ids(tokenizer, text: str) -> torch.Tensor:
+def response_ids(tokenizer, text: str, end_of_turn: int) -> torch.Tensor:
     """Token ids of an assistant response, ending with the end-of-turn token."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return torch.tensor([*ids, tokenizer.eos_token_id])  # [R]
+    return torch.tensor([*ids, end_of_turn])  # [R]
 
 
 def dp_reduce(values: list[int], layout: Layout, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> list[int]:

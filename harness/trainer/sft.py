@@ -82,10 +82,11 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
     seed_everything(cfg.run.seed)
     root = prepare_data(cfg.data)
     ledger = SkipLedger(cfg.data.max_skip_fraction)
-    train = VideoQADataset(root / cfg.data.train, cfg.data.num_frames, ledger)
+    train = VideoQADataset(root / cfg.data.train, cfg.data.num_frames, ledger, cfg.data.video_dir)
     # Its own ledger: only rank 0 evaluates, and the training ledger's tally must be the same
     # on every rank of a data-parallel group (SkipLedger).
-    held_out = (VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, SkipLedger(cfg.data.max_skip_fraction))
+    held_out = (VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, SkipLedger(cfg.data.max_skip_fraction),
+                               cfg.data.video_dir)
                 if cfg.data.eval else None)
     model = build_model(cfg.model)
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
@@ -115,7 +116,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
             micros = [_load(train, ids, counts, mine[lo : lo + cfg.train.batch_size])
                       for lo in range(0, per_rank, cfg.train.batch_size)]
             ledger.check(reduce=dp_summer(layout))  # collective: all ranks stop together
-            targets = [[response_ids(model.tokenizer, sft_target(r)) for r, _ in m] for m in micros]
+            targets = [[response_ids(model.tokenizer, sft_target(r), model.end_of_turn_id) for r, _ in m] for m in micros]
             totals = _global_sum(layout, sum(t.shape[0] for ts in targets for t in ts),
                                  sum(len(m) for m in micros))
         total_tokens, total_examples = int(totals[0]), int(totals[1])

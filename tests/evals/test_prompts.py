@@ -18,11 +18,11 @@ GOLDEN = {  # (task, subtitles): sha256[:16] of the prompt rendered for probe_it
     ("longvideo_reason", False): "b6bf3b26ef540ae2",
     ("longvideobench", False): "2c94997d5731d7fa",
     ("mlvu", False): "97cae5ce8ebda82e",
-    ("nextqa", False): "2c94997d5731d7fa",
+    ("nextqa", False): "085a5676f655e485",  # lmms-eval nextqa_mc_test: no instruction after the options
     ("perceptiontest", False): "2c94997d5731d7fa",
     ("videomme", False): "5522d32ff2ae4876",
     ("videomme", True): "eba90a41dbf59195",
-    ("vnbench", False): "a4a1c3ee11d52f9f",
+    ("vnbench", False): "2c94997d5731d7fa",  # the owners' "A. ..." options, as LongVideoBench's
 }
 
 GOLDEN_RECORD = {False: "91ea0f68c53f9d35", True: "5287a76c610ecfd9"}  # RECORD below

@@ -15,3 +15,8 @@ def frames():
     frames = rng.integers(0, 256, size=(8, 48, 64, 3), dtype=np.uint8)  # [N, H, W, 3]
     timestamps = np.arange(8) * 0.5
     return frames, timestamps
+
+
+@pytest.fixture
+def tiny_qwen():
+    return init_model("qwen2_5_vl", "tiny", seed=0)

@@ -16,9 +16,12 @@ def _prompt(model, frames):
 def test_video_rows_are_spliced_at_the_placeholder(tiny_model, frames):
     prompt, video = _prompt(tiny_model, frames)
     start, end = prompt.video_span
-    assert end - start == video.num_tokens
-    flat = video.embeds.reshape(-1, video.embeds.shape[-1])
-    assert torch.equal(prompt.embeds[start:end], flat)
+    rows = tiny_model.video_rows(video, prompt.embeds)  # vila: each frame + its end token
+    assert end - start == rows.shape[0] >= video.num_tokens
+    assert torch.equal(prompt.embeds[start:end], rows)
+    t = video.embeds.shape[1]
+    per_unit = rows.reshape(video.embeds.shape[0], -1, rows.shape[-1])[:, :t]  # [U, T, D]
+    assert torch.equal(per_unit, video.embeds)
     assert (prompt.input_ids[start:end] == tiny_model.video_token_id).all()
     assert (prompt.input_ids[:start] != tiny_model.video_token_id).all()
 

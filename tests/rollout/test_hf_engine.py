@@ -96,9 +96,11 @@ def test_logprobs_match_trainer_recomputation(eos_model, prompts):
 
 def test_n_samples_grouped_and_cut_at_eos(eos_model, prompts):
     eos = eos_model.tokenizer.eos_token_id
-    outs = HFEngine(eos_model).generate(prompts, SamplingConfig(n=4, max_new_tokens=8, seed=0))
+    # 8 samples per prompt: with eos at roughly a 0.2 chance per step, a mix of finished and
+    # unfinished rows is all but certain (4 samples left it to the random init's luck)
+    outs = HFEngine(eos_model).generate(prompts, SamplingConfig(n=8, max_new_tokens=8, seed=0))
     assert [(o.prompt_index, o.sample_index) for o in outs] == [
-        (i, s) for i in range(3) for s in range(4)
+        (i, s) for i in range(3) for s in range(8)
     ]
     for out in outs:
         assert out.token_ids.dtype == torch.long and out.logprobs.dtype == torch.float32
@@ -149,9 +151,13 @@ def test_temperature_changes_sampling_but_logprobs_stay_raw(model, prompts):
         return engine.generate([prompt], sampling)
 
     cold, hot = first_tokens(0.01), first_tokens(2.0)
-    # the tiny model's logits are nearly flat: hot samples spread out, cold ones pile up
-    assert len({int(o.token_ids[0]) for o in cold}) <= 3
-    assert len({int(o.token_ids[0]) for o in hot}) >= 16
+    # the tiny model's logits are nearly flat: hot samples spread out, cold ones pile up on
+    # the few tokens that hold nearly all of the tempered mass
+    mass = torch.softmax(_first_step_logits(model, prompt) / 0.01, dim=-1).sort(descending=True).values
+    few = int((mass.cumsum(0) < 0.9999).sum()) + 1
+    hot_tokens = {int(o.token_ids[0]) for o in hot}
+    assert len({int(o.token_ids[0]) for o in cold}) <= few < len(hot_tokens)
+    assert len(hot_tokens) >= 16
     for out in cold + hot:
         token = int(out.token_ids[0])
         assert abs(float(out.logprobs[0]) - float(raw[token])) < 1e-5

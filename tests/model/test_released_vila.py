@@ -1,0 +1,159 @@
+"""A checkpoint in the released LongVILA-R1-7B layout loads, uses every tensor of its files,
+and prompts exactly as the released code does (tests/model/released_vila.py builds it)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from harness.model.build import load_model
+from harness.model.vila_config import parse_video_encoder
+from harness.model.vila_projector import merge_blocks
+from tests.model.released_vila import write_released_vila
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    return write_released_vila(tmp_path_factory.mktemp("longvila-r1"))
+
+
+def _files_state(folder):
+    state = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(f))
+    return state
+
+
+def test_every_tensor_of_the_files_is_in_the_model(released):
+    model = load_model(released)
+    for part, module in (("llm", model.llm), ("vision_tower", model.vision_tower), ("mm_projector", model.mm_projector)):
+        files = _files_state(released / part)
+        ours = module.state_dict()
+        assert set(files) == set(ours), part
+        for k, v in files.items():
+            assert torch.equal(ours[k], v.to(ours[k].dtype)), f"{part}/{k}"
+
+
+def test_two_frame_video_prompt_layout(released):
+    """Golden layout: the tokenizer's template over '<vila/video>' + question, eos/pad ids
+    dropped (modeling_vila.py `_embed`), then 2 x (4 tokens + the '\\n' end token)."""
+    model = load_model(released)
+    tok = model.tokenizer
+    ids = model.chat_prompt_ids("Why?")
+    text = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\n<vila/video>Why?<|im_end|>\n<|im_start|>assistant\n")
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    expected = [i for i in tok(text)["input_ids"] if i != im_end]
+    assert ids.tolist() == expected
+    assert model.video_token_id == tok.convert_tokens_to_ids("<vila/video>") == 151650 - 151643 + 256
+
+    frames = np.random.default_rng(0).integers(0, 255, (2, 40, 70, 3), dtype=np.uint8)
+    video = model.encode_frames(frames, np.array([0.0, 1.0]))
+    assert video.embeds.shape == (2, 4, 64)  # 56/14 = 4x4 patches -> 2x2 tokens per frame
+    prompt = model.build_prompt(ids, video)
+    start, end = prompt.video_span
+    assert start == ids.tolist().index(model.video_token_id)
+    assert end - start == 2 * (4 + 1)
+    newline = model.embed_tokens(torch.tensor(tok("\n")["input_ids"]))[0]
+    rows = prompt.embeds[start:end].reshape(2, 5, -1)
+    assert torch.equal(rows[:, :4], video.embeds)
+    assert torch.equal(rows[:, 4], newline.expand(2, -1))
+    assert torch.equal(prompt.positions, torch.arange(len(prompt)))
+    assert model.end_of_turn_id == im_end
+
+
+def test_merge_token_order_is_the_released_one():
+    """flat_square_2x2 on a 4x4 grid of 1-channel patches numbered row-major: token (i, j)
+    holds patches (2i, 2j), (2i, 2j+1), (2i+1, 2j), (2i+1, 2j+1), tokens row-major."""
+    x = torch.arange(16.0).reshape(1, 4, 4, 1)
+    out = merge_blocks(x, 2)[0]
+    assert out.tolist() == [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]
+    odd = merge_blocks(torch.arange(9.0).reshape(1, 3, 3, 1), 2)[0]  # zero-padded to 4x4
+    assert odd.tolist() == [[0, 1, 3, 4], [2, 0, 5, 0], [6, 7, 0, 0], [8, 0, 0, 0]]
+
+
+def test_tokens_per_frame_at_the_released_resolution():
+    """LongVILA-R1-7B: SigLIP 448/14 = 32x32 patches -> 16x16 = 256 tokens + '\\n' = 257
+    rows per frame, the `tokens_per_frame=257` of Long-RL's longvila_7b_video_grpo.sh."""
+    from harness.model.build import init_model
+
+    model = init_model("vila", "7b")
+    assert model.token_grid(None) == (16, 16)
+    assert model.spec.video_encoder.end_tokens == "\n"
+
+
+def test_our_save_is_the_released_layout(released, tmp_path):
+    model = load_model(released)
+    model.save_pretrained(tmp_path / "ours")
+    top = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert top["model_type"] == "vila" and top["mm_vision_select_feature"] == "cls_patch"
+    assert json.loads(top["video_encoder"])["_target_"].endswith("BasicVideoEncoder")
+    proj = json.loads((tmp_path / "ours" / "mm_projector" / "config.json").read_text())
+    assert proj == {"architectures": ["MultimodalProjector"], "model_type": "v2l_projector",
+                    "mm_projector_type": "mlp_downsample_2x2_fix"}
+    again = load_model(tmp_path / "ours")
+    frames = np.random.default_rng(1).integers(0, 255, (2, 30, 30, 3), dtype=np.uint8)
+    ids = model.chat_prompt_ids("q")
+    a = model.build_prompt(ids, model.encode_frames(frames, np.arange(2.0)))
+    b = again.build_prompt(again.chat_prompt_ids("q"), again.encode_frames(frames, np.arange(2.0)))
+    assert torch.equal(a.embeds, b.embeds)
+
+
+def test_a_tensor_missing_from_the_files_is_an_error(tmp_path):
+    root = write_released_vila(tmp_path / "ck")
+    shard = next((root / "llm").glob("model-00001-*.safetensors"))
+    state = load_file(shard)
+    dropped = sorted(state)[0]
+    del state[dropped]
+    save_file(state, shard, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="missing from the files"):
+        load_model(root)
+
+
+def test_an_extra_tensor_in_the_projector_is_an_error(tmp_path):
+    root = write_released_vila(tmp_path / "ck")
+    f = root / "mm_projector" / "model.safetensors"
+    state = load_file(f)
+    state["layers.9.weight"] = torch.zeros(2)
+    save_file(state, f)
+    with pytest.raises(ValueError, match="mm_projector"):
+        load_model(root)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"s2": True}, "s2"),
+    ({"num_time_tokens": 100}, "time tokens"),
+    ({"mm_vision_select_feature": "patch"}, "not a square grid"),
+    ({"video_encoder": '{"_target_": "llava.model.encoders.FancyEncoder"}'}, "FancyEncoder"),
+])
+def test_unimplemented_parts_are_named(tmp_path, overrides, match):
+    root = write_released_vila(tmp_path / "ck", top_overrides=overrides)
+    with pytest.raises(ValueError, match=match):
+        load_model(root)
+
+
+def test_unimplemented_projector_is_named(tmp_path):
+    root = write_released_vila(tmp_path / "ck", projector_type="mlp_downsample_3x3_s2")
+    with pytest.raises(ValueError, match="mlp_downsample_3x3_s2"):
+        load_model(root)
+
+
+def test_tsp_encoder_pools_frames(tmp_path):
+    """TSPVideoEncoder pool [2, 1, 1]: the mean of each pair of frames' tokens, one end
+    token per pair (NVlabs/VILA llava/model/encoders/video/tsp.py)."""
+    enc = '{"_target_": "llava.model.encoders.TSPVideoEncoder", "pool_sizes": [[2, 1, 1]]}'
+    assert parse_video_encoder(enc, "x").pool == (2, 1, 1)
+    root = write_released_vila(tmp_path / "ck", top_overrides={"video_encoder": enc})
+    model = load_model(root)
+    frames = np.random.default_rng(2).integers(0, 255, (4, 28, 28, 3), dtype=np.uint8)
+    video = model.encode_frames(frames, np.arange(4.0))
+    assert video.embeds.shape == (2, 4, 64)
+    plain = load_model(write_released_vila(tmp_path / "plain"))
+    per_frame = plain.encode_frames(frames, np.arange(4.0)).embeds  # same weights (seed 0)
+    torch.testing.assert_close(video.embeds, per_frame.reshape(2, 2, 4, -1).mean(1))
+    with pytest.raises(ValueError, match="multiple of 2"):
+        model.preprocess(frames[:3], np.arange(3.0))
