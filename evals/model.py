@@ -95,7 +95,7 @@ class HarnessVLM:
 
     @torch.no_grad()
     def encode(self, clip: VideoClip) -> VideoEmbeds:
-        return self.model.encode_frames(clip.frames, clip.timestamps)
+        return self.model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds)
 
     @torch.no_grad()
     def generate(self, queries: list[VideoQuery]) -> list[str]:

@@ -239,7 +239,7 @@ def _time_one_encode(cfg) -> float:
     with torch.no_grad():
         for _ in range(3):
             start = time.perf_counter()
-            pixels = model.preprocess(clip.frames, clip.timestamps)
+            pixels = model.preprocess(clip.frames, clip.timestamps, clip.frame_seconds)
             model.encode_units(pixels)
             times.append(time.perf_counter() - start)
     return statistics.median(times)

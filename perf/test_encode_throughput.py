@@ -40,7 +40,7 @@ def test_encode_frames(benchmark, video, family):
 
     model = init_model(family, "tiny")
     clip = load_video(video, FRAMES)
-    pixels = model.preprocess(clip.frames, clip.timestamps)
+    pixels = model.preprocess(clip.frames, clip.timestamps, clip.frame_seconds)
     with torch.no_grad():
         out = benchmark(model.encode_video, pixels)
     benchmark.extra_info["video_tokens"] = out.num_tokens

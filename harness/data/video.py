@@ -77,6 +77,13 @@ class VideoClip:
     duration: float
     path: str
 
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of video each sampled frame stands for (duration / frames): the spacing
+        Qwen's video pipeline gives the model's time axis (qwen-vl-utils: temporal patch /
+        sample fps, with sample fps = frames / total frames x video fps)."""
+        return self.duration / len(self.frames)
+
 
 # ----------------------------------------------------------------------------- sampling
 

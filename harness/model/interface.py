@@ -97,7 +97,10 @@ class VideoLM(nn.Module, ABC):
     tokenizer: object
 
     @abstractmethod
-    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoPixels: ...
+    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray,
+                   frame_seconds: float | None = None) -> VideoPixels:
+        """`frame_seconds`: seconds each frame stands for (`VideoClip.frame_seconds`);
+        default the timestamps' mean spacing."""
 
     @abstractmethod
     def encode_units(self, pixels: VideoPixels) -> torch.Tensor:
@@ -200,9 +203,10 @@ class VideoLM(nn.Module, ABC):
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # [L]
 
-    def encode_frames(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoEmbeds:
+    def encode_frames(self, frames: np.ndarray, timestamps: np.ndarray,
+                      frame_seconds: float | None = None) -> VideoEmbeds:
         """Convenience for one whole video on one process: preprocess + encode."""
-        return self.encode_video(self.preprocess(frames, timestamps))
+        return self.encode_video(self.preprocess(frames, timestamps, frame_seconds))
 
     # --- scoring -----------------------------------------------------------------------
 

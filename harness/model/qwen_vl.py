@@ -78,7 +78,8 @@ class QwenVLModel(VideoLM):
         return (int(p.get("video_min_pixels", VIDEO_MIN_PIXELS)), int(p.get("video_max_pixels", VIDEO_MAX_PIXELS)),
                 int(p.get("video_total_pixels", VIDEO_TOTAL_PIXELS)))
 
-    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoPixels:
+    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray,
+                   frame_seconds: float | None = None) -> VideoPixels:
         v, p = self._vision, self.preprocess_cfg
         lo, hi, total = self.video_pixels
         pixels, (t, h, w) = patchify_qwen(
@@ -92,7 +93,8 @@ class QwenVLModel(VideoLM):
             std=tuple(p.get("image_std", CLIP_STD)),
         )  # [t*h*w, 3*tps*p*p]
         units = pixels.reshape(t, h * w, -1)  # [U, h*w, K]: patches are grouped by unit first
-        seconds = mean_spacing(timestamps) * v.temporal_patch_size
+        spacing = mean_spacing(timestamps) if frame_seconds is None else frame_seconds
+        seconds = spacing * v.temporal_patch_size
         return VideoPixels(units, len(frames), seconds, (h, w))
 
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:

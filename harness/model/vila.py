@@ -113,7 +113,8 @@ class VilaModel(VideoLM):
     def frames_per_unit(self) -> int:
         return self.spec.video_encoder.pool[0]
 
-    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray) -> VideoPixels:
+    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray,
+                   frame_seconds: float | None = None) -> VideoPixels:
         t = self.frames_per_unit
         if len(frames) % t:
             raise ValueError(f"{len(frames)} frames do not split into the video encoder's time pools of "
@@ -123,7 +124,8 @@ class VilaModel(VideoLM):
                               pad_square=self.spec.aspect == "pad")  # [N, 3, S, S]
         units = x.reshape(len(frames) // t, t, 3, s, s)  # [U, t, 3, S, S]
         grid = self.patch_grid
-        return VideoPixels(units, len(frames), mean_spacing(timestamps) * t, (grid, grid))
+        spacing = mean_spacing(timestamps) if frame_seconds is None else frame_seconds
+        return VideoPixels(units, len(frames), spacing * t, (grid, grid))
 
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
         side = _merged_side(self.spec, self.vision_tower.config, self.mm_projector.merge)

@@ -34,7 +34,7 @@ def prompt_batches(model: VideoLM, dataset: VideoQADataset, batch_prompts: int
             clip = dataset.load_frames(rec)
             if clip is None:
                 continue
-            video = model.encode_frames(clip.frames, clip.timestamps)
+            video = model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds)
             prompts.append(model.build_prompt(model.chat_prompt_ids(question_text(rec)), video))
             chunk.append(rec)
         yield start, chunk, prompts

@@ -130,7 +130,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
                 # same number of them, so this rank runs one example at weight 0.
                 micro, micro_targets, weight = _stand_in(micros, targets, layout, step)
             with timer.block("encode"):
-                videos = [model.encode_frames(c.frames, c.timestamps) for _, c in micro]
+                videos = [model.encode_frames(c.frames, c.timestamps, c.frame_seconds) for _, c in micro]
             with timer.block("forward"):
                 prompts = [model.build_prompt(model.chat_prompt_ids(question_text(r)), v)
                            for (r, _), v in zip(micro, videos, strict=True)]

@@ -32,7 +32,7 @@ class StepVideoCache:
         if self.reuse and key in self._step:
             return self._step[key]
         with torch.no_grad():
-            pixels = self.model.preprocess(clip.frames, clip.timestamps)
+            pixels = self.model.preprocess(clip.frames, clip.timestamps, clip.frame_seconds)
             embeds = encode_split(pixels.units.shape[0],
                                   lambda a, b: self.model.encode_units(pixels.select(a, b)),
                                   self.sp_group)  # [U, T, D]

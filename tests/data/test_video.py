@@ -488,3 +488,9 @@ def test_patchify_rejects_indivisible() -> None:
         patchify(torch.zeros(1, 3, 30, 28), 14)
     with pytest.raises(ValueError):
         unpatchify(torch.zeros(1, 6, 3 * 14 * 14), 14, 28, 28)
+
+
+def test_clip_frame_seconds_is_duration_over_frames(make_video):
+    path = make_video(num_frames=48, fps=12)
+    clip = load_video(path, 8)
+    assert clip.duration == pytest.approx(4.0) and clip.frame_seconds == pytest.approx(0.5)

@@ -63,3 +63,13 @@ def test_video_prompt_layout(tiny_qwen):
     assert ids[end] == tok.convert_tokens_to_ids("<|vision_end|>")
     assert prompt.positions.shape == (3, len(prompt))
     assert torch.equal(prompt.positions[:, start - 1], torch.full((3,), start - 1))
+
+
+def test_time_axis_uses_the_seconds_each_frame_stands_for(tiny_qwen):
+    """qwen-vl-utils: second_per_grid_t = temporal_patch_size / sample_fps with sample_fps =
+    frames / total frames x video fps, i.e. 2 x duration / frames. 8 frames of a 10 s video
+    taken at indices 0..299 by linspace: mean spacing 1.2857 s, Qwen's 1.25 s per frame."""
+    frames = np.zeros((8, 32, 32, 3), dtype=np.uint8)
+    timestamps = np.linspace(0, 299, 8).astype(np.int64) / 30.0
+    assert tiny_qwen.preprocess(frames, timestamps, frame_seconds=10.0 / 8).seconds_per_unit == 2.5
+    assert tiny_qwen.preprocess(frames, timestamps).seconds_per_unit == pytest.approx(2 * 299 / 7 / 30)
