@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML listing the tasks for --task all (configs/eval/)")
     p.add_argument("--frames", type=int, help=f"frames per video (default {DEFAULTS['frames']})")
     p.add_argument("--fps", dest="sample_fps", type=float, help="sample at this fps, --frames as cap")
+    p.add_argument("--frame-sampling", dest="frame_sampler", choices=["uniform", "qwen"], default="uniform",
+                   help="uniform: lmms-eval's linspace; qwen: Qwen's video pipeline (qwen-vl-utils)")
     p.add_argument("--subtitles", action="store_true", help="Video-MME with subtitles")
     p.add_argument("--engine", choices=["hf", "vllm", "auto"], help="generation engine (default hf)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="prompts per generate call")
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             sample_fps=entry.get("sample_fps", opts["sample_fps"]),
             progress=not args.no_progress,
             max_dropped_share=args.max_dropped_share,
+            frame_sampler=args.frame_sampler,
         )
         try:
             res = run_eval(bench, model, Path(entry["data"]), Path(entry["out"]), settings)

@@ -44,10 +44,17 @@ class EvalSettings:
     # Share of the benchmark's records an adapter may drop as unusable before the run
     # counts as failed (0: any dropped record fails it; the results are written either way).
     max_dropped_share: float = 0.0
+    frame_sampler: str = "uniform"  # or "qwen" (harness.data.video.load_video)
 
 
 class EvalIncomplete(RuntimeError):
     """The run scored nothing, or dropped more records than allowed; results were written."""
+
+
+def _sampling_name(s: EvalSettings) -> str:
+    if s.frame_sampler == "qwen":
+        return "qwen-vl-utils (frames rounded to even)" if s.sample_fps is None else "qwen-vl-utils fps, frames as cap"
+    return "uniform linspace (lmms-eval)" if s.sample_fps is None else "fps, frames as cap"
 
 
 def predictions_path(out: Path) -> Path:
@@ -58,7 +65,7 @@ def protocol_of(bench: Benchmark, model: HarnessVLM, s: EvalSettings) -> dict:
     p = {
         "task": bench.name, "task_version": bench.version,
         "prompt_hash": bench.prompt_hash(s.subtitles), "frames": s.frames,
-        "frame_sampling": "uniform linspace (lmms-eval)" if s.sample_fps is None else "fps, frames as cap",
+        "frame_sampling": _sampling_name(s),
         "sample_fps": s.sample_fps, "subtitles": s.subtitles,
         "extraction_version": EXTRACTION_VERSION, **model.describe(),
     }
@@ -103,7 +110,7 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
         for video, its in todo.items():
             try:
-                clip = load_video(video, s.frames, sample_fps=s.sample_fps)
+                clip = load_video(video, s.frames, sample_fps=s.sample_fps, sampler=s.frame_sampler)
             except VideoDecodeError as err:
                 log.warning("skipping %d questions: %s", len(its), err)
                 missing.append({"video": str(video), "reason": err.reason, "questions": [i.qid for i in its]})

@@ -60,6 +60,9 @@ class DataConfig:
     # ... unless the videos live elsewhere (the released LongVideo-Reason: `videos` paths
     # such as "longvila_videos/ID.mp4" relative to the folder the videos were unpacked in)
     video_dir: str | None = None
+    # uniform: lmms-eval's linspace (truncated) over the video; qwen: Qwen's video pipeline
+    # (qwen-vl-utils: num_frames rounded to even, linspace rounded), for Qwen2.5-VL parity
+    frame_sampling: str = "uniform"
     train: str = "sft.jsonl"
     eval: str | None = "test.jsonl"
     num_frames: int = 16  # uniform sampling; the paper's default scales this to 512+
@@ -80,6 +83,7 @@ class DataConfig:
             raise ConfigError(f"data.min_frames must be in [0, data.num_frames={self.num_frames}], got {self.min_frames}")
         if not 0.0 <= self.max_skip_fraction <= 1.0:
             raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
+        _one_of("data.frame_sampling", self.frame_sampling, ("uniform", "qwen"))
         if self.video_dir is not None and not Path(self.video_dir).is_dir():
             raise ConfigError(f"data.video_dir={self.video_dir} is not a folder; set it to where the videos are")
 

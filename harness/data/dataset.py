@@ -94,10 +94,10 @@ class VideoQADataset:
     """Records of one jsonl split; videos are decoded on demand (`load_frames`)."""
 
     def __init__(self, path: str | Path, num_frames: int, ledger: SkipLedger,
-                 video_dir: str | Path | None = None):
+                 video_dir: str | Path | None = None, sampler: str = "uniform"):
         """`video_dir`: where the records' video paths are relative to (the released
         LongVideo-Reason keeps its videos apart from its jsonl files); default the split's
-        own folder."""
+        own folder. `sampler`: which frames (`harness.data.video.load_video`)."""
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"dataset split {self.path} does not exist")
@@ -105,6 +105,7 @@ class VideoQADataset:
         if not self.root.is_dir():
             raise FileNotFoundError(f"video folder {self.root} does not exist (data.video_dir)")
         self.num_frames = num_frames
+        self.sampler = sampler
         self.ledger = ledger
         bad: list[SkippedLine] = []
         self.records: list[Record] = list(read_jsonl(self.path, skipped=bad))
@@ -127,7 +128,7 @@ class VideoQADataset:
         """Decode the record's sampled frames (`num_frames`, default the dataset's), or None
         (recorded in the ledger) when the video cannot be decoded."""
         try:
-            clip = load_video(self.video_path(record), num_frames or self.num_frames)
+            clip = load_video(self.video_path(record), num_frames or self.num_frames, sampler=self.sampler)
         except VideoDecodeError as err:
             self.ledger.decoded(failure=(f"{record.problem_id} ({self.video_path(record)})", str(err)))
             return None

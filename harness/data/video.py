@@ -177,6 +177,37 @@ def sample_frame_indices(
     return idx
 
 
+# qwen-vl-utils' video frame count (QwenLM/Qwen2.5-VL qwen-vl-utils vision_process.py)
+QWEN_FPS = 2.0
+QWEN_MIN_FRAMES = 4
+QWEN_MAX_FRAMES = 768
+QWEN_FRAME_FACTOR = 2
+SAMPLERS = ("uniform", "qwen")
+
+
+def qwen_frame_indices(total_frames: int, video_fps: float, *, nframes: int | None = None,
+                       fps: float | None = None, max_frames: int = QWEN_MAX_FRAMES) -> np.ndarray:
+    """Frame indices as qwen-vl-utils' `smart_nframes` + its readers pick them.
+
+    With `nframes`: that count rounded to a multiple of 2. Else `fps` (default 2.0) times
+    the duration, clamped to [4, min(max_frames, total)] and floored to a multiple of 2.
+    Indices `linspace(0, total - 1, n)` rounded (not truncated, unlike lmms-eval's).
+    Raises ValueError when the count leaves [2, total_frames], as qwen-vl-utils does.
+    """
+    f = QWEN_FRAME_FACTOR
+    if nframes is not None:
+        n = round(nframes / f) * f
+    else:
+        rate = QWEN_FPS if fps is None else _check_rate("fps", fps)
+        lo = math.ceil(QWEN_MIN_FRAMES / f) * f
+        hi = math.floor(min(max_frames, total_frames) / f) * f
+        n = min(max(total_frames / video_fps * rate, lo), hi, total_frames)
+        n = math.floor(n / f) * f
+    if not f <= n <= total_frames:
+        raise ValueError(f"qwen frame sampling needs {f} <= frames <= {total_frames} (the video's), got {n}")
+    return torch.linspace(0, total_frames - 1, n).round().long().numpy()
+
+
 # ----------------------------------------------------------------------------- decoding
 
 
@@ -255,11 +286,14 @@ def load_video(
     *,
     sample_fps: float | None = None,
     max_frames: int = MAX_FRAMES,
+    sampler: str = "uniform",
 ) -> VideoClip:
     """Decode the sampled frames of a video (see `sample_frame_indices` for the two modes).
 
     Uniform mode: `num_frames` frames (num_frames <= max_frames). Fps mode: frames at
     `sample_fps`, at most `num_frames` if given, else at most `max_frames`.
+    `sampler="qwen"` picks them as Qwen's video pipeline does (`qwen_frame_indices`:
+    `num_frames` rounded to even, or `sample_fps` with `num_frames` as the cap).
     Raises ValueError for bad arguments (before opening the file) and VideoDecodeError for
     any file that cannot be decoded completely.
     """
@@ -270,11 +304,19 @@ def load_video(
         raise ValueError("give num_frames (uniform sampling) or sample_fps (fps sampling)")
     if sample_fps is not None:
         _check_rate("sample_fps", sample_fps)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"frame sampler {sampler!r} is not one of {SAMPLERS}")
 
     reader = _open_reader(path)
     fps = float(reader.get_avg_fps())
     total = len(reader)
-    if sample_fps is None:
+    if sampler == "qwen":
+        if sample_fps is None:
+            indices = qwen_frame_indices(total, fps, nframes=num_frames)
+        else:
+            cap = QWEN_MAX_FRAMES if num_frames is None else num_frames
+            indices = qwen_frame_indices(total, fps, fps=sample_fps, max_frames=cap)
+    elif sample_fps is None:
         indices = sample_frame_indices(total, num_frames)
     else:
         cap = max_frames if num_frames is None else num_frames

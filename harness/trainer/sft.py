@@ -82,11 +82,12 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
     seed_everything(cfg.run.seed)
     root = prepare_data(cfg.data)
     ledger = SkipLedger(cfg.data.max_skip_fraction)
-    train = VideoQADataset(root / cfg.data.train, cfg.data.num_frames, ledger, cfg.data.video_dir)
+    train = VideoQADataset(root / cfg.data.train, cfg.data.num_frames, ledger, cfg.data.video_dir,
+                           cfg.data.frame_sampling)
     # Its own ledger: only rank 0 evaluates, and the training ledger's tally must be the same
     # on every rank of a data-parallel group (SkipLedger).
     held_out = (VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, SkipLedger(cfg.data.max_skip_fraction),
-                               cfg.data.video_dir)
+                               cfg.data.video_dir, cfg.data.frame_sampling)
                 if cfg.data.eval else None)
     model = build_model(cfg.model)
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)

@@ -494,3 +494,30 @@ def test_clip_frame_seconds_is_duration_over_frames(make_video):
     path = make_video(num_frames=48, fps=12)
     clip = load_video(path, 8)
     assert clip.duration == pytest.approx(4.0) and clip.frame_seconds == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("total, fps, kwargs, expected", [
+    # nframes mode: 7 rounds to 8 (Python round(3.5) = 4); linspace(0, 99, 8) rounded
+    (100, 30.0, {"nframes": 7}, [0, 14, 28, 42, 57, 71, 85, 99]),
+    # fps mode: 10 s at 2 fps = 20 frames
+    (300, 30.0, {}, list(np.round(np.linspace(0, 299, 20)).astype(int))),
+    # a 1 s clip at 2 fps asks 2 frames, clamped up to the minimum 4
+    (30, 30.0, {}, [0, 10, 19, 29]),
+    # an hour at 2 fps is 7200 frames, capped at 768
+    (108000, 30.0, {}, None),
+])
+def test_qwen_frame_indices(total, fps, kwargs, expected):
+    """qwen-vl-utils smart_nframes + torch.linspace(...).round() (worked by hand)."""
+    idx = video.qwen_frame_indices(total, fps, **kwargs)
+    if expected is None:
+        assert len(idx) == 768 and idx[0] == 0 and idx[-1] == total - 1
+    else:
+        assert idx.tolist() == expected
+
+
+def test_qwen_sampler_in_load_video(make_video):
+    path = make_video(num_frames=48, fps=12)
+    assert load_video(path, 5, sampler="qwen").indices.tolist() == [0, 16, 31, 47]  # 5 -> 4
+    assert len(load_video(path, sample_fps=2.0, sampler="qwen").indices) == 8  # 4 s at 2 fps
+    with pytest.raises(ValueError, match="frame sampler"):
+        load_video(path, 4, sampler="nearest")
