@@ -3,7 +3,8 @@
 Data: the official release (github.com/MME-Benchmarks/Video-MME, or the Hugging Face
 dataset lmms-lab/Video-MME), laid out under one folder:
 
-    <root>/videomme/test-00000-of-00001.parquet   (or <root>/*.parquet, or a .json list)
+    <root>/videomme/test-00000-of-00001.parquet   (or <root>/*.parquet, or a .json list: flat
+                                  rows, or the owners' one object per video with `questions`)
     <root>/data/<videoID>.mp4  or  <root>/videos/<videoID>.mp4   (.MP4 and .mkv too: the
                                   release's zips hold all three, as lmms-eval's loader knows)
     <root>/subtitle/<videoID>.srt                 (744 of 900 videos have one)
@@ -79,8 +80,32 @@ def _read_questions(root: Path) -> list[dict]:
         return [r for f in files for r in pq.read_table(f).to_pylist()]
     files = sorted(root.glob("*.json")) + sorted(root.glob("videomme/*.json"))
     if files:
-        return [r for f in files for r in json.loads(f.read_text(encoding="utf-8"))]
+        return [q for f in files for r in json.loads(f.read_text(encoding="utf-8")) for q in _flat(r)]
     raise FileNotFoundError(
         f"no Video-MME questions under {root}: expected videomme/test-00000-of-00001.parquet "
         f"(or *.parquet / *.json at the top)"
     )
+
+
+def _flat(entry: dict) -> list[dict]:
+    """The owners' own JSON (BradyFU/Video-MME README) holds one object per video, with
+    `duration_category`, `video_category`, `video_sub_category`, `url` and its `questions`
+    ({question_id, task_type, question, choices, answer}); rows of the lmms-lab release
+    are flat already. Choices without their "A. " labels get them."""
+    if "questions" not in entry:
+        return [entry]
+    url = str(entry.get("url", ""))
+    vid = url.split("v=", 1)[1].split("&", 1)[0] if "v=" in url else str(entry.get("videoID") or entry.get("video_id"))
+    rows = []
+    for q in entry["questions"]:
+        choices = [str(c) for c in (q.get("options") or q.get("choices") or [])]
+        labelled = [c if c[:3] == f"{chr(65 + i)}. " else f"{chr(65 + i)}. {c}" for i, c in enumerate(choices)]
+        rows.append({
+            "video_id": entry.get("video_id"), "videoID": vid, "url": url,
+            "duration": entry.get("duration_category", entry.get("duration")),
+            "domain": entry.get("video_category", entry.get("domain")),
+            "sub_category": entry.get("video_sub_category", entry.get("sub_category")),
+            "question_id": q.get("question_id"), "task_type": q.get("task_type"),
+            "question": q.get("question"), "options": labelled, "answer": q.get("answer"),
+        })
+    return rows

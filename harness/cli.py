@@ -95,8 +95,12 @@ def _model_info(args: argparse.Namespace) -> int:
     counts = count_parameters(model)
     print(f"family {model.family}; parameters {sum(counts.values()):,} {counts}")
     if model.family == "vila":
-        g = model.patch_grid
-        print(f"frame {model.image_size}px -> {g}x{g} patches -> {((g + 1) // 2) ** 2} tokens per frame")
+        g, (h, w) = model.patch_grid, model.token_grid(None)
+        enc = model.spec.video_encoder
+        end = len(model.tokenizer(enc.end_tokens)["input_ids"]) if enc.end_tokens else 0
+        per = "frame" if enc.pool[0] == 1 else f"{enc.pool[0]} frames (TSP pool)"
+        print(f"frame {model.image_size}px -> {g}x{g} patches -> {h}x{w} tokens + {end} end token(s) = "
+              f"{h * w + end} prompt rows per {per} ({model.spec.projector_type})")
     return 0
 
 

@@ -23,7 +23,7 @@ def test_model_init_writes_a_loadable_checkpoint(tmp_path, capsys):
 def test_model_info_on_7b_counts_without_allocating(capsys):
     assert main(["model", "info", "--family", "vila", "--size", "7b"]) == 0
     out = capsys.readouterr().out
-    assert "256 tokens per frame" in out  # 448 px / 14 -> 32x32 patches -> 2x2 merge
+    assert "16x16 tokens + 1 end token(s) = 257 prompt rows per frame" in out  # 448/14 = 32x32 -> 2x2 merge
 
 
 def test_model_init_refuses_7b(tmp_path):

@@ -243,3 +243,22 @@ def test_dropped_share_above_the_allowance_fails():
     with pytest.raises(EvalIncomplete, match=r"(?s)dropped 1 of 10.*entry 3"):
         _check_complete(bench, res, 0.0, Path("out.json"))
     _check_complete(bench, res, 0.1, Path("out.json"))  # 10 % allowed: passes
+
+
+def test_videomme_owner_json_per_video(tmp_path):
+    """BradyFU/Video-MME README: the owners' JSON holds one object per video (video_id,
+    duration_category, video_category, video_sub_category, url, questions [question_id,
+    task_type, question, choices, answer]). Whether `choices` carry their "A. " labels is not
+    established: both forms are read."""
+    _write(tmp_path / "videomme.json", [{
+        "video_id": "001", "duration_category": "short", "video_category": "Knowledge",
+        "video_sub_category": "Humanity & History", "url": "https://www.youtube.com/watch?v=fFjv93ACGo8",
+        "questions": [
+            {"question_id": "001-1", "task_type": "Counting Problem", "question": "Which has the largest number?",
+             "choices": ["Apples.", "Candles.", "Berries.", "The same."], "answer": "C"},
+            {"question_id": "001-2", "task_type": "Counting Problem", "question": "How many?",
+             "choices": ["A. 1", "B. 2", "C. 3", "D. 4"], "answer": "B"}]}])
+    _touch(tmp_path / "data" / "fFjv93ACGo8.mp4")
+    a, b = build_benchmark("videomme").load(tmp_path)
+    assert a.video.is_file() and a.options[2] == "C. Berries." and b.options[1] == "B. 2"
+    assert a.fields == {"duration": "short", "domain": "Knowledge", "task_type": "Counting Problem"}
