@@ -14,6 +14,7 @@ from pathlib import Path
 
 DEFAULTS = {"frames": 16, "sample_fps": None, "max_new_tokens": 1024, "batch_size": 8,
             "engine": "hf", "system_prompt": None}
+VIDEO_DIR_TASK = "longvideo_reason"  # the one release that keeps its videos apart
 ENTRY_KEYS = {"task", "data", "subtitles", "frames", "sample_fps", "out", "video_dir"}
 
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-dropped-share must be in [0, 1], got {args.max_dropped_share}")
     failed = []
     for entry in entries:
-        bench = build_benchmark(entry["task"], judge, video_dir=entry.get("video_dir", args.video_dir))
+        bench = build_benchmark(entry["task"], judge, video_dir=entry.get("video_dir"))
         settings = EvalSettings(
             frames=entry.get("frames", opts["frames"]),
             subtitles=bool(entry.get("subtitles", False)),
@@ -97,8 +98,10 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict], dict]:
     if args.task != "all":
         if not args.data:
             raise ValueError("--data is required (the benchmark's local folder)")
-        return [{"task": args.task, "data": args.data, "out": args.out,
-                 "subtitles": args.subtitles}], defaults
+        entry = {"task": args.task, "data": args.data, "out": args.out, "subtitles": args.subtitles}
+        if args.video_dir:
+            entry["video_dir"] = args.video_dir
+        return _checked([entry]), defaults
     if not args.config:
         raise ValueError("--task all needs --config (a YAML listing the tasks, see configs/eval/)")
     import yaml
@@ -114,8 +117,19 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict], dict]:
             raise ValueError(f"{args.config}: tasks[{n}] must be a mapping with task, data and "
                              f"optionally {sorted(ENTRY_KEYS - {'task', 'data'})}; got {e!r}")
         suffix = "_sub" if e.get("subtitles") else ""
-        entries.append({**e, "out": e.get("out") or str(Path(args.out) / f"{e['task']}{suffix}.json")})
+        entry = {**e, "out": e.get("out") or str(Path(args.out) / f"{e['task']}{suffix}.json")}
+        if args.video_dir and e["task"] == VIDEO_DIR_TASK:  # the flag serves the task that takes it
+            entry.setdefault("video_dir", args.video_dir)
+        entries.append(entry)
     if not entries:
         raise ValueError(f"{args.config}: no tasks listed")
-    return entries, defaults
+    return _checked(entries), defaults
+
+
+def _checked(entries: list[dict]) -> list[dict]:
+    """Every entry's settings checked before the first task runs."""
+    for e in entries:
+        if e.get("video_dir") and e["task"] != VIDEO_DIR_TASK:
+            raise ValueError(f"video_dir is for {VIDEO_DIR_TASK}; {e['task']} finds its videos in its own layout")
+    return entries
 

@@ -7,7 +7,9 @@ YAMLs in evals/lm_eval_tasks/ (`harness_videomme`, `harness_videomme_subtitles`,
 `harness_vnbench`, `harness_longvideo_reason`) name `HarnessVideoTask` through `class:
 !function evals.lm_eval_bridge.HarnessVideoTask`, so loading a YAML also imports this module.
 Where the data is comes from lm-eval's task metadata: `data_dir` (or `<task>_dir`, e.g.
-`videomme_dir`, when several tasks run at once), plus `frames` (default 16) and `sample_fps`.
+`videomme_dir`, when several tasks run at once), plus `frames` (default 16) and `sample_fps`
+(and `video_dir` for longvideo_reason). A record an adapter drops as unusable stops the task:
+lm-eval has no place to report it.
 
 The lm_eval CLI looks the model up before it loads tasks by name, so give the task YAML
 paths (loading them imports this module and registers the model):
@@ -109,7 +111,7 @@ class HarnessVideoTask(Task):
     def __init__(self, config: dict | None = None) -> None:
         config = dict(config or {})
         meta = dict(config.get("metadata") or {})
-        self.bench = build_benchmark(config["benchmark"])
+        self.bench = build_benchmark(config["benchmark"], video_dir=meta.get("video_dir"))
         self.VERSION = self.bench.version
         self.subtitles = bool(config.get("subtitles", False))
         if self.subtitles and not self.bench.supports_subtitles:
@@ -123,6 +125,9 @@ class HarnessVideoTask(Task):
         self.frames = int(meta.get("frames", DEFAULT_FRAMES))
         self.sample_fps = meta.get("sample_fps")
         self.items = self.bench.load(Path(data))
+        if self.bench.dropped:  # lm-eval has no place to report them: refuse, as harness eval does by default
+            listing = "\n".join(f"  {d['where']}: {d['reason']}" for d in self.bench.dropped[:10])
+            raise ValueError(f"{self.bench.name}: {len(self.bench.dropped)} records dropped as unusable:\n{listing}")
         self._config = TaskConfig(
             task=config.get("task") or f"harness_{self.bench.name}", output_type="generate_until",
             generation_kwargs={"until": []}, num_fewshot=0, repeats=1, metadata=meta,

@@ -22,23 +22,12 @@ applies to numbers, not to these questions). Scores: accuracy overall and by cat
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from evals.base import Benchmark, Item
 from evals.extract import answer_region
 
 NAMES = ("longvideo_reason_eval.jsonl", "test.jsonl")
-_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s*(.*\S)\s*$")
-
-
-def option_lines(problem: str) -> list[str]:
-    """Option texts in order, from the question's "A. ..." lines ([] when it has none)."""
-    found = [m for m in map(_OPTION_LINE.match, problem.splitlines()) if m]
-    letters = [m.group(1) for m in found]
-    if len(found) < 2 or letters != [chr(65 + i) for i in range(len(found))]:
-        return []
-    return [m.group(2) for m in found]
 
 
 class LongVideoReason(Benchmark):
@@ -53,7 +42,7 @@ class LongVideoReason(Benchmark):
         self.video_dir = Path(video_dir) if video_dir else None
 
     def load(self, root: Path) -> list[Item]:
-        from harness.data.records import SkippedLine, read_jsonl
+        from harness.data.records import SkippedLine, option_lines, read_jsonl
 
         root = Path(root)
         path = root if root.is_file() else next((root / n for n in NAMES if (root / n).is_file()), None)
@@ -68,11 +57,15 @@ class LongVideoReason(Benchmark):
             if not rec.videos:
                 self.drop(f"{path} record {rec.problem_id}", "names no video")
                 continue
-            options = list(rec.options) if rec.options else option_lines(rec.problem)
+            options: list[str] = []
+            if rec.problem_type == "multiple choice":  # the records' own reading, as in training
+                options = list(rec.options) if rec.options else option_lines(rec.problem)
+                if not options:
+                    self.drop(f"{path} record {rec.problem_id}", "multiple choice without option lines")
+                    continue
             items.append(Item(
                 qid=rec.problem_id, video=videos / rec.videos[0], question=rec.problem,
-                options=options if rec.problem_type == "multiple choice" else [],
-                answer=rec.answer_text, fields={"category": rec.category or "unknown"},
+                options=options, answer=rec.answer_text, fields={"category": rec.category or "unknown"},
             ))
         for line in skipped:
             self.drop(f"{line.path}:{line.line}", line.reason)

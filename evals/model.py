@@ -86,6 +86,10 @@ class HarnessVLM:
         self.max_new_tokens = max_new_tokens
         self.system_prompt = system_prompt
 
+    @property
+    def frames_per_unit(self) -> int:
+        return self.model.frames_per_unit
+
     def describe(self) -> dict:
         return {
             "model_path": self.model_path, "family": self.model.family, "engine": self.engine_name,

@@ -84,6 +84,10 @@ def protocol_key(protocol: dict) -> str:
 def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: EvalSettings) -> dict:
     if s.subtitles and not bench.supports_subtitles:
         raise ValueError(f"{bench.name} has no subtitle protocol; drop --subtitles")
+    t = model.frames_per_unit
+    if t > 1 and (s.sample_fps is not None or s.frames % t):
+        raise ValueError(f"the model's video encoder pools {t} frames per unit: give --frames as a multiple "
+                         f"of {t} and no --fps (fps sampling gives each video its own count)")
     items = bench.load(Path(data))
     if len({it.qid for it in items}) != len(items):
         raise ValueError(f"{bench.name}: question ids in {data} are not unique")

@@ -39,19 +39,23 @@ class VNBench(Benchmark):
         path = root / "VNBench-main-4try.json"
         if not path.is_file():
             raise FileNotFoundError(f"VNBench annotations not found: {path}")
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        tries = defaultdict(int)  # a question's tries share its video (the owners group by it)
+        for r in entries:
+            tries[str(r.get("video"))] += 1
         items = []
-        for n, r in enumerate(json.loads(path.read_text(encoding="utf-8"))):
+        for n, r in enumerate(entries):
             where = f"{path} entry {n}"
             options = [str(o) for o in need(r, "options", where)]
             given = str(need(r, "video", where))
-            answer = _answer_letter(r, options)
+            answer, problem = _answer_letter(r, options)
             if answer is None:
-                self.drop(where, f"answer {r.get('gt')!r} is not one of the options {options}")
+                self.drop(where, problem)
                 continue
             items.append(Item(
                 qid=f"{Path(given).stem}-try{r.get('try', n)}-{n}", video=_video(root, given),
                 question=str(need(r, "question", where)), options=options, answer=answer,
-                fields={"type": str(r.get("type", "unknown")), "question": given},
+                fields={"type": str(r.get("type", "unknown")), "video": given, "tries": str(tries[given])},
             ))
         return items
 
@@ -59,12 +63,16 @@ class VNBench(Benchmark):
         return f"{item.question}\n{lettered(item.options)}\n{POST}"
 
     def aggregate(self, rows: list[dict]) -> dict:
-        tries: dict[tuple[str, str], list[bool]] = defaultdict(list)
+        tries: dict[tuple[str, str, int], list[bool]] = defaultdict(list)
         for r in rows:
             f = r["fields"]
-            tries[(f.get("type", "unknown"), f.get("question", r["qid"]))].append(bool(r["correct"]))
+            tries[(f.get("type", "unknown"), f.get("video", r["qid"]), int(f.get("tries", 1)))].append(bool(r["correct"]))
         per_type: dict[str, list[bool]] = defaultdict(list)
-        for (qtype, _), results in tries.items():
+        incomplete = 0
+        for (qtype, _, expected), results in tries.items():
+            if len(results) < expected:  # a try unanswered (its video missing): not graded
+                incomplete += 1
+                continue
             per_type[qtype].append(all(results))
         by_type_4try = {t: {"accuracy": sum(v) / len(v), "n": len(v)} for t, v in sorted(per_type.items())}
         accs = [g["accuracy"] for g in by_type_4try.values()]
@@ -73,6 +81,7 @@ class VNBench(Benchmark):
             "accuracy_4try": sum(accs) / len(accs) if accs else None,
             "by_type": group_accuracy(rows, "type"),
             "by_type_4try": by_type_4try,
+            "incomplete_questions": incomplete,  # left out of accuracy_4try
         }
 
 
@@ -83,14 +92,17 @@ def _video(root: Path, given: str) -> Path:
     return next((c for c in candidates if c.is_file()), candidates[0])
 
 
-def _answer_letter(r: dict, options: list[str]) -> str | None:
-    """The letter of `gt` (the owners derive it so); a `gt_option` given too must agree."""
+def _answer_letter(r: dict, options: list[str]) -> tuple[str | None, str]:
+    """The letter of `gt` (the owners derive it so); a `gt_option` given too must agree.
+    Returns (letter, "") or (None, why not)."""
     label = str(r.get("gt_option") or "").strip().strip("()").strip().upper()
     label = label if len(label) == 1 and 0 <= ord(label) - 65 < len(options) else None
     gt = r.get("gt")
     if gt is None:
-        return label
+        return (label, "") if label else (None, f"no gt and no usable gt_option {r.get('gt_option')!r}")
     if str(gt) not in options:
-        return None
+        return None, f"answer {gt!r} is not one of the options {options}"
     letter = letter_of(options.index(str(gt)), len(options), "VNBench")
-    return letter if label in (None, letter) else None
+    if label not in (None, letter):
+        return None, f"gt_option {r.get('gt_option')!r} disagrees with gt {gt!r} (letter {letter})"
+    return letter, ""

@@ -60,6 +60,9 @@ class DataConfig:
     # ... unless the videos live elsewhere (the released LongVideo-Reason: `videos` paths
     # such as "longvila_videos/ID.mp4" relative to the folder the videos were unpacked in)
     video_dir: str | None = None
+    # ... and the held-out split's, when they are apart (LongVideo-Reason ships its eval
+    # videos separately); default: video_dir
+    eval_video_dir: str | None = None
     # uniform: lmms-eval's linspace (truncated) over the video; qwen: Qwen's video pipeline
     # (qwen-vl-utils: num_frames rounded to even, linspace rounded), for Qwen2.5-VL parity
     frame_sampling: str = "uniform"
@@ -84,8 +87,10 @@ class DataConfig:
         if not 0.0 <= self.max_skip_fraction <= 1.0:
             raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
         _one_of("data.frame_sampling", self.frame_sampling, ("uniform", "qwen"))
-        if self.video_dir is not None and not Path(self.video_dir).is_dir():
-            raise ConfigError(f"data.video_dir={self.video_dir} is not a folder; set it to where the videos are")
+        for key in ("video_dir", "eval_video_dir"):
+            value = getattr(self, key)
+            if value is not None and not Path(value).is_dir():
+                raise ConfigError(f"data.{key}={value} is not a folder; set it to where the videos are")
 
 
 @dataclass

@@ -11,7 +11,8 @@ tower runs all its layers (the feature is read from layer -2, but the HF tower c
 last one too). The LLM cost per frame is its linear layers over the frame's tokens; the
 context-dependent attention term and the LM head are reported apart (`llm_attn_per_token_ctx`)
 because they depend on the prompt length, not on the frame. Norms, activations and rotary
-embeddings are ignored (well under 1%).
+embeddings are ignored (well under 1%). The LLM reads each frame's tokens plus its end-token
+row ("\n", the released basic video encoder's: 256 + 1 rows per LongVILA-7B frame).
 """
 
 from __future__ import annotations
@@ -42,15 +43,20 @@ def llm_linear_flops_per_token(llm) -> float:
     return layers * per_layer
 
 
+END_ROWS_PER_FRAME = 1  # the basic video encoder's "\n" after each frame
+
+
 def vila_frame_costs(vision, llm) -> dict[str, float]:
     """Per-frame forward FLOPs and the vision : LLM ratio (LLM linear layers over the frame's
-    tokens; see the module docstring)."""
+    rows in the prompt; see the module docstring)."""
     v = vision_flops_per_frame(vision)
     proj = projector_flops_per_frame(vision, llm.hidden_size)
-    llm_frame = v["tokens"] * llm_linear_flops_per_token(llm)
+    rows = v["tokens"] + END_ROWS_PER_FRAME
+    llm_frame = rows * llm_linear_flops_per_token(llm)
     return {
         "patches_per_frame": v["patches"],
         "tokens_per_frame": v["tokens"],
+        "rows_per_frame": rows,
         "vision_gflop_per_frame": (v["tower"] + proj) / 1e9,
         "llm_gflop_per_frame": llm_frame / 1e9,
         "vision_to_llm_ratio": (v["tower"] + proj) / llm_frame,
@@ -70,7 +76,8 @@ def size_costs(size: str, tokenizer_len: int = 1024) -> dict[str, float]:
 def main() -> None:
     for size in ("perf", "7b"):
         c = size_costs(size)
-        print(f"vila/{size}: {c['patches_per_frame']} patches -> {c['tokens_per_frame']} tokens per frame; "
+        print(f"vila/{size}: {c['patches_per_frame']} patches -> {c['tokens_per_frame']} tokens "
+              f"+ {END_ROWS_PER_FRAME} end row per frame; "
               f"vision {c['vision_gflop_per_frame']:.4g} GFLOP, LLM {c['llm_gflop_per_frame']:.4g} GFLOP "
               f"per frame; vision : LLM = {c['vision_to_llm_ratio']:.3f}")
 

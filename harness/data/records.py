@@ -44,12 +44,26 @@ RELEASED_CATEGORIES = {
     "temporal": "temporal", "goal": "goal", "goal and purpose": "goal", "plot": "plot",
     "plot and narrative": "plot", "spatial": "spatial", "general": None,
 }
-_OPTION_LINE = re.compile(r"^\s*\(?[A-Z][.):]\s*\S")
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.)]\s+(\S.*?)\s*$")
+
+
+def option_lines(problem: str) -> list[str]:
+    """The option texts of a question's "A. ..." / "(B) ..." lines, by letter (a letter
+    missing between A and the last one gives ""; lines in shuffled order are put in order);
+    [] unless lines for both A and B are present."""
+    found: dict[str, str] = {}
+    for line in problem.splitlines():
+        m = _OPTION_LINE.match(line)
+        if m and m.group(1) not in found:
+            found[m.group(1)] = m.group(2)
+    if not {"A", "B"} <= found.keys():
+        return []
+    return [found.get(chr(65 + i), "") for i in range(ord(max(found)) - 64)]
 
 
 def lists_options(problem: str) -> bool:
-    """Whether a question carries at least two option lines ("A. ...", "(B) ...")."""
-    return sum(bool(_OPTION_LINE.match(line)) for line in problem.splitlines()) >= 2
+    """Whether a question carries option lines (see `option_lines`)."""
+    return bool(option_lines(problem))
 
 
 def _released_form(d: Mapping[str, Any]) -> dict[str, Any]:

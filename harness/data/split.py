@@ -40,6 +40,7 @@ def split_release(source: Path, out: Path, sft_share: float = 1 / 3, seed: int =
     if not source.is_file():
         raise FileNotFoundError(f"{source} does not exist")
     by_video: dict[str, list[str]] = defaultdict(list)
+    seen: dict[str, int] = {}
     summary = SplitSummary()
     with source.open(encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
@@ -50,7 +51,12 @@ def split_release(source: Path, out: Path, sft_share: float = 1 / 3, seed: int =
             except (json.JSONDecodeError, RecordError) as err:
                 summary.refused.append(f"{source}:{n}: {err}")
                 continue
-            by_video[rec.videos[0] if rec.videos else f"<no video {n}>"].append(line.rstrip("\n"))
+            if rec.problem_id in seen:
+                summary.refused.append(f"{source}:{n}: problem_id {rec.problem_id} repeats line {seen[rec.problem_id]}")
+                continue
+            seen[rec.problem_id] = n
+            video = os.path.normpath(rec.videos[0]) if rec.videos else f"<no video {n}>"
+            by_video[video].append(line.rstrip("\n"))
     if not by_video:
         raise ValueError(f"{source} holds no readable records")
     videos = sorted(by_video)

@@ -71,7 +71,8 @@ _SIGLIP = {
                num_attention_heads=16, image_size=448, patch_size=14),
     # 64/8 -> 8x8 patches -> 16 tokens per frame (7b: 1024 -> 256, the same 4:1 merge). Width
     # and depth chosen so tower + projector FLOPs per frame are 0.30x the LLM's over the
-    # frame's tokens, as for 7b (0.296; `python -m perf.flops`).
+    # frame's tokens, as for 7b (0.296; 0.282 vs 0.295 counting the end-token row per frame:
+    # `python -m perf.flops`).
     "perf": dict(hidden_size=32, intermediate_size=104, num_hidden_layers=3,
                  num_attention_heads=2, image_size=64, patch_size=8),
 }

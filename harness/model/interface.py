@@ -16,6 +16,7 @@ Then `token_logprobs` scores given tokens and `generate` samples from `PromptEmb
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from harness.model.tokenizer import VIDEO_TOKEN
 
 @dataclass
 class VideoPixels:
-    units: torch.Tensor  # vila: [U, 3, S, S]; qwen2_5_vl: [U, h*w, 3*2*p*p]
+    units: torch.Tensor  # vila: [U, t, 3, S, S] (t frames per unit); qwen2_5_vl: [U, h*w, 3*2*p*p]
     num_frames: int  # frames before grouping into units
     seconds_per_unit: float  # mean time between consecutive units (M-RoPE time axis)
     grid_hw: tuple[int, int]  # patch grid of one unit, before the 2x2 token merge
@@ -166,7 +167,7 @@ class VideoLM(nn.Module, ABC):
     def video_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
 
-    @property
+    @functools.cached_property
     def end_of_turn_id(self) -> int:
         """The token the chat template writes right after an assistant message (Qwen's
         `<|im_end|>`): what SFT targets end with and where generation stops. Read from the
@@ -183,6 +184,11 @@ class VideoLM(nn.Module, ABC):
         if self.tokenizer.eos_token_id is None:
             raise ValueError("the chat template ends an assistant turn with nothing and the tokenizer has no eos")
         return int(self.tokenizer.eos_token_id)
+
+    @property
+    def frames_per_unit(self) -> int:
+        """Frames whose count must divide a video's (VILA's TSP time pool); 1: any count."""
+        return 1
 
     @property
     def stop_token_ids(self) -> list[int]:

@@ -9,6 +9,7 @@ preprocessor_config.json), so a released Qwen2.5-VL checkpoint loads from a loca
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForCondition
 from harness.data.video import patchify_qwen
 from harness.model.interface import VideoEmbeds, VideoLM, VideoPixels, mean_spacing
 from harness.model.positions import mrope_positions
+
+log = logging.getLogger(__name__)
 
 # OpenAI CLIP normalisation, which Qwen2-VL's processor uses.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -134,7 +137,16 @@ class QwenVLModel(VideoLM):
             raise FileNotFoundError(f"{path} is not a Qwen2.5-VL checkpoint: missing {pre.name}")
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, json.loads(pre.read_text()))
+        cfg = json.loads(pre.read_text())
+        if not any(k in cfg for k in VIDEO_KEYS) and int(cfg.get("max_pixels", VIDEO_MAX_PIXELS)) < VIDEO_MIN_PIXELS:
+            # A folder this harness wrote before it had video bounds: its image bounds are
+            # below Qwen's video minimum, so they were sized for its small frames and its
+            # video was sized with them. Keep that, rather than Qwen's video defaults.
+            log.warning("%s: no video_*_pixels and image bounds below Qwen's video minimum: sizing video "
+                        "frames with the image bounds %s..%s (under qwen-vl-utils' 1.05 x minimum floor)",
+                        pre, cfg.get("min_pixels"), cfg.get("max_pixels"))
+            cfg.update(video_min_pixels=cfg["min_pixels"], video_max_pixels=cfg["max_pixels"])
+        return cls(model, tokenizer, cfg)
 
     @classmethod
     def from_config(cls, config: Qwen2_5_VLConfig, tokenizer, min_pixels: int, max_pixels: int,

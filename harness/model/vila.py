@@ -42,6 +42,7 @@ from harness.model.interface import VideoEmbeds, VideoLM, VideoPixels, mean_spac
 from harness.model.positions import linear_positions
 from harness.model.vila_config import (
     MEDIA_TOKENS,
+    SENTINEL_TOKEN,
     VideoEncoderSpec,
     VilaSpec,
     load_chat_template,
@@ -76,7 +77,10 @@ class VilaModel(VideoLM):
         spec: VilaSpec = DEFAULT_SPEC,
         image_mean: tuple[float, ...] = SIGLIP_MEAN,
         image_std: tuple[float, ...] = SIGLIP_MEAN,
+        loaded_config: dict | None = None,
     ):
+        """`loaded_config`: the top-level config.json a checkpoint was read from; saving
+        keeps its keys (auto_map, num_video_frames, ...)."""
         super().__init__()
         self.vision_tower = vision_tower
         self.mm_projector = projector
@@ -84,6 +88,7 @@ class VilaModel(VideoLM):
         self.tokenizer = tokenizer
         self.spec = spec
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+        self.loaded_config = dict(loaded_config or {})
         _check_geometry(spec, vision_tower.config, projector.merge)
 
     @property
@@ -99,6 +104,8 @@ class VilaModel(VideoLM):
 
     @property
     def video_token_id(self) -> int:
+        if self.spec.prompt_format == "harness-v0":
+            return super().video_token_id
         return self.tokenizer.convert_tokens_to_ids(MEDIA_TOKENS["video"])
 
     @property
@@ -161,6 +168,8 @@ class VilaModel(VideoLM):
         return linear_positions(input_ids.shape[0])  # [L]
 
     def chat_prompt_ids(self, question: str, system: str | None = None) -> torch.Tensor:
+        if self.spec.prompt_format == "harness-v0":
+            return super().chat_prompt_ids(question, system)
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": (MEDIA_TOKENS["video"] + question).strip()})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -189,9 +198,8 @@ class VilaModel(VideoLM):
         })
         state = {k: v.contiguous() for k, v in self.mm_projector.state_dict().items()}
         save_file(state, out / "mm_projector" / "model.safetensors")
-        spec = VilaSpec(**{**self.spec.__dict__, "chat_template": None})
-        _write_json(out / "config.json",
-                    top_config(spec, self.llm.config.hidden_size, vcfg.hidden_size, vcfg.image_size))
+        _write_json(out / "config.json", top_config(self.spec, self.llm.config.hidden_size, vcfg.hidden_size,
+                                                    vcfg.image_size, self.loaded_config))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> VilaModel:
@@ -212,7 +220,8 @@ class VilaModel(VideoLM):
             raise FileNotFoundError(f"{weights} is missing")
         _load_strict(projector, _strip_prefix(load_file(weights)), path / "mm_projector")
         mean, std = _processor_stats(path / "vision_tower", tower.config.image_size)
-        return cls(tower, projector, llm, tokenizer, spec, mean, std)
+        loaded = json.loads((path / "config.json").read_text())
+        return cls(tower, projector, llm, tokenizer, spec, mean, std, loaded)
 
     @classmethod
     def from_configs(cls, vision: SiglipVisionConfig, llm_config, tokenizer,
@@ -259,9 +268,11 @@ def _tokenizer(path: Path, spec: VilaSpec, llm: Qwen2ForCausalLM):
     when absent, the config's chat template if it names one, embeddings resized to the
     tokenizer's length (builder.py, modeling_vila.py `init_llm`)."""
     tokenizer = AutoTokenizer.from_pretrained(path / "llm")
-    missing = [t for t in MEDIA_TOKENS.values() if t not in tokenizer.get_vocab()]
+    # the sentinel first (infer_stop_tokens adds it), then the media tokens (builder.py)
+    wanted = [SENTINEL_TOKEN, *MEDIA_TOKENS.values()] if spec.prompt_format == "released" else []
+    missing = [t for t in wanted if t not in tokenizer.get_vocab()]
     if missing:
-        log.info("%s: adding media tokens %s to the tokenizer, as the released loader does", path, missing)
+        log.info("%s: adding %s to the tokenizer, as the released loader does", path, missing)
         tokenizer.add_tokens(missing, special_tokens=True)
     if spec.chat_template:
         tokenizer.chat_template = load_chat_template(path, spec.chat_template)

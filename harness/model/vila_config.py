@@ -20,10 +20,13 @@ stops the load with its name: a silently different model is worse than none.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.model import vila_projector
+
+log = logging.getLogger(__name__)
 
 # constants.py: the media tokens VILA adds to the Qwen2 tokenizer
 MEDIA_TOKENS = {"image": "<image>", "video": "<vila/video>"}
@@ -60,6 +63,10 @@ class VilaSpec:
     aspect: str  # "resize" | "pad": how a frame becomes the tower's square input
     video_encoder: VideoEncoderSpec
     chat_template: str | None  # a jinja file named by the config, None: the tokenizer's
+    # "released": `<vila/video>` in string content, pad/eos ids dropped (the released code);
+    # "harness-v0": this harness before it read the released layout (Qwen's `<|video_pad|>`
+    # placeholder, every id kept), for checkpoints trained that way
+    prompt_format: str = "released"
 
 
 def _json(path: Path) -> dict:
@@ -137,19 +144,28 @@ def read_spec(path: str | Path) -> VilaSpec:
     aspect = top.get("image_aspect_ratio")
     if aspect not in _ASPECT:
         raise ValueError(f"{where}: image_aspect_ratio {aspect!r} is not one of {sorted(map(str, _ASPECT))}")
+    layer = top.get("mm_vision_select_layer", -2)
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise ValueError(f"{where}: mm_vision_select_layer must be an integer, got {layer!r}")
+    prompt_format = top.get("harness_prompt_format", "released")
     if "harness_family" in top and "video_encoder" not in top:
-        # Written by this harness before it saved the released layout: frames had no end
-        # token then, and that is what such a checkpoint was trained with.
-        encoder = VideoEncoderSpec(end_tokens=None)
+        # Written by this harness before it saved the released layout: every tower token
+        # (it wrote "patch" but kept all), no end token per frame, Qwen's placeholder
+        # prompt. That is what such a checkpoint was trained with, so it is read that way.
+        log.info("%s: a checkpoint of the harness's first vila layout; read with its own prompt format", path)
+        feature, encoder, prompt_format = "cls_patch", VideoEncoderSpec(end_tokens=None), "harness-v0"
     else:
         encoder = parse_video_encoder(top.get("video_encoder"), where)
+    if prompt_format not in ("released", "harness-v0"):
+        raise ValueError(f"{where}: harness_prompt_format {prompt_format!r} is not 'released' or 'harness-v0'")
     return VilaSpec(
         projector_type=ptype,
-        select_layer=int(top.get("mm_vision_select_layer", -2)),
+        select_layer=layer,
         select_feature=feature,
         aspect=_ASPECT[aspect],
         video_encoder=encoder,
         chat_template=top.get("chat_template"),
+        prompt_format=prompt_format,
     )
 
 
@@ -162,21 +178,40 @@ def load_chat_template(path: Path, name: str) -> str:
     return fpath.read_text().replace("    ", "").replace("\n", "")
 
 
-def top_config(spec: VilaSpec, llm_hidden: int, vision_hidden: int, image_size: int) -> dict:
-    """DIR/config.json in the released VILAConfig form (what the authors' code reads)."""
+# Remote-code entry points of a VILA checkpoint folder (Long-RL copies
+# verl/utils/vila_remote_code/*.py into it and loads with trust_remote_code)
+AUTO_MAP = {
+    "AutoConfig": "configuration_vila.VILAConfig",
+    "AutoModel": "modeling_vila.VILAForCausalLM",
+    "AutoModelForCausalLM": "modeling_vila.VILAForCausalLM",
+    "AutoProcessor": "auto_processor.VILAProcessor",
+}
+
+
+def top_config(spec: VilaSpec, llm_hidden: int, vision_hidden: int, image_size: int,
+               loaded: dict | None = None) -> dict:
+    """DIR/config.json in the released VILAConfig form (what the authors' code reads): the
+    config the model was loaded with, its keys kept, with the keys this harness decides
+    written anew. A fresh model gets Long-RL's `auto_map` and script defaults
+    (`num_video_frames` 256, `fps` 0: the rollout's settings in longvila_7b_video_grpo.sh)."""
     enc = spec.video_encoder
     if enc.pool == (1, 1, 1):
         video_encoder = {"_target_": "llava.model.encoders.BasicVideoEncoder"}
     else:
         video_encoder = {"_target_": "llava.model.encoders.TSPVideoEncoder", "pool_sizes": [list(enc.pool)]}
     video_encoder.update(start_tokens=enc.start_tokens, end_tokens=enc.end_tokens)
-    return {
+    out = {k: v for k, v in (loaded or {}).items() if k not in ("harness_family", "harness_prompt_format")}
+    out.setdefault("auto_map", dict(AUTO_MAP))
+    out.setdefault("num_video_frames", 256)
+    out.setdefault("fps", 0.0)
+    out.setdefault("llm_cfg", {"architectures": ["Qwen2ForCausalLM"], "_name_or_path": "llm"})
+    out.setdefault("vision_tower_cfg", {"architectures": ["SiglipVisionModel"], "_name_or_path": "vision_tower"})
+    projector_cfg = out.get("mm_projector_cfg") if isinstance(out.get("mm_projector_cfg"), dict) else {}
+    out.update({
         "architectures": ["VILAForCausalLM"],
         "model_type": "vila",
-        "llm_cfg": {"architectures": ["Qwen2ForCausalLM"], "_name_or_path": "llm"},
-        "vision_tower_cfg": {"architectures": ["SiglipVisionModel"], "_name_or_path": "vision_tower"},
         "mm_projector_cfg": {"architectures": ["MultimodalProjector"], "_name_or_path": "mm_projector",
-                             "mm_projector_type": spec.projector_type},
+                             **projector_cfg, "mm_projector_type": spec.projector_type},
         "hidden_size": llm_hidden,
         "mm_hidden_size": vision_hidden,
         "image_aspect_ratio": spec.aspect,
@@ -186,11 +221,15 @@ def top_config(spec: VilaSpec, llm_hidden: int, vision_hidden: int, image_size: 
         "mm_use_im_patch_token": False,
         "s2": False,
         "dynamic_s2": False,
+        "num_time_tokens": 0,
         "vision_resolution": image_size,
         "image_encoder": json.dumps({"_target_": "llava.model.encoders.BasicImageEncoder"}),
         "video_encoder": json.dumps(video_encoder),
-        "chat_template": spec.chat_template,
-        "model_dtype": "torch.bfloat16",
+        "chat_template": None,  # the tokenizer saved beside carries the template in use
+        "model_dtype": out.get("model_dtype", "torch.bfloat16"),
         # truthy, so the released builders load the parts' weights instead of initialising them
-        "resume_path": ".",
-    }
+        "resume_path": out.get("resume_path") or ".",
+    })
+    if spec.prompt_format != "released":
+        out["harness_prompt_format"] = spec.prompt_format
+    return out

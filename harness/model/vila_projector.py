@@ -52,15 +52,16 @@ def merge_blocks(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.reshape(n, hk * wk, k * k * c)
 
 
-def _layers(projector_type: str, c: int, d: int) -> list[nn.Module]:
-    """The Sequential's modules; index 0 stands for the (parameter-free) merge."""
+def _layers(projector_type: str, c: int, d: int) -> nn.Module:
+    """The released `layers` module: a Sequential whose index 0 stands for the
+    (parameter-free) merge, or for `linear` a bare Linear (keys `layers.weight`)."""
     if projector_type in ("mlp_downsample", "mlp_downsample_2x2_fix"):
-        return [nn.Identity(), nn.LayerNorm(4 * c), nn.Linear(4 * c, d), nn.GELU(), nn.Linear(d, d)]
+        return nn.Sequential(nn.Identity(), nn.LayerNorm(4 * c), nn.Linear(4 * c, d), nn.GELU(), nn.Linear(d, d))
     if projector_type == "mlp_downsample_3x3_fix":
-        return [nn.Identity(), nn.LayerNorm(9 * c), nn.Linear(9 * c, 3 * c), nn.GELU(),
-                nn.LayerNorm(3 * c), nn.Linear(3 * c, d), nn.GELU(), nn.Linear(d, d)]
+        return nn.Sequential(nn.Identity(), nn.LayerNorm(9 * c), nn.Linear(9 * c, 3 * c), nn.GELU(),
+                             nn.LayerNorm(3 * c), nn.Linear(3 * c, d), nn.GELU(), nn.Linear(d, d))
     if projector_type == "linear":
-        return [nn.Linear(c, d)]
+        return nn.Linear(c, d)
     match = _MLP_GELU.match(projector_type)
     if match is None:
         raise ValueError(f"projector type {projector_type!r} is not implemented; supported: "
@@ -68,23 +69,23 @@ def _layers(projector_type: str, c: int, d: int) -> list[nn.Module]:
     mods: list[nn.Module] = [nn.Linear(c, d)]
     for _ in range(1, int(match.group(1))):
         mods += [nn.GELU(), nn.Linear(d, d)]
-    return mods
+    return nn.Sequential(*mods)
 
 
 class Projector(nn.Module):
-    """VILA's multimodal projector: patch merge, then the type's MLP. `layers` indices match
-    the released checkpoints' state-dict keys."""
+    """VILA's multimodal projector: patch merge, then the type's MLP. `layers` matches the
+    released checkpoints' state-dict keys."""
 
     def __init__(self, projector_type: str, vision_hidden: int, llm_hidden: int):
         super().__init__()
         self.projector_type = projector_type
         self.merge = merge_size(projector_type)
-        self.layers = nn.Sequential(*_layers(projector_type, vision_hidden, llm_hidden))
+        self.layers = _layers(projector_type, vision_hidden, llm_hidden)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """patches [N, H, W, C] -> tokens [N, ceil(H/k) * ceil(W/k), D]."""
         x = merge_blocks(patches, self.merge)  # [N, T, k*k*C]
-        mods = list(self.layers)
+        mods = list(self.layers) if isinstance(self.layers, nn.Sequential) else [self.layers]
         start = 1 if isinstance(mods[0], nn.Identity) else 0
         for layer in mods[start:]:
             x = layer(x)

@@ -49,7 +49,7 @@ class SamplingConfig:
 class RolloutOutput:
     """One sampled response (CPU tensors).
 
-    `token_ids` [R] long: ends with eos when `finished`, else exactly `max_new_tokens` long.
+    `token_ids` [R] long: ends with a stop token (`VideoLM.stop_token_ids`) when `finished`, else exactly `max_new_tokens` long.
     `logprobs` [R] float32: log_softmax of the raw logits at each step, at the sampled token.
     """
 

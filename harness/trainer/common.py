@@ -42,6 +42,15 @@ def prepare_data(cfg: DataConfig) -> Path:
     return root
 
 
+def check_frame_counts(model: VideoLM, data: DataConfig) -> None:
+    """A video encoder that pools t frames into one unit (VILA's TSPVideoEncoder) needs
+    every frame count to be a multiple of t: said before any video is decoded."""
+    t = model.frames_per_unit
+    if t > 1 and (data.num_frames % t or data.min_frames):
+        raise ValueError(f"the model's video encoder pools {t} frames per unit: data.num_frames must be a "
+                         f"multiple of {t} (got {data.num_frames}) and data.min_frames 0 (got {data.min_frames})")
+
+
 def build_model(cfg: ModelConfig) -> VideoLM:
     dtype = getattr(torch, cfg.dtype)
     model = load_model(cfg.path, dtype=dtype) if cfg.path else init_model(cfg.family, cfg.size, seed=cfg.seed)

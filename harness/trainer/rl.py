@@ -51,6 +51,7 @@ from harness.trainer.common import (
     barrier,
     build_model,
     build_optimizer,
+    check_frame_counts,
     compute_precision,
     dp_reduce,
     dp_summer,
@@ -114,9 +115,10 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     # Its own ledger: only rank 0 evaluates, and the training ledger's tally must be the same
     # on every rank of a data-parallel group (SkipLedger).
     held_out = (VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, SkipLedger(cfg.data.max_skip_fraction),
-                               cfg.data.video_dir, cfg.data.frame_sampling)
+                               cfg.data.eval_video_dir or cfg.data.video_dir, cfg.data.frame_sampling)
                 if cfg.data.eval else None)
     policy = build_model(cfg.model)
+    check_frame_counts(policy, cfg.data)
     policy.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
     reference = _frozen_copy(policy, cfg.model.compute_dtype) if cfg.algo.kl_coef > 0 else None
     zero = cfg.parallel.zero_stage == 1 and layout.world_size > 1

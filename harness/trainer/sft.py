@@ -37,6 +37,7 @@ from harness.trainer.common import (
     barrier,
     build_model,
     build_optimizer,
+    check_frame_counts,
     compute_precision,
     dp_summer,
     finish_run,
@@ -87,9 +88,10 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
     # Its own ledger: only rank 0 evaluates, and the training ledger's tally must be the same
     # on every rank of a data-parallel group (SkipLedger).
     held_out = (VideoQADataset(root / cfg.data.eval, cfg.data.num_frames, SkipLedger(cfg.data.max_skip_fraction),
-                               cfg.data.video_dir, cfg.data.frame_sampling)
+                               cfg.data.eval_video_dir or cfg.data.video_dir, cfg.data.frame_sampling)
                 if cfg.data.eval else None)
     model = build_model(cfg.model)
+    check_frame_counts(model, cfg.data)
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
     zero = cfg.parallel.zero_stage == 1 and layout.world_size > 1
     sharded = cfg.parallel.zero_stage >= 2  # ZeRO-2/3 with FSDP2 (harness/parallel/sharding.py)

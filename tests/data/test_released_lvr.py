@@ -93,3 +93,15 @@ def test_split_one_file_release_by_video(tmp_path):
     assert not {r["videos"] for r in sft} & {r["videos"] for r in rl}
     assert sorted(r["problem_id"] for r in sft + rl) == list(range(30))  # ints stay ints
     assert main(["data", "split", "--input", str(src), "--out", str(tmp_path / "o"), "--sft-share", "1.5"]) == 2
+
+
+def test_option_lines_in_any_order_and_colon_lines_are_not_options():
+    from harness.data.records import option_lines
+
+    shuffled = "Which?\nD. four\nA. one\nB. two\nC. three"
+    assert option_lines(shuffled) == ["one", "two", "three", "four"]
+    rec = validate_record({**ROW0, "problem": shuffled})
+    assert rec.problem_type == "multiple choice"
+    dialogue = "Q: who spoke first?\nA: the host"  # not option lines
+    assert option_lines(dialogue) == []
+    assert validate_record({**ROW0, "problem": dialogue, "answer": "<answer>the host</answer>"}).problem_type == "free-form"

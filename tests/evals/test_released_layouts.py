@@ -165,6 +165,9 @@ def test_vnbench_owner_layout_and_4try_score(tmp_path):
     rows = [{**bench.score(i, r), "fields": i.fields, "qid": i.qid} for i, r in zip(items, replies, strict=True)]
     s = bench.aggregate(rows)
     assert s["accuracy"] == pytest.approx(7 / 8) and s["accuracy_4try"] == pytest.approx(0.5)
+    # a question with a try unanswered (its video missing) is not graded on fewer tries
+    s = bench.aggregate(rows[:7])
+    assert s["accuracy_4try"] == pytest.approx(1.0) and s["incomplete_questions"] == 1
 
 
 def test_activitynet_lmms_eval_folder(tmp_path):
@@ -203,12 +206,14 @@ def test_longvideo_reason_released_split(tmp_path):
     """Long-RL eval/README.md: annotations `test.jsonl`, videos unpacked under a video folder
     as `longvila_videos/ID.mp4` (eval/eval.py joins `videos` to --video_dir)."""
     rows = [LVR_ROW, {**LVR_ROW, "problem_id": 1, "problem_type": "temporal",
-                      "problem": "Why does the cheetah slow down?", "answer": "<answer>B</answer>"}]
+                      "problem": "Why does the cheetah slow down?", "answer": "<answer>B</answer>"},
+            {**LVR_ROW, "problem_id": 2, "problem": "Which?\nD. four\nA. one\nB. two\nC. three"}]
     (tmp_path / "ann").mkdir()
     (tmp_path / "ann" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     _touch(tmp_path / "videos" / "longvila_videos" / "I_Q3ajyOrcI.mp4")
     bench = build_benchmark("longvideo_reason", video_dir=str(tmp_path / "videos"))
-    mc, free = bench.load(tmp_path / "ann")
+    mc, free, shuffled = bench.load(tmp_path / "ann")
+    assert shuffled.options == ["one", "two", "three", "four"]  # options listed out of order
     assert mc.video.is_file() and mc.letters == "ABCD" and mc.fields == {"category": "goal"}
     assert mc.options[1] == "To contrast human athleticism with animal locomotion."
     assert free.options == [] and free.fields == {"category": "temporal"}
@@ -222,6 +227,7 @@ class _Never:
     """Stands in for the model where no question is ever asked (every record dropped)."""
 
     batch_size = 1
+    frames_per_unit = 1
 
     def describe(self):
         return {"model_path": "none", "engine": "none"}

@@ -131,8 +131,9 @@ def test_cli_single_task_and_all(tiny_ckpt, mme_root, tmp_path, capsys):
         f"frames: 2\nmax_new_tokens: 4\ntasks:\n"
         f"  - {{task: videomme, data: {mme_root}, subtitles: true}}\n"
         f"  - {{task: longvideo_reason, data: {mme_root.parent}}}\n")
+    # --video-dir serves the task that takes it (longvideo_reason), not videomme
     assert main(["eval", "--task", "all", "--config", str(cfg), "--model", str(tiny_ckpt),
-                 "--out", str(tmp_path / "all"), "--no-progress"]) == 0
+                 "--out", str(tmp_path / "all"), "--no-progress", "--video-dir", str(mme_root.parent)]) == 0
     sub = json.loads((tmp_path / "all" / "videomme_sub.json").read_text())
     lvr = json.loads((tmp_path / "all" / "longvideo_reason.json").read_text())
     assert sub["protocol"]["subtitles"] and sub["protocol"]["frames"] == 2
@@ -140,6 +141,9 @@ def test_cli_single_task_and_all(tiny_ckpt, mme_root, tmp_path, capsys):
     assert main(["eval", "--task", "nope", "--data", str(mme_root), "--model", str(tiny_ckpt),
                  "--out", str(out)]) == 2
     assert "unknown task" in capsys.readouterr().err
+    assert main(["eval", "--task", "videomme", "--data", str(mme_root), "--model", str(tiny_ckpt),
+                 "--out", str(out), "--video-dir", str(tmp_path)]) == 2
+    assert "video_dir is for longvideo_reason" in capsys.readouterr().err
 
 
 @pytest.mark.slow

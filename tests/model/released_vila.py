@@ -81,6 +81,28 @@ def _sharded(model: torch.nn.Module, folder: Path, shards: int = 2) -> None:
     _write(folder / "model.safetensors.index.json", {"metadata": {}, "weight_map": index})
 
 
+def projector_state(projector_type: str, c: int, d: int) -> dict[str, torch.Tensor]:
+    """Random tensors under the released `MultimodalProjector` keys of each type
+    (Long-RL base_projector.py: `layers` is a Sequential with the merge at index 0, or a
+    bare Linear for `linear`)."""
+    def lin(i, n_in, n_out):
+        return {f"layers.{i}.weight": torch.randn(n_out, n_in), f"layers.{i}.bias": torch.randn(n_out)}
+
+    def norm(i, n):
+        return {f"layers.{i}.weight": torch.randn(n), f"layers.{i}.bias": torch.randn(n)}
+
+    if projector_type in ("mlp_downsample", "mlp_downsample_2x2_fix"):
+        return {**norm(1, 4 * c), **lin(2, 4 * c, d), **lin(4, d, d)}
+    if projector_type == "mlp_downsample_3x3_fix":
+        return {**norm(1, 9 * c), **lin(2, 9 * c, 3 * c), **norm(4, 3 * c), **lin(5, 3 * c, d), **lin(7, d, d)}
+    if projector_type == "linear":
+        return {"layers.weight": torch.randn(d, c), "layers.bias": torch.randn(d)}
+    if projector_type == "mlp2x_gelu":
+        return {**lin(0, c, d), **lin(2, d, d)}
+    # a type the harness does not implement: the released 3x3_s2 keys' first layers
+    return {**norm(1, 9 * c), **lin(2, 9 * c, 3 * c)}
+
+
 def write_released_vila(root: Path, *, seed: int = 0, projector_type: str = "mlp_downsample_2x2_fix",
                         top_overrides: dict | None = None) -> Path:
     torch.manual_seed(seed)
@@ -107,12 +129,7 @@ def write_released_vila(root: Path, *, seed: int = 0, projector_type: str = "mlp
         "size": {"height": VISION["image_size"], "width": VISION["image_size"]},
     })
 
-    c, d = VISION["hidden_size"], LLM["hidden_size"]
-    proj = {
-        "layers.1.weight": torch.randn(4 * c), "layers.1.bias": torch.randn(4 * c),
-        "layers.2.weight": torch.randn(d, 4 * c), "layers.2.bias": torch.randn(d),
-        "layers.4.weight": torch.randn(d, d), "layers.4.bias": torch.randn(d),
-    }
+    proj = projector_state(projector_type, VISION["hidden_size"], LLM["hidden_size"])
     _write(root / "mm_projector" / "config.json", {
         "architectures": ["MultimodalProjector"], "mm_projector_type": projector_type,
         "model_type": "v2l_projector", "torch_dtype": "bfloat16",
@@ -124,7 +141,7 @@ def write_released_vila(root: Path, *, seed: int = 0, projector_type: str = "mlp
         "llm_cfg": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"},
         "vision_tower_cfg": {"architectures": ["SiglipVisionModel"], "model_type": "siglip_vision_model"},
         "mm_projector_cfg": {"architectures": ["MultimodalProjector"], "mm_projector_type": projector_type},
-        "hidden_size": d, "mm_hidden_size": c, "image_aspect_ratio": "resize",
+        "hidden_size": LLM["hidden_size"], "mm_hidden_size": VISION["hidden_size"], "image_aspect_ratio": "resize",
         "num_video_frames": 256, "fps": 0.0, "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "cls_patch", "mm_use_im_start_end": False,
         "mm_use_im_patch_token": False, "s2": False, "dynamic_s2": False,

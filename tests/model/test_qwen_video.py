@@ -73,3 +73,22 @@ def test_time_axis_uses_the_seconds_each_frame_stands_for(tiny_qwen):
     timestamps = np.linspace(0, 299, 8).astype(np.int64) / 30.0
     assert tiny_qwen.preprocess(frames, timestamps, frame_seconds=10.0 / 8).seconds_per_unit == 2.5
     assert tiny_qwen.preprocess(frames, timestamps).seconds_per_unit == pytest.approx(2 * 299 / 7 / 30)
+
+
+def test_first_harness_qwen_folders_keep_their_small_bounds(tiny_qwen, tmp_path):
+    """Folders this harness wrote before it had video bounds carry only its toy image bounds
+    (32x32): video is sized with those, not with Qwen's 128*28*28 minimum (which would give
+    a toy frame hundreds of tokens)."""
+    import json
+
+    from harness.model.build import load_model
+
+    tiny_qwen.save_pretrained(tmp_path / "old")
+    pre = tmp_path / "old" / "preprocessor_config.json"
+    cfg = {k: v for k, v in json.loads(pre.read_text()).items() if not k.startswith("video_")}
+    pre.write_text(json.dumps(cfg))
+    old = load_model(tmp_path / "old")
+    assert old.video_pixels == (32 * 32, 32 * 32, VIDEO_TOTAL_PIXELS)
+    frames = np.zeros((2, 48, 64, 3), dtype=np.uint8)
+    assert old.encode_frames(frames, np.arange(2.0)).embeds.shape[:2] == tiny_qwen.encode_frames(
+        frames, np.arange(2.0)).embeds.shape[:2]

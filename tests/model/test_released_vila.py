@@ -76,6 +76,27 @@ def test_merge_token_order_is_the_released_one():
     assert odd.tolist() == [[0, 1, 3, 4], [2, 0, 5, 0], [6, 7, 0, 0], [8, 0, 0, 0]]
 
 
+@pytest.mark.parametrize("ptype, tokens", [("mlp_downsample", 4), ("mlp_downsample_3x3_fix", 4),
+                                           ("linear", 16), ("mlp2x_gelu", 16)])
+def test_each_projector_type_loads_and_saves_its_released_keys(tmp_path, ptype, tokens):
+    root = write_released_vila(tmp_path / "ck", projector_type=ptype)
+    model = load_model(root)
+    files = load_file(root / "mm_projector" / "model.safetensors")
+    assert set(model.mm_projector.state_dict()) == set(files)
+    frames = np.zeros((2, 56, 56, 3), dtype=np.uint8)
+    assert model.encode_frames(frames, np.arange(2.0)).embeds.shape == (2, tokens, 64)
+    model.save_pretrained(tmp_path / "ours")
+    assert set(load_file(tmp_path / "ours" / "mm_projector" / "model.safetensors")) == set(files)
+
+
+def test_3x3_merge_token_order():
+    """flat_square_3x3 on a 4x4 grid: padded to 6x6, tokens row-major, each holding its
+    3x3 block row by row."""
+    out = merge_blocks(torch.arange(1.0, 17.0).reshape(1, 4, 4, 1), 3)[0]
+    assert out.tolist() == [[1, 2, 3, 5, 6, 7, 9, 10, 11], [4, 0, 0, 8, 0, 0, 12, 0, 0],
+                            [13, 14, 15, 0, 0, 0, 0, 0, 0], [16, 0, 0, 0, 0, 0, 0, 0, 0]]
+
+
 def test_tokens_per_frame_at_the_released_resolution():
     """LongVILA-R1-7B: SigLIP 448/14 = 32x32 patches -> 16x16 = 256 tokens + '\\n' = 257
     rows per frame, the `tokens_per_frame=257` of Long-RL's longvila_7b_video_grpo.sh."""
@@ -91,6 +112,8 @@ def test_our_save_is_the_released_layout(released, tmp_path):
     model.save_pretrained(tmp_path / "ours")
     top = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert top["model_type"] == "vila" and top["mm_vision_select_feature"] == "cls_patch"
+    # the loaded config's keys are kept (the authors' loader needs auto_map)
+    assert top["auto_map"]["AutoModel"] == "modeling_vila.VILAForCausalLM" and top["num_video_frames"] == 256
     assert json.loads(top["video_encoder"])["_target_"].endswith("BasicVideoEncoder")
     proj = json.loads((tmp_path / "ours" / "mm_projector" / "config.json").read_text())
     assert proj == {"architectures": ["MultimodalProjector"], "model_type": "v2l_projector",
@@ -157,3 +180,40 @@ def test_tsp_encoder_pools_frames(tmp_path):
     torch.testing.assert_close(video.embeds, per_frame.reshape(2, 2, 4, -1).mean(1))
     with pytest.raises(ValueError, match="multiple of 2"):
         model.preprocess(frames[:3], np.arange(3.0))
+    # the recipes and harness eval say so before decoding any video
+    from harness.config import DataConfig
+    from harness.trainer.common import check_frame_counts
+
+    assert model.frames_per_unit == 2
+    check_frame_counts(model, DataConfig(num_frames=4))
+    for bad in (DataConfig(num_frames=5), DataConfig(num_frames=4, min_frames=2)):
+        with pytest.raises(ValueError, match="pools 2 frames"):
+            check_frame_counts(model, bad)
+
+
+def test_first_harness_layout_reads_with_its_own_prompt(tmp_path):
+    """Checkpoints this harness wrote before it used the released layout (commit c78cc17's
+    `VilaModel.save_pretrained`: top config `model_type: llava_llama`, `harness_family`,
+    `mm_vision_select_feature: "patch"` while keeping every token; Qwen's `<|video_pad|>`
+    placeholder; no end token per frame) load and prompt as they were trained."""
+    from harness.model.build import init_model
+    from harness.model.interface import VideoLM
+
+    init_model("vila", "tiny", seed=0).save_pretrained(tmp_path / "old")
+    top = {"model_type": "llava_llama", "harness_family": "vila", "mm_projector_type": "mlp_downsample",
+           "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "mm_hidden_size": 32, "hidden_size": 64}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(top))
+    (tmp_path / "old" / "mm_projector" / "config.json").write_text(
+        json.dumps({"mm_projector_type": "mlp_downsample", "mm_hidden_size": 32, "hidden_size": 64}))
+    model = load_model(tmp_path / "old")
+    assert model.spec.prompt_format == "harness-v0" and model.spec.select_feature == "cls_patch"
+    ids = model.chat_prompt_ids("q")
+    assert torch.equal(ids, VideoLM.chat_prompt_ids(model, "q"))
+    assert model.video_token_id == model.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    frames = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    video = model.encode_frames(frames, np.arange(2.0))
+    start, end = model.build_prompt(ids, video).video_span
+    assert end - start == video.num_tokens  # no end tokens
+    model.save_pretrained(tmp_path / "again")  # the released layout, its prompt format recorded
+    again = load_model(tmp_path / "again")
+    assert again.spec.prompt_format == "harness-v0" and torch.equal(again.chat_prompt_ids("q"), ids)

@@ -77,6 +77,7 @@ def test_speedups_tables_and_figures(sweep_rows):
 def test_perf_model_matches_longvila_ratio():
     ours, ref = size_costs("perf"), size_costs("7b")
     assert ref["tokens_per_frame"] == 256 and ours["tokens_per_frame"] == 16
+    assert (ref["rows_per_frame"], ours["rows_per_frame"]) == (257, 17)  # + the end token
     assert ref["patches_per_frame"] / ref["tokens_per_frame"] == ours["patches_per_frame"] / ours["tokens_per_frame"]
     assert ref["vision_to_llm_ratio"] == pytest.approx(0.296, abs=0.005)
     assert ours["vision_to_llm_ratio"] == pytest.approx(ref["vision_to_llm_ratio"], rel=0.05)

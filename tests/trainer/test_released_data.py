@@ -28,7 +28,7 @@ def test_sft_and_rl_read_the_released_form(toy_data, tmp_path):
     ann.mkdir()
     for name in ("sft.jsonl", "rl.jsonl", "test.jsonl"):
         _released(toy_data / name, ann / name)
-    common = {"data.video_dir": toy_data, "data.max_skip_fraction": 0.0}
+    common = {"data.video_dir": toy_data, "data.eval_video_dir": toy_data, "data.max_skip_fraction": 0.0}
     sft = load_config("configs/sft/toy-cpu.yaml", tiny_overrides(
         ann, tmp_path / "sft", **common, **{"run.steps": 2, "train.batch_size": 2, "train.grad_accum": 1}), SFTConfig)
     result = train_sft(sft)

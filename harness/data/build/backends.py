@@ -211,7 +211,11 @@ class LocalCausalLM:
                 do_sample=sample, temperature=request.temperature if sample else None,
                 top_p=None, top_k=None, pad_token_id=self.tokenizer.pad_token_id)  # [1, L+R]
         new = out[0, ids.shape[1]:]  # [R]
-        finished = self.tokenizer.eos_token_id is not None and bool((new == self.tokenizer.eos_token_id).any())
+        # HF generate stops at any of the generation config's eos ids (Qwen lists <|im_end|>
+        # and <|endoftext|>), not only at the tokenizer's eos
+        configured = self.model.generation_config.eos_token_id
+        stops = set(configured if isinstance(configured, list) else [configured]) | {self.tokenizer.eos_token_id}
+        finished = any(int(t) in stops for t in new)
         return Reply(self.tokenizer.decode(new, skip_special_tokens=True),
                      "stop" if finished else "length")
 
@@ -240,8 +244,7 @@ class LocalVideoLM:
         sample = request.temperature > 0
         (ids,) = model.generate(prompt, max_new_tokens=request.max_tokens, do_sample=sample,
                                 temperature=request.temperature if sample else 1.0)
-        eos = model.tokenizer.eos_token_id
-        finished = len(ids) > 0 and int(ids[-1]) == eos
+        finished = len(ids) > 0 and int(ids[-1]) in model.stop_token_ids
         return Reply(model.tokenizer.decode(ids, skip_special_tokens=True), "stop" if finished else "length")
 
 
@@ -249,8 +252,10 @@ def _is_causal_lm_folder(path: Path) -> bool:
     cfg = path / "config.json"
     if not cfg.is_file():
         return False
-    archs = json.loads(cfg.read_text(encoding="utf-8")).get("architectures") or []
-    return any(str(a).endswith("ForCausalLM") for a in archs)
+    top = json.loads(cfg.read_text(encoding="utf-8"))
+    if top.get("model_type") == "vila" or (path / "llm").is_dir():
+        return False  # a VILA-series video model: its config names VILAForCausalLM too
+    return any(str(a).endswith("ForCausalLM") for a in top.get("architectures") or [])
 
 
 def open_backend(spec: str, *, timeout: float = 600.0, retries: int = 4) -> Backend:
