@@ -87,10 +87,6 @@ class DataConfig:
         if not 0.0 <= self.max_skip_fraction <= 1.0:
             raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
         _one_of("data.frame_sampling", self.frame_sampling, ("uniform", "qwen"))
-        for key in ("video_dir", "eval_video_dir"):
-            value = getattr(self, key)
-            if value is not None and not Path(value).is_dir():
-                raise ConfigError(f"data.{key}={value} is not a folder; set it to where the videos are")
 
 
 @dataclass

@@ -42,7 +42,5 @@ def test_wrong_types_and_values_name_the_key(tmp_path):
 def test_released_data_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="data.frame_sampling"):
         load_config(None, ["data.frame_sampling=nearest"], SFTConfig)
-    with pytest.raises(ConfigError, match="data.eval_video_dir"):
-        load_config(None, [f"data.eval_video_dir={tmp_path / 'nope'}"], RLConfig)
     cfg = load_config(None, [f"data.video_dir={tmp_path}", "data.frame_sampling=qwen"], SFTConfig)
     assert (cfg.data.video_dir, cfg.data.frame_sampling) == (str(tmp_path), "qwen")

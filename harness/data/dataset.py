@@ -103,7 +103,7 @@ class VideoQADataset:
             raise FileNotFoundError(f"dataset split {self.path} does not exist")
         self.root = Path(video_dir) if video_dir else self.path.parent
         if not self.root.is_dir():
-            raise FileNotFoundError(f"video folder {self.root} does not exist (data.video_dir)")
+            raise FileNotFoundError(f"video folder {self.root} does not exist (data.video_dir / data.eval_video_dir)")
         self.num_frames = num_frames
         self.sampler = sampler
         self.ledger = ledger
