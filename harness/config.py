@@ -41,9 +41,21 @@ class ModelConfig:
     # weights would not move at all (tests/trainer/test_precision.py shows both).
     compute_dtype: str | None = None
     device: str = "auto"  # auto: cuda when available, else cpu
+    # qwen2_5_vl: video frame area bounds [min, max, total] in pixels (qwen-vl-utils'
+    # VIDEO_MIN/MAX/TOTAL_PIXELS); null: the checkpoint's, else Qwen's defaults
+    # [100352, 602112, 90316800]. Long-RL's setting is [100352, 100352, 90316800] (60 tokens
+    # per 720p frame).
+    video_pixels: tuple[int, int, int] | None = None
 
     def check(self) -> None:
         _one_of("model.family", self.family, ("vila", "qwen2_5_vl"))
+        if self.video_pixels is not None:
+            if self.family != "qwen2_5_vl":
+                raise ConfigError("model.video_pixels is for qwen2_5_vl (vila frames are the tower's fixed size)")
+            lo, hi, total = self.video_pixels
+            if not 0 < lo <= hi <= total:
+                raise ConfigError(f"model.video_pixels must be [min, max, total] with 0 < min <= max <= total, "
+                                  f"got {self.video_pixels}")
         _one_of("model.size", self.size, ("tiny", "toy", "small"))
         _one_of("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
         if self.compute_dtype is not None:

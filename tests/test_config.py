@@ -44,3 +44,14 @@ def test_released_data_settings_are_checked(tmp_path):
         load_config(None, ["data.frame_sampling=nearest"], SFTConfig)
     cfg = load_config(None, [f"data.video_dir={tmp_path}", "data.frame_sampling=qwen"], SFTConfig)
     assert (cfg.data.video_dir, cfg.data.frame_sampling) == (str(tmp_path), "qwen")
+
+
+def test_qwen_video_pixels_setting():
+    from harness.trainer.common import build_model
+
+    cfg = load_config(None, ["model.family=qwen2_5_vl", "model.video_pixels=[1024, 2048, 100000]"], SFTConfig)
+    assert build_model(cfg.model).video_pixels == (1024, 2048, 100000)
+    with pytest.raises(ConfigError, match="video_pixels is for qwen2_5_vl"):
+        load_config(None, ["model.video_pixels=[1, 2, 3]"], SFTConfig)
+    with pytest.raises(ConfigError, match=r"\[min, max, total\]"):
+        load_config(None, ["model.family=qwen2_5_vl", "model.video_pixels=[5, 2, 3]"], SFTConfig)

@@ -15,6 +15,7 @@ from harness.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from harness.data.dataset import EpochSampler
 from harness.model.build import init_model, load_model
 from harness.model.interface import VideoLM
+from harness.model.qwen_vl import VIDEO_KEYS
 from harness.parallel import sharding
 from harness.parallel.groups import Layout
 from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -56,6 +57,8 @@ def build_model(cfg: ModelConfig) -> VideoLM:
     model = load_model(cfg.path, dtype=dtype) if cfg.path else init_model(cfg.family, cfg.size, seed=cfg.seed)
     if model.family != cfg.family:
         raise ValueError(f"model.path {cfg.path} holds a {model.family} model but model.family={cfg.family}")
+    if cfg.video_pixels is not None:
+        model.preprocess_cfg.update(zip(VIDEO_KEYS, map(int, cfg.video_pixels), strict=True))
     return model.to(device=resolve_device(cfg), dtype=dtype)
 
 
