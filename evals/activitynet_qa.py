@@ -7,6 +7,9 @@ Data: github.com/MILVLG/activitynet-qa (dataset/) and the ActivityNet videos:
     <root>/videos/v_<video_name>.mp4  (or <video_name>.mp4; .mkv/.webm are also looked for;
                                        lmms-eval's layout keeps them in <root>/all_test/)
 
+or lmms-eval's (HF lmms-lab/ActivityNetQA): `data/test-*.parquet` rows {video_name,
+question_id, question, answer, type}, every field a string.
+
 Prompt: lmms-eval's `activitynetqa`: the question (capitalised, with "?") followed by
 "Answer the question using a single word or phrase." The judge (evals/judge.py, any
 OpenAI-compatible endpoint) decides; reported: accuracy (share of "yes"), mean score,
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evals.base import Benchmark, Item, find_video, need
+from evals.base import Benchmark, Item, find_video, need, read_parquet
 from evals.judge import JudgeError, OpenAIJudge
 
 POST = "Answer the question using a single word or phrase."
@@ -39,14 +42,20 @@ class ActivityNetQA(Benchmark):
     def load(self, root: Path) -> list[Item]:
         root = Path(root)
         qs, ans = root / "test_q.json", root / "test_a.json"
-        for p in (qs, ans):
-            if not p.is_file():
-                raise FileNotFoundError(f"ActivityNet-QA file not found: {p}")
-        answers = {a["question_id"]: a for a in json.loads(ans.read_text(encoding="utf-8"))}
+        parquet = sorted(root.glob("data/test-*.parquet"))
+        if not (qs.is_file() and ans.is_file()) and parquet:
+            questions = read_parquet(parquet)  # one row holds question and answer
+            answers, qs, ans = {str(r.get("question_id")): r for r in questions}, parquet[0], parquet[0]
+        else:
+            for p in (qs, ans):
+                if not p.is_file():
+                    raise FileNotFoundError(f"ActivityNet-QA file not found: {p} (nor data/test-*.parquet)")
+            questions = json.loads(qs.read_text(encoding="utf-8"))
+            answers = {str(a["question_id"]): a for a in json.loads(ans.read_text(encoding="utf-8"))}
         items = []
-        for q in json.loads(qs.read_text(encoding="utf-8")):
+        for q in questions:
             where = f"{qs} question {q.get('question_id')!r}"
-            qid = need(q, "question_id", where)
+            qid = str(need(q, "question_id", where))
             if qid not in answers:
                 raise ValueError(f"{where}: no answer in {ans}")
             a = answers[qid]

@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 VIDEO_EXTS = (".mp4", ".MP4", ".mkv", ".webm")
 
 
+def read_parquet(files: list[Path]) -> list[dict]:
+    """Every row of the given parquet files, in order, as dicts (the lmms-eval / HF layouts)."""
+    import pyarrow.parquet as pq
+
+    return [row for f in files for row in pq.read_table(f).to_pylist()]
+
+
 def find_video(folders: list[Path], stem: str, exts: tuple[str, ...] = VIDEO_EXTS) -> Path:
     """The first `folder/stem+ext` that exists; else the first candidate, which the runner
     then reports as a missing video (with its path)."""

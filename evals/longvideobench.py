@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evals.base import Benchmark, Item, letter_of, lettered, need
+from evals.base import Benchmark, Item, letter_of, lettered, need, read_parquet
 
 POST = "Answer with the option's letter from the given choices directly."
 
@@ -58,8 +58,6 @@ def _read_rows(root: Path) -> tuple[list[dict], Path]:
         return json.loads(path.read_text(encoding="utf-8")), path
     parquet = sorted(root.glob("validation-*.parquet")) + sorted(root.glob("data/validation-*.parquet"))
     if parquet:
-        import pyarrow.parquet as pq
-
-        return [r for p in parquet for r in pq.read_table(p).to_pylist()], parquet[0]
+        return read_parquet(parquet), parquet[0]
     raise FileNotFoundError(f"LongVideoBench questions not found under {root}: expected lvb_val.json "
                             f"or validation-*.parquet")

@@ -8,6 +8,12 @@ Data: the Hugging Face dataset MLVU/MVLU (its inner `MLVU/` folder) or the GitHu
                                    correct candidate's text), question_type}
     <root>/video/<n>_<task>/<video>  (or <root>/MLVU/video/...)
 
+Or lmms-eval's re-packed dev set (HF sy1998/MLVU_dev): `mlvu/test-*.parquet` rows
+{video_name, question (the options inside it), answer (a letter), task_type}, videos at
+`<root>/<video_name>` (its zips unpacked there). How the options are written inside the
+question is not established from public files: lines "(A) ..." and "A. ..." are read, the
+text before them is the question; a row whose options cannot be read is dropped.
+
 Files whose entries have no `candidates` (the open-ended sub_scene and summary tasks) are
 skipped: they need a GPT judge and are not part of M-Avg. Two published questions
 (2_needle.json entries 34 and 338) have an answer that is not among their candidates:
@@ -26,7 +32,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evals.base import Benchmark, Item, group_accuracy, letter_of, lettered, mean_correct, need
+from evals.base import (
+    Benchmark,
+    Item,
+    group_accuracy,
+    letter_of,
+    lettered,
+    mean_correct,
+    need,
+    read_parquet,
+)
+from evals.extract import option_letters
 
 INSTRUCTION = (
     "Carefully watch this video and pay attention to every detail. Based on your "
@@ -46,6 +62,9 @@ class MLVU(Benchmark):
 
     def load(self, root: Path) -> list[Item]:
         root = Path(root)
+        parquet = sorted(root.glob("mlvu/test-*.parquet"))
+        if parquet and not any((root / d).is_dir() for d in ("json", "data", "MLVU")):
+            return self._load_parquet(root, parquet)
         layouts = [(root / "json", root / "video"), (root / "data", root / "video"),
                    (root / "MLVU" / "json", root / "MLVU" / "video")]
         json_dir, video_dir = next(((j, v) for j, v in layouts if any(j.glob("*.json"))), layouts[0])
@@ -69,6 +88,24 @@ class MLVU(Benchmark):
                 ))
         return items
 
+    def _load_parquet(self, root: Path, files: list[Path]) -> list[Item]:
+        from harness.data.records import OPTION_LINE, option_lines
+
+        items = []
+        for n, r in enumerate(read_parquet(files)):
+            where = f"{files[0]} row {n}"
+            text = str(need(r, "question", where))
+            options, answer = option_lines(text), str(need(r, "answer", where)).strip().strip("()")
+            if not options or answer not in option_letters(len(options)):
+                self.drop(where, f"options not readable from the question, or answer {answer!r} not among them")
+                continue
+            stem = "\n".join(line for line in text.splitlines() if not OPTION_LINE.match(line)).strip()
+            items.append(Item(
+                qid=f"lmms-{n}", video=root / str(need(r, "video_name", where)), question=stem,
+                options=options, answer=answer, fields={"task": str(r.get("task_type", "unknown"))},
+            ))
+        return items
+
     def score(self, item: Item, response: str) -> dict:
         row = super().score(item, response)
         return {**row, "key_outside_options": item.answer == NO_MATCH}
@@ -86,3 +123,4 @@ class MLVU(Benchmark):
             "by_task": per_task,
             "key_outside_options": sum(bool(r.get("key_outside_options")) for r in rows),
         }
+

@@ -22,7 +22,7 @@ import csv
 import json
 from pathlib import Path
 
-from evals.base import Benchmark, Item, letter_of, lettered, need
+from evals.base import Benchmark, Item, letter_of, lettered, need, read_parquet
 
 
 class NExTQA(Benchmark):
@@ -66,9 +66,7 @@ def _read_rows(root: Path) -> tuple[list[dict], Path]:
                 return list(csv.DictReader(f)), path
     parquet = sorted((root / "MC").glob("test-*.parquet"))
     if parquet:
-        import pyarrow.parquet as pq
-
-        return [r for p in parquet for r in pq.read_table(p).to_pylist()], parquet[0]
+        return read_parquet(parquet), parquet[0]
     raise FileNotFoundError(
         f"NExT-QA test questions not found under {root}: expected test.csv (or dataset/nextqa/test.csv) "
         f"from doc-doc/NExT-QA, or MC/test-*.parquet from lmms-lab/NExTQA")

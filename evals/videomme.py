@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evals.base import Benchmark, Item, find_video, need
+from evals.base import Benchmark, Item, find_video, need, read_parquet
 
 INSTRUCTION = (
     "Select the best answer to the following multiple-choice question based on the video. "
@@ -75,9 +75,7 @@ def _read_questions(root: Path) -> list[dict]:
         raise FileNotFoundError(f"Video-MME folder {root} does not exist")
     files = sorted(root.glob("*.parquet")) + sorted(root.glob("videomme/*.parquet"))
     if files:
-        import pyarrow.parquet as pq
-
-        return [r for f in files for r in pq.read_table(f).to_pylist()]
+        return read_parquet(files)
     files = sorted(root.glob("*.json")) + sorted(root.glob("videomme/*.json"))
     if files:
         return [q for f in files for r in json.loads(f.read_text(encoding="utf-8")) for q in _flat(r)]

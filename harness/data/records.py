@@ -44,7 +44,7 @@ RELEASED_CATEGORIES = {
     "temporal": "temporal", "goal": "goal", "goal and purpose": "goal", "plot": "plot",
     "plot and narrative": "plot", "spatial": "spatial", "general": None,
 }
-_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.)]\s+(\S.*?)\s*$")
+OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.)]\s+(\S.*?)\s*$")
 
 
 def option_lines(problem: str) -> list[str]:
@@ -53,7 +53,7 @@ def option_lines(problem: str) -> list[str]:
     [] unless lines for both A and B are present."""
     found: dict[str, str] = {}
     for line in problem.splitlines():
-        m = _OPTION_LINE.match(line)
+        m = OPTION_LINE.match(line)
         if m and m.group(1) not in found:
             found[m.group(1)] = m.group(2)
     if not {"A", "B"} <= found.keys():

@@ -268,3 +268,44 @@ def test_videomme_owner_json_per_video(tmp_path):
     a, b = build_benchmark("videomme").load(tmp_path)
     assert a.video.is_file() and a.options[2] == "C. Berries." and b.options[1] == "B. 2"
     assert a.fields == {"duration": "short", "domain": "Knowledge", "task_type": "Counting Problem"}
+
+
+def test_perceptiontest_lmms_eval_parquet(tmp_path):
+    """HF lmms-lab/PerceptionTest_Val: mc_question_val/validation-00000-of-00001.parquet,
+    `answer_id` a string (dataset card); videos <cache>/videos/<video_name>.mp4 or .MP4
+    (lmms-eval tasks/perceptiontest/val/utils.py)."""
+    row = {"video_name": "video_10909", "question": "Is the camera moving or static?", "question_id": "0",
+           "options": ["I don't know", "moving", "static or shaking"], "answer_id": "2", "area": "physics",
+           "reasoning": "descriptive", "tag": ["motion"]}
+    (tmp_path / "mc_question_val").mkdir()
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "mc_question_val" / "validation-00000-of-00001.parquet")
+    _touch(tmp_path / "videos" / "video_10909.MP4")
+    (it,) = build_benchmark("perceptiontest").load(tmp_path)
+    assert (it.answer, it.video.name, it.fields["area"]) == ("C", "video_10909.MP4", "physics")
+
+
+def test_activitynet_lmms_eval_parquet(tmp_path):
+    """HF lmms-lab/ActivityNetQA: data/test-*.parquet, every field a string (dataset card)."""
+    row = {"video_name": "1QIUV7WYKXg", "question_id": "v_1QIUV7WYKXg_3",
+           "question": "is the athlete wearing trousers", "answer": "no", "type": "3"}
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "data" / "test-00000-of-00001.parquet")
+    (it,) = build_benchmark("activitynet_qa").load(tmp_path)
+    assert (it.qid, it.answer, it.fields) == ("v_1QIUV7WYKXg_3", "no", {"type": "yes_no"})
+    assert it.video == tmp_path / "videos" / "v_1QIUV7WYKXg.mp4"  # missing: reported with this path
+
+
+def test_mlvu_lmms_eval_parquet(tmp_path):
+    """HF sy1998/MLVU_dev: mlvu/test-00000-of-00001.parquet with video_name, question (the
+    options inside it), answer (a letter), task_type (lmms-eval tasks/mlvu/utils.py); the
+    form of the options inside the question is not established: "(A) x" lines here."""
+    rows = [{"video_name": "movie101_66.mp4", "task_type": "plotQA", "answer": "A",
+             "question": "What color is the main male character in the video?\n(A) Yellow\n(B) Red\n(C) Green\n(D) Blue"},
+            {"video_name": "needle_4.mp4", "task_type": "needle", "answer": "B", "question": "No options here?"}]
+    (tmp_path / "mlvu").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "mlvu" / "test-00000-of-00001.parquet")
+    bench = build_benchmark("mlvu")
+    (it,) = bench.load(tmp_path)
+    assert (it.question, it.options, it.answer) == ("What color is the main male character in the video?",
+                                                   ["Yellow", "Red", "Green", "Blue"], "A")
+    assert it.video == tmp_path / "movie101_66.mp4" and len(bench.dropped) == 1
