@@ -9,6 +9,7 @@ every value has the declared type, then runs each section's `check()`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import types
 import typing
@@ -94,6 +95,7 @@ class DataConfig:
 
     def check(self) -> None:
         _positive("data.num_frames", self.num_frames)
+        _non_negative("data.synth_videos", self.synth_videos)
         if not 0 <= self.min_frames <= self.num_frames:
             raise ConfigError(f"data.min_frames must be in [0, data.num_frames={self.num_frames}], got {self.min_frames}")
         if not 0.0 <= self.max_skip_fraction <= 1.0:
@@ -114,6 +116,13 @@ class OptimConfig:
 
     def check(self) -> None:
         _positive("optim.lr", self.lr)
+        _non_negative("optim.weight_decay", self.weight_decay)
+        # a clip <= 0 would turn the update into ascent (negative) or freeze it (zero)
+        _positive("optim.grad_clip", self.grad_clip)
+        for i, beta in enumerate(self.betas):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(f"optim.betas[{i}] must be in [0, 1), got {beta}")
+        _non_negative("optim.warmup_steps", self.warmup_steps)
         _one_of("optim.schedule", self.schedule, ("constant", "cosine"))
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
@@ -140,10 +149,14 @@ class RunConfig:
 
     def check(self) -> None:
         _positive("run.steps", self.steps)
+        _positive("run.log_every", self.log_every)
         _positive("run.save_every", self.save_every)
-        if self.eval_samples < 0:
-            raise ConfigError(f"run.eval_samples must be >= 0, got {self.eval_samples}")
+        _positive("run.keep_last", self.keep_last)  # 0 would delete every checkpoint it writes
+        _non_negative("run.eval_every", self.eval_every)
+        _positive("run.eval_max_new_tokens", self.eval_max_new_tokens)
+        _non_negative("run.eval_samples", self.eval_samples)
         _positive("run.eval_temperature", self.eval_temperature)
+        _positive("run.max_bad_steps", self.max_bad_steps)
 
 
 @dataclass
@@ -193,6 +206,7 @@ class RolloutConfig:
         if self.n < 2:
             raise ConfigError(f"rollout.n must be >= 2 for group advantages, got {self.n}")
         _positive("rollout.temperature", self.temperature)
+        _positive("rollout.max_new_tokens", self.max_new_tokens)
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
         if self.vllm_kv_cache_gib is not None:
@@ -225,8 +239,18 @@ class AlgoConfig:
         _one_of("algo.advantage", self.advantage, ("grpo", "drgrpo", "rloo"))
         _one_of("algo.loss_agg", self.loss_agg, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
         _one_of("algo.kl_kind", self.kl_kind, ("k1", "k2", "k3", "low_var_kl", "abs"))
-        if self.kl_coef < 0:
-            raise ConfigError(f"algo.kl_coef must be >= 0, got {self.kl_coef}")
+        _non_negative("algo.kl_coef", self.kl_coef)
+        _non_negative("algo.clip_low", self.clip_low)
+        _non_negative("algo.clip_high", self.clip_high)
+        if self.clip_low >= 1.0:
+            raise ConfigError(f"algo.clip_low must be < 1 (the ratio's lower bound is 1 - clip_low), got {self.clip_low}")
+        if self.dual_clip is not None and not (math.isfinite(self.dual_clip) and self.dual_clip > 1.0):
+            raise ConfigError(f"algo.dual_clip must be a finite number > 1 or null, got {self.dual_clip}")
+        _non_negative("algo.entropy_coef", self.entropy_coef)
+        _non_negative("algo.acc_weight", self.acc_weight)
+        _non_negative("algo.format_weight", self.format_weight)
+        if self.acc_weight + self.format_weight == 0:
+            raise ConfigError("algo.acc_weight and algo.format_weight are both 0: every reward would be 0")
 
 
 @dataclass
@@ -397,5 +421,10 @@ def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{key} must be > 0, got {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key} must be a finite number > 0, got {value}")
+
+
+def _non_negative(key: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{key} must be a finite number >= 0, got {value}")

@@ -55,3 +55,21 @@ def test_qwen_video_pixels_setting():
         load_config(None, ["model.video_pixels=[1, 2, 3]"], SFTConfig)
     with pytest.raises(ConfigError, match=r"\[min, max, total\]"):
         load_config(None, ["model.family=qwen2_5_vl", "model.video_pixels=[5, 2, 3]"], SFTConfig)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.grad_clip=-1", "optim.grad_clip"),  # would turn the update into gradient ascent
+    ("optim.grad_clip=0", "optim.grad_clip"),  # would freeze training
+    ("optim.lr=.inf", "optim.lr"),
+    ("optim.lr=.nan", "optim.lr"),
+    ("run.log_every=0", "run.log_every"),
+    ("run.keep_last=0", "run.keep_last"),
+    ("optim.betas=[0.9, 1.5]", "optim.betas"),
+    ("algo.dual_clip=0.5", "algo.dual_clip"),
+    ("rollout.max_new_tokens=0", "rollout.max_new_tokens"),
+])
+def test_nonsense_numbers_stop_the_cli_before_any_work(override, key, tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["rl", "--config", "configs/rl/toy-cpu.yaml", f"run.out_dir={tmp_path / 'run'}", override]) == 2
+    assert key in capsys.readouterr().err and not (tmp_path / "run").exists()
