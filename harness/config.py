@@ -9,8 +9,8 @@ every value has the declared type, then runs each section's `check()`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
