@@ -108,7 +108,7 @@ class VideoQADataset:
         self.sampler = sampler
         self.ledger = ledger
         bad: list[SkippedLine] = []
-        self.records: list[Record] = list(read_jsonl(self.path, skipped=bad))
+        self.records: list[Record] = list(read_jsonl(self.path, skipped=bad, usable=_video_record))
         for line in bad:
             ledger.skip(f"{self.path}:{line.line}", line.reason)
         if not self.records:
@@ -134,6 +134,13 @@ class VideoQADataset:
             return None
         self.ledger.decoded()
         return clip
+
+
+def _video_record(rec: Record) -> str | None:
+    """The recipes train and evaluate on video questions; other kinds are refused when read."""
+    if rec.data_type != "video" or not rec.videos:
+        return f"a {rec.data_type} record: the video recipes read video records only"
+    return None
 
 
 class EpochSampler:

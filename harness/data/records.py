@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,11 @@ def option_lines(problem: str) -> list[str]:
     if not {"A", "B"} <= found.keys():
         return []
     return [found.get(chr(65 + i), "") for i in range(ord(max(found)) - 64)]
+
+
+def option_letters_of(options: list[str]) -> str:
+    """The letters of the options present ("" entries are gaps in the question's lines)."""
+    return "".join(chr(65 + i) for i, text in enumerate(options) if text)
 
 
 def lists_options(problem: str) -> bool:
@@ -170,6 +175,11 @@ def validate_record(d: Mapping[str, Any]) -> Record:
     if duration is not None and not duration >= 0:
         raise RecordError(pid, "duration", f"must be >= 0 seconds, got {duration!r}")
 
+    if problem_type in ("numerical", "regression"):
+        from harness.algos.rewards import extract_numbers  # the reward's own reading of a number
+
+        if len(set(extract_numbers(m.group(1)))) != 1:
+            raise RecordError(pid, "answer", f"a {problem_type} key must hold exactly one number, got {answer!r}")
     if problem_type == "multiple choice":
         letter = m.group(1).strip()
         if not re.fullmatch(r"[A-Z]", letter):
@@ -181,6 +191,11 @@ def validate_record(d: Mapping[str, Any]) -> Record:
             for i, opt in enumerate(options):
                 if f"{chr(ord('A') + i)}. {opt}" not in lines:
                     raise RecordError(pid, "problem", f"option line '{chr(ord('A') + i)}. {opt}' not found")
+        else:  # the options are the question's own lines: the key must name one of them
+            listed = option_lines(problem)
+            if listed and (ord(letter) - ord("A") >= len(listed) or not listed[ord(letter) - ord("A")]):
+                raise RecordError(pid, "answer", f"letter {letter} is not among the question's options "
+                                                 f"{option_letters_of(listed)}")
 
     return Record(
         problem_id=pid, data_type=data_type, videos=list(videos), problem=problem,
@@ -198,9 +213,12 @@ class SkippedLine:
     reason: str
 
 
-def read_jsonl(path: str | Path, *, strict: bool = False,
-               skipped: list[SkippedLine] | None = None) -> Iterator[Record]:
-    """Yield the valid records of a jsonl file; blank lines are ignored.
+def read_jsonl(path: str | Path, *, strict: bool = False, skipped: list[SkippedLine] | None = None,
+               usable: Callable[[Record], str | None] | None = None) -> Iterator[Record]:
+    """Yield the valid records of a jsonl file; blank lines are ignored. `usable(rec)` says
+    why a valid record cannot be used by the caller (None: it can); such a line is skipped
+    and counted like a malformed one, so validation and use agree. A UTF-8 byte-order mark
+    at the start is ignored; an undecodable byte skips its line, named with its number.
 
     A line that is not JSON, breaks the schema, or repeats an earlier problem_id is skipped
     with a warning and appended to `skipped`; with strict=True it raises RecordError instead
@@ -209,12 +227,19 @@ def read_jsonl(path: str | Path, *, strict: bool = False,
     path = Path(path)
     seen: dict[str, int] = {}
     n_bad = n_lines = 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    with path.open("rb") as f:
+        for lineno, data in enumerate(f, start=1):
+            if lineno == 1 and data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]  # a UTF-8 byte-order mark, as some editors write
+            if not data.strip():
                 continue
             n_lines += 1
             try:
+                try:
+                    line = data.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise RecordError(None, "<bytes>", f"not UTF-8 (byte {data[err.start]:#04x} at column "
+                                                       f"{err.start + 1})") from None
                 try:
                     raw = json.loads(line)
                 except json.JSONDecodeError as err:
@@ -222,6 +247,9 @@ def read_jsonl(path: str | Path, *, strict: bool = False,
                 rec = validate_record(raw)
                 if rec.problem_id in seen:
                     raise RecordError(rec.problem_id, "problem_id", f"duplicate of line {seen[rec.problem_id]}")
+                reason = usable(rec) if usable is not None else None
+                if reason is not None:
+                    raise RecordError(rec.problem_id, "data_type", reason)
             except RecordError as err:
                 if strict:
                     raise RecordError(err.problem_id, err.field, err.reason, where=f"{path}:{lineno}") from None

@@ -105,3 +105,28 @@ def test_option_lines_in_any_order_and_colon_lines_are_not_options():
     dialogue = "Q: who spoke first?\nA: the host"  # not option lines
     assert option_lines(dialogue) == []
     assert validate_record({**ROW0, "problem": dialogue, "answer": "<answer>the host</answer>"}).problem_type == "free-form"
+
+
+def test_key_outside_the_questions_option_lines_is_refused():
+    """No `options` field, but the question lists A-D: a key E is refused when read, not
+    scored as a silent zero later."""
+    with pytest.raises(ValueError, match="not among the question's options ABCD"):
+        validate_record({**ROW0, "answer": "<answer>E</answer>"})
+
+
+def test_records_the_recipes_cannot_use_are_refused_when_read(tmp_path):
+    """Validation and use agree: a text record, a numerical key that is not a number, a
+    non-UTF-8 byte are skipped with file:line and counted; a BOM costs nothing."""
+    rows = [json.dumps(ROW0), json.dumps({**ROW0, "problem_id": 1, "data_type": "text", "videos": []}),
+            json.dumps({**ROW0, "problem_id": 2, "problem_type": "numerical", "problem": "How many?",
+                        "answer": "<answer>many</answer>"})]
+    path = tmp_path / "rl.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode() + b'\n{"problem_id": 3, "problem": "caf\xe9"}\n')
+    (tmp_path / "longvila_videos").mkdir()
+    ledger = SkipLedger(1.0)
+    ds = VideoQADataset(path, 4, ledger)
+    assert [r.problem_id for r in ds.records] == ["0"]
+    reasons = " | ".join(f"{w}: {y}" for w, y in ledger.skipped)
+    assert "rl.jsonl:2" in reasons and "video recipes read video records only" in reasons
+    assert "rl.jsonl:3" in reasons and "exactly one number" in reasons
+    assert "rl.jsonl:4" in reasons and "not UTF-8 (byte 0xe9" in reasons
