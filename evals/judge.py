@@ -17,6 +17,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from harness.errors import HarnessError
+
 SYSTEM = (
     "You are an intelligent chatbot designed for evaluating the correctness of generative "
     "outputs for question-answer pairs. Your task is to compare the predicted answer with the "
@@ -38,7 +40,7 @@ USER = (
 )
 
 
-class JudgeError(RuntimeError):
+class JudgeError(HarnessError, RuntimeError):
     """The judge could not be reached or its reply could not be read."""
 
 

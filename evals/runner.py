@@ -31,6 +31,7 @@ from evals.extract import EXTRACTION_VERSION
 from evals.model import HarnessVLM, VideoQuery
 from evals.subtitles import read_srt, subtitle_block
 from harness.data.video import VideoDecodeError, load_video
+from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class EvalSettings:
     frame_sampler: str = "uniform"  # or "qwen" (harness.data.video.load_video)
 
 
-class EvalIncomplete(RuntimeError):
+class EvalIncomplete(HarnessError, RuntimeError):
     """The run scored nothing, or dropped more records than allowed; results were written."""
 
 

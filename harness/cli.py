@@ -18,8 +18,12 @@ heavy imports happen inside the handlers so `harness --help` stays instant.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
+
+from harness.errors import HarnessError
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -145,6 +149,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also HARNESS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("doctor", help="report the environment and what to fix")
@@ -225,14 +231,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OS errors a user can fix (a full disk, a file in the way, no permission): one line too.
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+                   errno.EROFS, errno.ENOENT, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("HARNESS_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input from the user: say what is wrong without a traceback.
-        print(f"harness {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, HarnessError, OSError) as err:
+        if debug or (isinstance(err, OSError) and not isinstance(err, FileNotFoundError)
+                     and err.errno not in _USER_OS_ERRORS):
+            raise
+        # Bad input or a purposeful stop: say what is wrong and what to do, without a traceback.
+        head, _, rest = _one_line(err).partition("\n")
+        print(f"harness {args.command}: error: {head} (--debug shows the traceback)"
+              + (f"\n{rest}" if rest else ""), file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    return text
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The `harness` command: each subcommand runs the real component."""
 
+import json
 import subprocess
 import sys
 
@@ -48,3 +49,27 @@ def test_doctor_reports_every_part(capsys):
                  "device", "torch.distributed"):
         assert part in out
     assert "required parts: all working" in out
+
+
+def test_purposeful_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    """A stop the harness makes on purpose (here: a data split whose lines are all malformed,
+    SkipBudgetExceeded, a RuntimeError before #18) is one line naming the file, exit 2; the
+    traceback comes with --debug."""
+    import pytest
+
+    from harness.cli import main
+    from harness.data.dataset import SkipBudgetExceeded
+
+    data = tmp_path / "data"
+    data.mkdir()
+    good = {"problem_id": "a", "data_type": "video", "videos": ["v.mp4"], "problem": "Q?\nA. x\nB. y",
+            "problem_type": "multiple choice", "answer": "<answer>A</answer>", "reasoning": "r"}
+    (data / "sft.jsonl").write_text(json.dumps(good) + '\n{"problem_id": "b"}\n')
+    argv = ["sft", f"data.dir={data}", "data.eval=null", "data.max_skip_fraction=0", f"run.out_dir={tmp_path / 'run'}",
+            "run.progress=false", "run.tensorboard=false"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert "1 of 2 lines" in first and "sft.jsonl" in first and "Traceback" not in err and "--debug" in err
+    with pytest.raises(SkipBudgetExceeded, match="sft.jsonl"):
+        main(["--debug", *argv])

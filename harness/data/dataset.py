@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.data.records import Record, SkippedLine, read_jsonl
 from harness.data.video import VideoClip, VideoDecodeError, load_video
+from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def sft_target(record: Record) -> str:
     return f"<think>{record.reasoning}</think>{record.answer}"
 
 
-class SkipBudgetExceeded(RuntimeError):
+class SkipBudgetExceeded(HarnessError, RuntimeError):
     """More records were skipped than the run allows; the message lists them."""
 
 

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.errors import HarnessError
+
 MAX_FRAMES = 8192  # the paper's inference limit; also the largest N the sampler accepts
 
 # OpenAI CLIP statistics, used by Qwen2-VL's image processor.
@@ -39,7 +41,7 @@ QWEN_MAX_PIXELS = 28 * 28 * 1280
 _RESIZE_CHUNK = 32
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(HarnessError, RuntimeError):
     """A video could not be read. The message names the path and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

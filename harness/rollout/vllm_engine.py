@@ -70,6 +70,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.errors import HarnessError
 from harness.model.interface import PromptEmbeds, VideoLM
 from harness.parallel import sharding
 from harness.rollout.engine import RolloutOutput, SamplingConfig
@@ -87,7 +88,7 @@ _open_engine: VLLMEngine | None = None
 _kept_until_exit: list = []
 
 
-class RolloutEngineError(RuntimeError):
+class RolloutEngineError(HarnessError, RuntimeError):
     """The rollout engine could not start or could not sample; the message says what to set."""
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 import harness
+from harness.errors import HarnessError
 from harness.model.build import load_model
 from harness.parallel import sharding
 
@@ -51,7 +52,7 @@ _FINAL_NAME = re.compile(r"^step_(\d+)$")
 _TMP_NAME = re.compile(r"^step_\d+\.tmp-\d+$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(HarnessError, RuntimeError):
     """A checkpoint is incomplete, unreadable, or does not fit the objects given to load it."""
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from harness.errors import HarnessError
+
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +35,7 @@ class ItemError(RuntimeError):
     decoded). It is counted and logged, the stage goes on, and a rerun tries it again."""
 
 
-class StageAborted(RuntimeError):
+class StageAborted(HarnessError, RuntimeError):
     """Too many items in a row failed: the model server is most likely down or rejects every
     request, so going on would only burn time."""
 
