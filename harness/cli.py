@@ -242,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, HarnessError, OSError) as err:
-        if debug or (isinstance(err, OSError) and not isinstance(err, FileNotFoundError)
-                     and err.errno not in _USER_OS_ERRORS):
+        # an OSError we raised ourselves has no errno; one from the system must be one a user can fix
+        if debug or (isinstance(err, OSError) and err.errno is not None and err.errno not in _USER_OS_ERRORS):
             raise
         # Bad input or a purposeful stop: say what is wrong and what to do, without a traceback.
         head, _, rest = _one_line(err).partition("\n")

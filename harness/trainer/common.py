@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 from pathlib import Path
@@ -21,6 +22,7 @@ from harness.parallel.groups import Layout
 from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from harness.trainer.metrics import MetricsLogger
 
+log = logging.getLogger(__name__)
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -172,7 +174,14 @@ def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, sched
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is None:
         if resume:
-            raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
+            # Killed (or failed) before its first checkpoint: nothing to restore, so start
+            # afresh in the same out_dir; the log is reopened and cut back to step 0.
+            log.warning("--resume: no checkpoint under %s yet; starting from step 0", out / "checkpoints")
+            if not main:
+                return 0, None
+            logger = MetricsLogger(out, tensorboard=tensorboard, resume=True)
+            logger.truncate_after(0)
+            return 0, logger
         if main and (out / "metrics.jsonl").exists():
             raise FileExistsError(f"{out} holds an earlier run: pass --resume to continue it, "
                                   f"or choose another run.out_dir")

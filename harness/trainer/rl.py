@@ -101,6 +101,8 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     # --- setup ------------------------------------------------------------------------
     layout = build_layout(cfg.parallel.dp_size, cfg.parallel.sp_size)
     main = layout.rank == 0
+    # the reward function first: a typo in algo.reward_fn must not wait for the model and engine
+    accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
     out = Path(cfg.run.out_dir)
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +136,6 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     engine = (build_engine(cfg.rollout, policy, seed=cfg.run.seed, dtype=cfg.model.compute_dtype)
               if layout.sp_rank == 0 or every_rank else None)
     videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds, sp_group=layout.sp_group)
-    accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
     sampler = EpochSampler(len(train), cfg.run.seed)
     start, logger = start_or_resume(out, resume, model=policy, optimizer=optimizer, scheduler=scheduler,
                                     sampler=sampler, tensorboard=cfg.run.tensorboard, main=main)

@@ -71,9 +71,7 @@ def test_config_is_written_next_to_the_run(toy_data, tmp_path):
 
 def test_rerun_into_an_existing_run_needs_resume(toy_data, tmp_path):
     cfg = _cfg(toy_data, tmp_path / "run", **{"run.steps": 1, "data.eval": None})
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train_sft(cfg, resume=True)
-    train_sft(cfg)
+    train_sft(cfg, resume=True)  # nothing to resume yet: starts afresh
     with pytest.raises(FileExistsError, match="--resume"):
         train_sft(cfg)
 
@@ -93,3 +91,19 @@ def test_non_finite_losses_skip_steps_then_stop_clearly(toy_data, tmp_path):
     with pytest.raises(RuntimeError, match="2 non-finite losses in a row at step 2"):
         train_sft(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_resume_without_a_checkpoint_starts_afresh(toy_data, tmp_path):
+    """A run killed before its first checkpoint leaves metrics but no checkpoint: `--resume`
+    starts it from step 0 in the same out_dir (the log cut back), not 'no checkpoint'."""
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # the killed run's first step
+    argv = ["sft", "--config", "configs/sft/toy-cpu.yaml", *tiny_overrides(toy_data, out, **{
+        "run.steps": 1, "run.save_every": 1, "data.eval": None})]
+    assert main(argv) == 2  # a plain rerun is refused: it would mix two runs' logs
+    assert main([*argv[:3], "--resume", *argv[3:]]) == 0
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows if "loss" in r] == [1] and rows[0]["loss"] != 9.0
