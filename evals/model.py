@@ -73,13 +73,19 @@ class HarnessVLM:
                  batch_size: int = 8, system_prompt: str | None = None) -> None:
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}")
+        # What is at the path, not the path: predictions of other weights are never reused.
         if isinstance(model, (str, Path)):
+            from harness.files import folder_fingerprint
             from harness.model.build import load_model
 
             self.model_path = str(Path(model).resolve())
+            self.weights = folder_fingerprint(model)[:16]
             model = load_model(model)
         else:
+            from harness.data.embed_cache import weights_fingerprint
+
             self.model_path = getattr(model, "name_or_path", None) or "<in-memory model>"
+            self.weights = weights_fingerprint(model.state_dict())[:16]
         self.model = model.eval()
         self.engine, self.engine_name = build_engine(self.model, engine, batch_size)
         self.batch_size = batch_size
@@ -92,7 +98,8 @@ class HarnessVLM:
 
     def describe(self) -> dict:
         return {
-            "model_path": self.model_path, "family": self.model.family, "engine": self.engine_name,
+            "model_path": self.model_path, "weights": self.weights, "family": self.model.family,
+            "engine": self.engine_name,
             "max_new_tokens": self.max_new_tokens, "decoding": "greedy", "batch_size": self.batch_size,
             "system_prompt": self.system_prompt,
         }

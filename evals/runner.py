@@ -99,6 +99,7 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
     pred_file = predictions_path(out)
     by_qid = {it.qid: it for it in items}
     done, rejudged = _read_done(pred_file, key, bench, by_qid)
+    reused = len(done)  # answered by an earlier run of this protocol (same weights, same settings)
 
     missing: list[dict] = []
     todo: dict[Path, list[Item]] = {}
@@ -148,6 +149,7 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
             if s.subtitles else None,
             "judge_errors": sum("judge_error" in r for r in rows),
             "bad_records": len(bench.dropped),
+            "reused_predictions": reused,
         },
         "dropped_records": bench.dropped[:200],
         "missing_videos": missing,
@@ -213,7 +215,7 @@ def _read_done(path: Path, key: str, bench: Benchmark,
                     continue
                 if row.get("protocol_key") != key:
                     raise ValueError(
-                        f"{path} holds predictions of another protocol (line {n}: "
+                        f"{path} holds predictions of another protocol or other weights (line {n}: "
                         f"{row.get('protocol_key')} != {key}); use another --out or delete it"
                     )
                 if row.get("qid") in by_qid:

@@ -8,7 +8,8 @@ Layout of one checkpoint, `out_dir/checkpoints/step_000123/`:
 - `trainer_state.pt`  optimizer and scheduler state dicts, the RNG states (python `random`,
                       numpy's global generator, torch CPU, every visible CUDA device), the
                       caller's `data_state`, `step` and `extra`.
-- `meta.json`         step, time, harness version, the files with their sizes.
+- `meta.json`         step, time, harness version, the files with their sizes and sha256
+                      (checked before a resume loads the checkpoint: `verify_checkpoint`).
 
 Exactness rests on three things saved together: the weights and optimizer state, the RNG
 states, and the data position (`data_state`: e.g. epoch, index into the epoch's permutation,
@@ -31,6 +32,7 @@ a model sharded with `harness.parallel.sharding` keeps its own shards of it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -44,8 +46,11 @@ import torch
 
 import harness
 from harness.errors import HarnessError
+from harness.files import sha256_file
 from harness.model.build import load_model
 from harness.parallel import sharding
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 _FINAL_NAME = re.compile(r"^step_(\d+)$")
@@ -102,7 +107,8 @@ def save_checkpoint(
             "extra": extra or {},
         }
         torch.save(state, tmp / "trainer_state.pt")
-        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
         meta = {
             "step": step,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -137,6 +143,44 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
         if (m := _FINAL_NAME.match(p.name)) and p.is_dir() and (p / "meta.json").is_file()
     ]
     return [p for _, p in sorted(found)]
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """Why a checkpoint's files differ from what its meta.json recorded when it was saved
+    (a missing, resized or altered file), or None when they all match. Checkpoints saved
+    before checksums were recorded are checked by size."""
+    path = Path(path)
+    try:
+        files = json.loads((path / "meta.json").read_text())["files"]
+    except (OSError, ValueError, KeyError) as err:
+        return f"meta.json unreadable ({err})"
+    for rel, want in files.items():
+        f = path / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        size = want["size"] if isinstance(want, dict) else want
+        if f.stat().st_size != size:
+            return f"{rel} has {f.stat().st_size} bytes, {size} were saved"
+        if isinstance(want, dict) and sha256_file(f) != want["sha256"]:
+            return f"{rel} differs from what was saved (sha256 mismatch)"
+    return None
+
+
+def latest_intact_checkpoint(out_dir: str | Path, set_aside: bool = True) -> Path | None:
+    """The newest checkpoint whose files match their checksums. Each damaged newer one is
+    named in a warning and, with `set_aside` (the saving process), renamed to
+    `<name>.damaged[-N]` (kept for inspection, out of the way of the step that saves anew)."""
+    for path in reversed(list_checkpoints(out_dir)):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path
+        log.warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
+        if set_aside:
+            n = 0
+            while (aside := path.with_name(f"{path.name}.damaged{f'-{n}' if n else ''}")).exists():
+                n += 1
+            os.replace(path, aside)
+    return None
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -174,7 +218,10 @@ def load_checkpoint(
         raise CheckpointError(f"{path / 'trainer_state.pt'} lacks {sorted(missing)}")
 
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    loaded = load_model(path / "model", dtype=dtype)
+    try:
+        loaded = load_model(path / "model", dtype=dtype)
+    except Exception as e:  # safetensors and transformers raise many types for damaged files
+        raise CheckpointError(f"{path / 'model'} cannot be loaded (damaged?): {str(e).splitlines()[0]}") from e
     try:
         if sharding.is_sharded(model):  # ZeRO-2/3: keep this rank's shards of the full weights
             sharding.load_full_state_dict(model, loaded.state_dict())

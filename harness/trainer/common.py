@@ -19,7 +19,13 @@ from harness.model.interface import VideoLM
 from harness.model.qwen_vl import VIDEO_KEYS
 from harness.parallel import sharding
 from harness.parallel.groups import Layout
-from harness.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from harness.trainer.checkpoint import (
+    CheckpointError,
+    latest_intact_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from harness.trainer.metrics import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -171,8 +177,13 @@ def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, sched
     and open the metrics log so that it reads as one uninterrupted run. Returns the
     number of steps already done and the logger (None on ranks other than the main one,
     which load the same checkpoint but write nothing)."""
-    ckpt = latest_checkpoint(out) if resume else None
+    had_checkpoints = bool(list_checkpoints(out))
+    ckpt = latest_intact_checkpoint(out, set_aside=main) if resume else None
     if ckpt is None:
+        if resume and had_checkpoints:
+            raise CheckpointError(f"--resume: every checkpoint under {out / 'checkpoints'} is damaged "
+                                  f"(see the warnings above; set aside as *.damaged); rerun with --resume "
+                                  f"to start afresh")
         if resume:
             # Killed (or failed) before its first checkpoint: nothing to restore, so start
             # afresh in the same out_dir; the log is reopened and cut back to step 0.

@@ -164,3 +164,22 @@ def test_vllm_engine_gives_the_hf_answers(mme_root, tmp_path):
         assert res["protocol"]["engine"] == engine
         answers[engine] = [r["response"] for r in _rows(out)]
     assert answers["vllm"] == answers["hf"]
+
+
+def test_predictions_are_keyed_by_the_weights_not_the_path(tiny_ckpt, mme_copy, tmp_path, capsys):
+    """`sft --resume` rewrites final/ in place: the same eval command must not report the old
+    weights' predictions as the new model's. Same weights: every prediction reused, and said."""
+    from harness.model.build import init_model
+
+    ckpt = tmp_path / "final"
+    shutil.copytree(tiny_ckpt, ckpt)
+    out = tmp_path / "vm.json"
+    argv = ["eval", "--task", "videomme", "--data", str(mme_copy), "--model", str(ckpt), "--frames", "2",
+            "--max-new-tokens", "4", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert main(argv) == 0 and json.loads(out.read_text())["counts"]["reused_predictions"] == 12
+    shutil.rmtree(ckpt)
+    init_model("vila", "tiny", seed=1).save_pretrained(ckpt)  # new weights at the same path
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "other weights" in capsys.readouterr().err

@@ -107,3 +107,29 @@ def test_resume_without_a_checkpoint_starts_afresh(toy_data, tmp_path):
     assert main([*argv[:3], "--resume", *argv[3:]]) == 0
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows if "loss" in r] == [1] and rows[0]["loss"] != 9.0
+
+
+def test_resume_skips_a_damaged_checkpoint_with_a_warning(toy_data, tmp_path, caplog):
+    """Bytes flipped in the newest checkpoint's weights: --resume names it and continues from
+    the newest intact one (never trains on corrupted weights); all damaged: exit 2."""
+    from harness.cli import main
+    from harness.trainer.checkpoint import list_checkpoints
+
+    out = tmp_path / "run"
+    argv = ["sft", "--config", "configs/sft/toy-cpu.yaml", *tiny_overrides(toy_data, out, **{
+        "run.steps": 2, "run.save_every": 1, "run.keep_last": 2, "data.eval": None})]
+    assert main(argv) == 0
+    first, newest = list_checkpoints(out)
+    weights = next((newest / "model").rglob("model*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    weights.write_bytes(bytes(data))
+    more = [a.replace("run.steps=2", "run.steps=3") for a in argv]
+    assert main([*more[:3], "--resume", *more[3:]]) == 0
+    assert f"checkpoint {newest} is damaged" in caplog.text and "sha256" in caplog.text
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert steps == [1, 2, 3]  # step 2 redone from step 1's checkpoint
+    for ckpt in list_checkpoints(out):
+        f = next((ckpt / "model").rglob("model*.safetensors"))
+        f.write_bytes(f.read_bytes()[:100])  # truncated
+    assert main([*more[:3], "--resume", *more[3:]]) == 2
