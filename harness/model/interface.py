@@ -186,6 +186,11 @@ class VideoLM(nn.Module, ABC):
         return int(self.tokenizer.eos_token_id)
 
     @property
+    def max_positions(self) -> int:
+        """Positions the LLM was built for (max_position_embeddings)."""
+        return int(self.language_model.config.max_position_embeddings)
+
+    @property
     def frames_per_unit(self) -> int:
         """Frames whose count must divide a video's (VILA's TSP time pool); 1: any count."""
         return 1

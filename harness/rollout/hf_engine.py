@@ -46,6 +46,14 @@ class HFEngine:
         Runs without autograd and with every submodule in eval mode; each submodule's own
         training flag is restored afterwards (a frozen vision tower left in eval stays so).
         """
+        limit = self.model.max_positions
+        for i, p in enumerate(prompts):
+            last = int(p.positions.max()) + sampling.max_new_tokens
+            if last >= limit:  # positions past the model's range decode garbage, silently
+                raise ValueError(
+                    f"prompt {i} reaches position {last} with its response ({len(p)} prompt rows + "
+                    f"{sampling.max_new_tokens} new tokens), past the model's {limit} positions: "
+                    f"use fewer frames (data.num_frames / --frames) or fewer new tokens")
         rows = [(i, s) for i in range(len(prompts)) for s in range(sampling.n)]
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device)

@@ -230,3 +230,12 @@ def test_sync_weights_shares_the_trainer_model(model):
 def test_bad_max_batch():
     with pytest.raises(ValueError, match="max_batch"):
         HFEngine(torch.nn.Linear(2, 2), max_batch=0)  # type: ignore[arg-type]
+
+
+def test_prompt_past_the_models_positions_is_refused(model, prompts):
+    """HF would decode past max_position_embeddings without a word (vLLM refuses): here it
+    is an error naming the frames and new-token settings."""
+    engine = HFEngine(model)
+    too_many = model.max_positions - int(prompts[0].positions.max())
+    with pytest.raises(ValueError, match="past the model's .* positions"):
+        engine.generate(prompts[:1], greedy(max_new_tokens=too_many))
