@@ -25,7 +25,11 @@ class SamplingConfig:
     """How to sample. `greedy` takes the argmax (temperature and top_p are then unused);
     otherwise tokens are drawn from softmax(logits / temperature) restricted to the smallest
     top set whose mass reaches `top_p` (the top token is always kept). `seed` makes a call
-    reproducible; None draws a fresh seed."""
+    reproducible; None draws a fresh seed. `prompt_keys` name each prompt of the call
+    across processes and batches (e.g. its position in the step's global draw): a prompt's
+    samples are a function of (seed, its key) only, so data-parallel ranks sampling their
+    shares draw what one process sampling all would. Default: the prompt's index in the call.
+    (The HF engine seeds sample s of prompt key k by (seed, k * n + s).)"""
 
     n: int = 1
     temperature: float = 1.0
@@ -33,6 +37,10 @@ class SamplingConfig:
     max_new_tokens: int = 128
     greedy: bool = False
     seed: int | None = None
+    prompt_keys: tuple[int, ...] | None = None
+
+    def key(self, prompt_index: int) -> int:
+        return prompt_index if self.prompt_keys is None else int(self.prompt_keys[prompt_index])
 
     def __post_init__(self) -> None:
         if self.n < 1:

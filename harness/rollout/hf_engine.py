@@ -15,9 +15,10 @@ One chunk (at most `max_batch` sampled sequences) runs as:
    three M-RoPE axes move together, as `_advance` in interface.py); the mask grows by a
    column of ones. Rows that emitted a stop token keep emitting it, and that tail is cut.
 
-Sampling uses one `torch.Generator` per `generate` call (seeded from `sampling.seed` when
-given), consumed chunk after chunk: a seeded call is reproducible, but the same seed with a
-different `max_batch` draws differently (greedy results do not depend on `max_batch`).
+Each sampled row has its own `torch.Generator`, seeded from (`sampling.seed`, the prompt's
+key x n + the sample's index): a row's tokens depend on nothing else, so batching
+(`max_batch`), the other prompts of the call and which data-parallel rank samples it do
+not change them. Without a seed the rows draw fresh seeds.
 """
 
 from __future__ import annotations
@@ -56,11 +57,6 @@ class HFEngine:
                     f"use fewer frames (data.num_frames / --frames) or fewer new tokens")
         rows = [(i, s) for i in range(len(prompts)) for s in range(sampling.n)]
         device = next(self.model.parameters()).device
-        generator = torch.Generator(device=device)
-        if sampling.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(sampling.seed)
         flags = {module: module.training for module in self.model.modules()}
         self.model.eval()
         try:
@@ -68,7 +64,7 @@ class HFEngine:
                 out: list[RolloutOutput] = []
                 for start in range(0, len(rows), self.max_batch):
                     chunk = rows[start : start + self.max_batch]
-                    out += self._decode(prompts, chunk, sampling, generator, device)
+                    out += self._decode(prompts, chunk, sampling, device)
         finally:
             for module, flag in flags.items():
                 module.training = flag
@@ -87,11 +83,11 @@ class HFEngine:
         prompts: list[PromptEmbeds],
         rows: list[tuple[int, int]],
         sampling: SamplingConfig,
-        generator: torch.Generator,
         device: torch.device,
     ) -> list[RolloutOutput]:
         """Sample the (prompt_index, sample_index) `rows` as one padded batch."""
         model = self.model
+        generators = [_row_generator(sampling, sampling.key(i) * sampling.n + s, device) for i, s in rows]
         stops = torch.tensor(model.stop_token_ids, device=device)
         eos = int(stops[0])  # what finished rows keep emitting
         distinct = sorted({i for i, _ in rows})
@@ -112,7 +108,7 @@ class HFEngine:
         tokens, logps = [], []
         for step in range(sampling.max_new_tokens):
             logits = model.lm_head(hidden).float()  # [B, V]
-            token = sample_tokens(logits, sampling, generator)  # [B]
+            token = sample_tokens(logits, sampling, generators)  # [B]
             token = torch.where(done, torch.full_like(token, eos), token)
             logp = torch.log_softmax(logits, dim=-1).gather(-1, token[:, None])[:, 0]  # [B]
             tokens.append(token)
@@ -160,10 +156,22 @@ def left_pad(
     return embeds.to(device), positions.to(device), mask.to(device)
 
 
+def _row_generator(sampling: SamplingConfig, row_key: int, device: torch.device) -> torch.Generator | None:
+    if sampling.greedy:
+        return None
+    g = torch.Generator(device=device)
+    if sampling.seed is None:
+        g.seed()
+    else:
+        g.manual_seed((sampling.seed * 1_000_003 + row_key) % (1 << 63))
+    return g
+
+
 def sample_tokens(
-    logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator
+    logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator | None]
 ) -> torch.Tensor:
-    """logits [B, V] -> tokens [B]: argmax if greedy, else nucleus sampling at temperature."""
+    """logits [B, V] -> tokens [B]: argmax if greedy, else nucleus sampling at temperature,
+    row b drawing from generators[b]."""
     if sampling.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)  # [B, V]
@@ -171,7 +179,8 @@ def sample_tokens(
         sorted_p, order = probs.sort(dim=-1, descending=True)  # [B, V]
         keep = sorted_p.cumsum(dim=-1) - sorted_p < sampling.top_p  # the top token always stays
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)  # [B, V]
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return torch.cat([torch.multinomial(probs[b : b + 1], 1, generator=g)[:, 0]
+                      for b, g in enumerate(generators)])  # [B]
 
 
 def _cut(

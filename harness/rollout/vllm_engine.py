@@ -394,7 +394,7 @@ class VLLMEngine:
 
         # One seed per prompt: the same seed on every prompt would reuse one stream of
         # random numbers for all of them.
-        seed = None if sampling.seed is None else (sampling.seed * 1_000_003 + prompt_index) % (1 << 63)
+        seed = None if sampling.seed is None else (sampling.seed * 1_000_003 + sampling.key(prompt_index)) % (1 << 63)
         return SamplingParams(
             n=sampling.n,
             temperature=0.0 if sampling.greedy else sampling.temperature,

@@ -90,6 +90,7 @@ class PromptItem:
     record: Record
     clip: VideoClip
     input_ids: torch.Tensor  # [L] chat prompt with one video placeholder
+    position: int  # in the round's global draw (all DP ranks): the key of its sampling randomness
 
 
 def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
@@ -279,11 +280,12 @@ def _load_prompts(train: VideoQADataset, sampler: EpochSampler, draw: int, model
     position is one state for all ranks; prompts drawn but not used are passed over."""
     items = []
     drawn = sampler.take(draw * layout.dp_size)
-    for i in drawn[layout.dp_rank * draw : layout.dp_rank * draw + use]:
+    first = layout.dp_rank * draw
+    for position, i in enumerate(drawn[first : first + use], start=first):
         rec = train.records[i]
         clip = train.load_frames(rec)
         if clip is not None:
-            items.append(PromptItem(rec, clip, model.chat_prompt_ids(question_text(rec))))
+            items.append(PromptItem(rec, clip, model.chat_prompt_ids(question_text(rec)), position))
     train.ledger.check(reduce=dp_summer(layout))  # collective: every rank judges the global share
     return items
 
@@ -301,14 +303,19 @@ def _rollout(engine: RolloutEngine | None, model: VideoLM, videos: StepVideoCach
     r = cfg.rollout
     n = r.n
     with torch.no_grad():
+        # A prompt's randomness is keyed by its place in the global draw, so DP ranks sample
+        # what one process would; the baseline's n one-sample prompts take the cached
+        # run's row keys (key x n + sample), so both sample alike.
         if videos.reuse:  # one prompt (one encoding) per item, n samples each
             prompts = [_prompt_embeds(model, videos, it) for it in items]
+            keys = tuple(it.position for it in items)
             per_prompt = n
         else:  # baseline: every rollout encodes the video again
             prompts = [_prompt_embeds(model, videos, it) for it in items for _ in range(n)]
+            keys = tuple(it.position * n + s for it in items for s in range(n))
             per_prompt = 1
         sampling = SamplingConfig(n=per_prompt, temperature=r.temperature, top_p=r.top_p,
-                                  max_new_tokens=r.max_new_tokens, seed=seed)
+                                  max_new_tokens=r.max_new_tokens, seed=seed, prompt_keys=keys)
         outs = engine.generate(prompts, sampling) if layout.sp_rank == 0 else None
         if layout.sp_group is not None:
             box = [outs]

@@ -3,7 +3,7 @@
 import pytest
 
 from harness.config import RLConfig, load_config
-from harness.model.build import load_model
+from harness.model.build import init_model, load_model
 from harness.trainer.rl import train_rl
 from tests.helpers import tiny_overrides
 from tests.parallel import workers
@@ -28,11 +28,29 @@ def test_sp2_rl_steps_equal_single_process(toy_data, tmp_path, family):
     single = load_model(tmp_path / "single" / "final").state_dict()
     overrides = _overrides(toy_data, tmp_path / "sp2", family, **{"parallel.sp_size": 2})
     sp2 = run_distributed(workers.rl_run, 2, overrides)[0]
-    moved = max(float((single[k] - load_model(tmp_path / "single" / "final").state_dict()[k]).abs().max())
-                for k in single)
-    assert moved == 0.0
+    init = init_model(family, "tiny", seed=0).state_dict()
+    assert max(float((single[k] - init[k]).abs().max()) for k in single) > 0  # the steps trained
     worst = max(float((sp2[k] - single[k]).abs().max()) for k in single)
     assert worst < 2e-5, worst
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_dp2_samples_and_trains_as_one_process(toy_data, tmp_path):
+    """Each prompt's sampling is keyed by its place in the step's global draw: 2 DP ranks of
+    1 prompt each (replicated, and with ZeRO-3) sample what one process with both prompts
+    samples, and end with its weights (rank 1 once reused rank 0's random stream)."""
+    single_cfg = _overrides(toy_data, tmp_path / "single", "vila", **{"train.mini_batches": 1})
+    train_rl(load_config("configs/rl/toy-cpu.yaml", single_cfg, RLConfig))
+    single = load_model(tmp_path / "single" / "final").state_dict()
+    init = init_model("vila", "tiny", seed=0).state_dict()
+    assert max(float((single[k] - init[k]).abs().max()) for k in single) > 0
+    for name, extra in (("dp2", {}), ("dp2z3", {"parallel.zero_stage": 3})):
+        dp = run_distributed(workers.rl_run, 2, _overrides(
+            toy_data, tmp_path / name, "vila", **{"parallel.dp_size": 2, "train.prompts_per_step": 1,
+                                                 "train.mini_batches": 1, **extra}))[0]
+        worst = max(float((dp[k] - single[k]).abs().max()) for k in single)
+        assert worst < 2e-5, (name, worst)
 
 
 @pytest.mark.distributed
@@ -54,8 +72,6 @@ def test_zero1_with_dp2_matches_replicated_optimizer_and_resumes(toy_data, tmp_p
 
 
 def load_model_init():
-    from harness.model.build import init_model
-
     return init_model("vila", "tiny", seed=0).state_dict()
 
 
