@@ -431,12 +431,16 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
 
     Loss normalisers (token and sequence counts) are global over the DP group, and
     gradients are summed over all ranks, so the update equals the single-process one.
-    Under SP the per-token stats (clip fraction, KL, entropy) are those of this rank's
-    tokens."""
+    The logged stats are the whole step's, as one process would log them: `loss` summed
+    over ranks (each rank's part is already normalised by the global counts) and averaged
+    over mini-batches; KL, entropy and the clip fractions as token means over every rank's
+    response tokens (a rank may hold none of a sequence's tokens under SP)."""
     a = cfg.algo
     lengths = torch.tensor([s.tokens.shape[0] for s in samples])
     mask_all = torch.arange(old_logp.shape[1])[None] < lengths[:, None]  # [N, R]
     stats: dict[str, list[float]] = {}
+    token_sums: dict[str, float] = {"tokens": 0.0}  # per-token stats x tokens, summed
+    loss_sum = 0.0
     for mini in _split(len(samples), n_mini):
         counts = torch.tensor([float(mask_all[mini.start : mini.stop].sum()), float(len(mini))])
         if layout.dp_group is not None:
@@ -455,7 +459,6 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
             adv = advantages[rows.start : rows.stop, None].to(logp.device).expand(-1, width)  # [b, R]
             loss, pg = policy_loss(logp, old, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high,
                                    dual_clip=a.dual_clip, agg=a.loss_agg, num_tokens=n_tokens, num_seqs=n_seqs)
-            share = len(rows) / n_seqs  # micro-batch stats are weighted into mini-batch means
             if ref_logp is not None:
                 ref = ref_logp[rows.start : rows.stop, :width]
                 loss = loss + a.kl_coef * kl_loss(logp, ref, mask, kind=a.kl_kind, agg=a.loss_agg,
@@ -464,16 +467,20 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
                 (loss * 0.0).backward()
                 continue
             loss.backward()
-            if ref_logp is not None:
-                with torch.no_grad():
-                    _add(stats, "kl", float(masked_mean(kl_estimate(logp, ref, a.kl_kind), mask)) * share)
-            _add(stats, "loss", loss.item())
-            for k in ("clip_frac", "dual_clip_frac", "approx_kl"):
-                _add(stats, f"pg/{k}", pg[k] * share)
+            loss_sum += loss.item()
+            tokens = float(mask.sum())
+            if tokens == 0:  # this rank's slice holds none of these responses' tokens
+                continue
+            token_sums["tokens"] += tokens
             with torch.no_grad():
+                per_token = {f"pg/{k}": pg[k] for k in ("clip_frac", "dual_clip_frac", "approx_kl")}
                 # Mean -log p of the sampled tokens: a Monte Carlo estimate of the policy's
                 # entropy (unbiased for on-policy samples at temperature 1), at no extra cost.
-                _add(stats, "entropy", float(-masked_mean(logp, mask)) * share)
+                per_token["entropy"] = float(-masked_mean(logp, mask))
+                if ref_logp is not None:
+                    per_token["kl"] = float(masked_mean(kl_estimate(logp, ref, a.kl_kind), mask))
+            for k, v in per_token.items():
+                token_sums[k] = token_sums.get(k, 0.0) + v * tokens
         grad_norm = reduce_and_clip(policy, layout, cfg.optim.grad_clip)
         _add(stats, "grad_norm", grad_norm)
         if math.isfinite(grad_norm):
@@ -481,8 +488,17 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
         optimizer.zero_grad(set_to_none=True)
         if sharding.is_sharded(policy):
             sharding.after_step(policy)  # all-gather the new values (collective)
-    # micro-batch parts summed per mini-batch, then averaged over mini-batches
-    return {k: sum(v) / (len(v) if k == "grad_norm" else n_mini) for k, v in stats.items()}
+    # the same names on every rank (one may have held no tokens), in the same order
+    per_token_names = ["pg/clip_frac", "pg/dual_clip_frac", "pg/approx_kl", "entropy"]
+    per_token_names += ["kl"] if ref_logp is not None else []
+    names = ["loss", *per_token_names, "tokens"]
+    totals = torch.tensor([loss_sum, *(token_sums.get(k, 0.0) for k in names[1:])], dtype=torch.float64)
+    if layout.world_size > 1:  # every rank's share (collective: every rank runs the update)
+        dist.all_reduce(totals, group=dist.group.WORLD)
+    out = {"loss": float(totals[0]) / n_mini, "grad_norm": sum(stats["grad_norm"]) / len(stats["grad_norm"])}
+    tokens = float(totals[-1])
+    out.update({k: float(v) / tokens if tokens else 0.0 for k, v in zip(names[1:-1], totals[1:-1], strict=True)})
+    return out
 
 
 def _add(stats: dict[str, list[float]], key: str, value: float) -> None:

@@ -4,6 +4,7 @@ import pytest
 
 from harness.config import RLConfig, load_config
 from harness.model.build import init_model, load_model
+from harness.trainer.metrics import read_metrics
 from harness.trainer.rl import train_rl
 from tests.helpers import tiny_overrides
 from tests.parallel import workers
@@ -32,6 +33,12 @@ def test_sp2_rl_steps_equal_single_process(toy_data, tmp_path, family):
     assert max(float((single[k] - init[k]).abs().max()) for k in single) > 0  # the steps trained
     worst = max(float((sp2[k] - single[k]).abs().max()) for k in single)
     assert worst < 2e-5, worst
+    # the logged loss, KL, entropy are the group's, as one process logs them (not rank 0's share)
+    rows = {name: [r for r in read_metrics(tmp_path / name / "metrics.jsonl") if "loss" in r]
+            for name in ("single", "sp2")}
+    for a, b in zip(rows["single"], rows["sp2"], strict=True):
+        for key in ("loss", "entropy", "kl", "pg/clip_frac", "pg/approx_kl"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (key, a[key], b[key])
 
 
 @pytest.mark.distributed
