@@ -456,3 +456,16 @@ def test_basic_oracle_accuracy_grows_with_frames(basic):
 def test_basic_level_refuses_the_videomme_layout(tmp_path):
     with pytest.raises(ValueError, match="free-form"):
         synthesize(tmp_path / "b", 3, difficulty="basic", formats=("harness", "videomme"), progress=False)
+
+
+def test_a_frame_size_the_loader_cannot_read_is_refused_up_front(tmp_path, capsys):
+    """48x40 encodes with libx264 but decord rejects its frames: `data synth` used to write a
+    whole dataset of videos its own loader could not read."""
+    from harness.cli import main
+    from harness.data.synthetic.render import pick_codec
+
+    if pick_codec() != "libx264":
+        pytest.skip("the unreadable size was found with libx264")
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--videos", "1", "--minutes", "0.3-0.3",
+                 "--size", "48x40"]) == 2
+    assert "48x40" in capsys.readouterr().err and not (tmp_path / "d" / "videos").exists()

@@ -36,7 +36,7 @@ from harness.data.synthetic.questions import (
     Question,
     build_questions,
 )
-from harness.data.synthetic.render import pick_codec, render_frames, write_mp4
+from harness.data.synthetic.render import check_decodable, pick_codec, render_frames, write_mp4
 from harness.data.synthetic.scene import DIFFICULTIES, LEVELS, Scene, simulate_scene
 from harness.data.synthetic.teacher import ColourConfusion, check_confusions, teacher_view
 from harness.data.synthetic.videomme import VideoItem, write_videomme
@@ -142,6 +142,7 @@ def synthesize(
     check_confusions(teacher, difficulty)
     out_dir = Path(out_dir)
     codec = pick_codec()
+    check_decodable(size, fps, codec)  # before any video is rendered
 
     scenes: list[Scene] = []
     questions: list[list[Question]] = []

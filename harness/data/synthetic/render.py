@@ -9,6 +9,7 @@ well within +-40 per channel) when this PyAV build has it, else mpeg4 at a high 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -100,3 +101,20 @@ def write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, size: tuple[
         for packet in stream.encode():
             container.mux(packet)
     os.replace(tmp, path)
+
+
+def check_decodable(size: tuple[int, int], fps: float, codec: str) -> None:
+    """Write a short clip of this frame size and read it back with the harness's loader:
+    some sizes encode fine but decord cannot read them (48x40 with libx264: it rejects the
+    frame stride), and a dataset of unreadable videos would only fail when trained on."""
+    from harness.data.video import VideoDecodeError, load_video
+
+    width, height = size
+    with tempfile.TemporaryDirectory(prefix="harness-size-probe-") as tmp:
+        probe = Path(tmp) / "probe.mp4"
+        write_mp4(probe, (np.zeros((height, width, 3), np.uint8) for _ in range(8)), fps, size, codec)
+        try:
+            load_video(probe, 4)
+        except VideoDecodeError as err:
+            raise ValueError(f"frame size {width}x{height} writes videos the loader (decord) cannot read "
+                             f"({err.reason}); choose another --size, e.g. 64x48 or 64x64") from None
