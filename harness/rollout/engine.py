@@ -17,8 +17,12 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from harness.errors import HarnessError
 from harness.model.interface import PromptEmbeds
 
+
+class RolloutEngineError(HarnessError, RuntimeError):
+    """The rollout engine could not start or could not sample; the message says what to set."""
 
 @dataclass(frozen=True)
 class SamplingConfig:

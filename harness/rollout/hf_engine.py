@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from harness.model.interface import PromptEmbeds, VideoLM
-from harness.rollout.engine import RolloutOutput, SamplingConfig
+from harness.rollout.engine import RolloutEngineError, RolloutOutput, SamplingConfig
 
 
 class HFEngine:
@@ -172,6 +172,9 @@ def sample_tokens(
 ) -> torch.Tensor:
     """logits [B, V] -> tokens [B]: argmax if greedy, else nucleus sampling at temperature,
     row b drawing from generators[b]."""
+    if not bool(torch.isfinite(logits).all()):
+        raise RolloutEngineError("the policy's logits are not finite (NaN or inf weights: a diverged update or a "
+                                 "damaged checkpoint); resume from an earlier checkpoint or lower optim.lr")
     if sampling.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)  # [B, V]

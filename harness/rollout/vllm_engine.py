@@ -70,10 +70,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.model.interface import PromptEmbeds, VideoLM
 from harness.parallel import sharding
-from harness.rollout.engine import RolloutOutput, SamplingConfig
+from harness.rollout.engine import RolloutEngineError, RolloutOutput, SamplingConfig
 
 log = logging.getLogger(__name__)
 CPU_BATCH_TOKENS = 4096  # vLLM's CPU default token budget per engine step
@@ -86,10 +85,6 @@ _open_engine: VLLMEngine | None = None
 # Closed engines that share the trainer's torch.distributed world: shutting one down would
 # destroy that world (see the module docstring), so they live until the process exits.
 _kept_until_exit: list = []
-
-
-class RolloutEngineError(HarnessError, RuntimeError):
-    """The rollout engine could not start or could not sample; the message says what to set."""
 
 
 def _prepare_environment() -> None:

@@ -119,8 +119,14 @@ def save_checkpoint(
         # Durable before the rename, and the rename durable before pruning: otherwise a power
         # loss could leave neither the new checkpoint nor the old ones.
         _fsync_tree(tmp)
-    except BaseException:
+    except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing behind
+        free = shutil.disk_usage(root).free / 2**30
+        # torch reports a full disk as "iostream error" or "file write failed", without a path
+        raise CheckpointError(f"writing checkpoint {final} failed ({str(e).splitlines()[0]}); {free:.1f} GiB "
+                              f"free on its disk; the checkpoints before it are intact") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     os.replace(tmp, final)
     _fsync_dir(root)

@@ -239,3 +239,15 @@ def test_prompt_past_the_models_positions_is_refused(model, prompts):
     too_many = model.max_positions - int(prompts[0].positions.max())
     with pytest.raises(ValueError, match="past the model's .* positions"):
         engine.generate(prompts[:1], greedy(max_new_tokens=too_many))
+
+
+def test_nan_policy_is_a_named_error_not_a_multinomial_crash(model, prompts):
+    import copy
+
+    from harness.rollout.engine import RolloutEngineError
+
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(RolloutEngineError, match="logits are not finite"):
+        HFEngine(broken).generate(prompts[:1], SamplingConfig(n=2, max_new_tokens=2, seed=0))

@@ -157,7 +157,7 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(model, "save_pretrained", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full"):
         _save(tmp_path, 1, model, optimizer)
     assert list((tmp_path / "checkpoints").iterdir()) == []
 
@@ -210,3 +210,20 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
     _assert_same_state(straight[0].state_dict(), resumed[0].state_dict())
     assert straight[2].state_dict() == resumed[2].state_dict()
+
+
+def test_a_failed_write_names_the_checkpoint_and_the_free_space(tmp_path, monkeypatch):
+    """A full disk surfaces from torch.save as a bare 'iostream error': the error names the
+    checkpoint and the free space, and nothing half-written is left."""
+    from harness.model.build import init_model
+    from harness.trainer import checkpoint as ck
+
+    model = init_model("vila", "tiny", seed=0)
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0\\niostream error")
+
+    monkeypatch.setattr(ck.torch, "save", full_disk)
+    with pytest.raises(ck.CheckpointError, match=r"step_000003 failed .*iostream.*GiB free"):
+        ck.save_checkpoint(tmp_path, 3, model=model, optimizer={}, data_state={})
+    assert list((tmp_path / "checkpoints").iterdir()) == []
