@@ -332,10 +332,27 @@ def load_config(path: str | Path | None, overrides: list[str], schema: type[T]) 
             raise ConfigError(f"{where}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded or {}
     for item in overrides:
+        _check_override_key(schema, item)  # a typo on the command line is not the file's
         apply_override(data, item)
     cfg = from_dict(schema, data, where)
     check_all(cfg)
     return cfg
+
+
+def _check_override_key(schema: type, item: str) -> None:
+    key = item.partition("=")[0].strip()
+    node: Any = schema
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(node):
+            raise ConfigError(f"command line: {'.'.join(parts[:i])} is not a section (override {item!r})")
+        fields = {f.name for f in dataclasses.fields(node)}
+        if part not in fields:
+            close = difflib.get_close_matches(part, fields, n=1)
+            prefix = ".".join(parts[:i] + [""])
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"command line: unknown key '{key}'{hint}")
+        node = typing.get_type_hints(node)[part]
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

@@ -73,3 +73,8 @@ def test_nonsense_numbers_stop_the_cli_before_any_work(override, key, tmp_path, 
 
     assert main(["rl", "--config", "configs/rl/toy-cpu.yaml", f"run.out_dir={tmp_path / 'run'}", override]) == 2
     assert key in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_an_unknown_key_on_the_command_line_is_attributed_to_it():
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'optim.lrr' \(did you mean 'optim.lr'\?\)"):
+        load_config("configs/rl/toy-cpu.yaml", ["optim.lrr=1e-5"], RLConfig)
