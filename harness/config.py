@@ -234,12 +234,17 @@ class AlgoConfig:
     acc_weight: float = 0.9
     format_weight: float = 0.1
     reward_fn: str | None = None  # "module:function" replacing the accuracy reward
+    # A reward function that raises (or returns no number) scores the sample 0; past this
+    # share of the run's samples the run stops instead of training without a signal.
+    max_reward_error_fraction: float = 0.1
 
     def check(self) -> None:
         _one_of("algo.advantage", self.advantage, ("grpo", "drgrpo", "rloo"))
         _one_of("algo.loss_agg", self.loss_agg, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
         _one_of("algo.kl_kind", self.kl_kind, ("k1", "k2", "k3", "low_var_kl", "abs"))
         _non_negative("algo.kl_coef", self.kl_coef)
+        if not 0.0 <= self.max_reward_error_fraction <= 1.0:
+            raise ConfigError(f"algo.max_reward_error_fraction must be in [0, 1], got {self.max_reward_error_fraction}")
         _non_negative("algo.clip_low", self.clip_low)
         _non_negative("algo.clip_high", self.clip_high)
         if self.clip_low >= 1.0:

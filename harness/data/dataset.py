@@ -110,6 +110,7 @@ class VideoQADataset:
         self.ledger = ledger
         bad: list[SkippedLine] = []
         self.records: list[Record] = list(read_jsonl(self.path, skipped=bad, usable=_video_record))
+        self.malformed = len(bad)  # lines refused when read (logged in the metrics too)
         for line in bad:
             ledger.skip(f"{self.path}:{line.line}", line.reason)
         if not self.records:

@@ -40,6 +40,7 @@ from harness.config import RLConfig, to_dict
 from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset, question_text
 from harness.data.records import Record
 from harness.data.video import VideoClip
+from harness.errors import HarnessError
 from harness.model.interface import PromptEmbeds, VideoLM
 from harness.model.sp import padded_length, sp_local_logprobs, sp_token_logprobs
 from harness.parallel import sharding
@@ -144,6 +145,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         engine.sync_weights(policy)
     timer = StepTimer()
     bad_steps = 0
+    run_reward_errors = [0, 0]  # [failed, scored] over this process's part of the run, all DP ranks
 
     # --- loop -------------------------------------------------------------------------
     bar = tqdm(range(start, cfg.run.steps), desc="rl", disable=not (cfg.run.progress and main),
@@ -152,6 +154,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         videos.new_step()
         calls_before = videos.encoder_calls
         items, samples, reward_errors, dropped_groups, passed_over = [], [], 0, 0, 0
+        last_reward_error = None
         draw = cfg.train.prompts_per_step  # per rank, the same on every rank
         for _round in range(1 + (MAX_REFILL_ROUNDS if cfg.algo.dapo else 0)):
             want = cfg.train.prompts_per_step - len(items)
@@ -167,7 +170,9 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
                                        offset=len(items), layout=layout)
             with timer.block("reward"):
                 for s in new_samples:
-                    reward_errors += _score(s, new_items[s.prompt - len(items)].record, accuracy_fn, cfg)
+                    err = _score(s, new_items[s.prompt - len(items)].record, accuracy_fn, cfg)
+                    if err is not None:
+                        reward_errors, last_reward_error = reward_errors + 1, err
             if cfg.algo.dapo and new_items:  # (none: this rank is full while another refills)
                 before = len(new_items)
                 new_items, new_samples = _drop_uniform_groups(new_items, new_samples, offset=len(items))
@@ -183,6 +188,14 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
                 break  # every rank is full
         if cfg.algo.dapo:  # drawn but unused because another DP rank refilled more, all ranks
             passed_over = _dp_reduce(passed_over, layout, dist.ReduceOp.SUM)
+        # the reward function's failures over the run, every DP rank's: all ranks stop together
+        step_errors = dp_reduce([reward_errors, len(samples)], layout)
+        run_reward_errors = [a + b for a, b in zip(run_reward_errors, step_errors, strict=True)]
+        if run_reward_errors[0] > cfg.algo.max_reward_error_fraction * run_reward_errors[1]:
+            raise RewardBudgetExceeded(
+                f"the reward function failed on {run_reward_errors[0]} of {run_reward_errors[1]} samples so far "
+                f"(> algo.max_reward_error_fraction={cfg.algo.max_reward_error_fraction}); last error: "
+                f"{last_reward_error or 'on another rank'} ({cfg.algo.reward_fn or 'the accuracy reward'})")
         fewest = _dp_reduce(len(samples), layout, dist.ReduceOp.MIN)  # all ranks raise together
         if fewest == 0:
             where = "this rank" if layout.dp_group is None else "a data-parallel rank"
@@ -233,6 +246,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
             "data/prompts": float(len(items)), "data/dropped_groups": float(dropped_groups),
             "data/passed_over": float(passed_over),
             "data/decode_failures": float(ledger.totals[0]),  # all DP ranks, this run
+            "data/malformed_lines": float(train.malformed),  # refused when the split was read
             "lr": scheduler.get_last_lr()[0], **update, **timer.pop(), **peak_memory(),
         }
         save_now = (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps
@@ -329,8 +343,12 @@ def _rollout(engine: RolloutEngine | None, model: VideoLM, videos: StepVideoCach
     ]
 
 
-def _score(sample: Sample, record: Record, accuracy_fn, cfg: RLConfig) -> int:
-    """Fill the sample's reward; returns 1 when the reward function failed (reward 0)."""
+class RewardBudgetExceeded(HarnessError, RuntimeError):
+    """The reward function failed on more of the run's samples than algo.max_reward_error_fraction."""
+
+
+def _score(sample: Sample, record: Record, accuracy_fn, cfg: RLConfig) -> str | None:
+    """Fill the sample's reward; returns the reward function's error (reward 0) or None."""
     acc, err = safe_reward(accuracy_fn, sample.text, record.answer, record.problem_type)
     sample.accuracy = float(acc)
     sample.format = format_reward(sample.text)
@@ -338,8 +356,7 @@ def _score(sample: Sample, record: Record, accuracy_fn, cfg: RLConfig) -> int:
     if err is not None:
         log.warning("reward function failed on %s: %s", record.problem_id, err)
         sample.reward = 0.0
-        return 1
-    return 0
+    return err
 
 
 def _drop_uniform_groups(items: list[PromptItem], samples: list[Sample], offset: int):

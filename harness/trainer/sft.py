@@ -172,7 +172,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
             continue
         metrics = {"loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
                    "tokens": float(total_tokens), "examples": float(total_examples),
-                   "decode_failures": float(ledger.totals[0]), **timer.pop(), **peak_memory()}
+                   "decode_failures": float(ledger.totals[0]), "data/malformed_lines": float(train.malformed), **timer.pop(), **peak_memory()}
         if held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
             metrics.update(evaluate_run(model, held_out, cfg.run))
         if (step + 1) % cfg.run.log_every == 0:

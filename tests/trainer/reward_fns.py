@@ -16,3 +16,7 @@ def uniform_for_answer_a(response: str, answer: str, problem_type: str) -> float
     # The same reward for every sample of a question keyed "A": DAPO drops those groups and
     # refills, so DP ranks that drew different keys refill different numbers of times.
     return 0.0 if answer.strip() == "<answer>A</answer>" else by_length(response, answer, problem_type)
+
+
+def always_raises(response: str, answer: str, problem_type: str) -> float:
+    raise ValueError("broken on purpose")

@@ -67,9 +67,23 @@ def test_resume_continues_exactly(toy_data, tmp_path):
 
 
 def test_failing_reward_function_counts_and_goes_on(toy_data, tmp_path):
-    train_rl(_cfg(toy_data, tmp_path / "run", **{"algo.reward_fn": "tests.trainer.reward_fns:sometimes_raises"}))
+    train_rl(_cfg(toy_data, tmp_path / "run", **{"algo.reward_fn": "tests.trainer.reward_fns:sometimes_raises",
+                                                 "algo.max_reward_error_fraction": 1.0}))
     rows = _train_rows(tmp_path / "run")
     assert len(rows) == 2 and sum(r["reward/errors"] for r in rows) > 0
+
+
+def test_a_reward_function_failing_past_its_budget_stops_the_run(toy_data, tmp_path, capsys):
+    """Failing on every sample used to finish with rc 0 and no learning signal."""
+    from harness.cli import main
+
+    argv = ["rl", "--config", "configs/rl/toy-cpu.yaml", *tiny_overrides(toy_data, tmp_path / "run", **{
+        "model.path": None, "model.size": "tiny", "run.steps": 2, "data.eval": None, "rollout.n": 2,
+        "rollout.max_new_tokens": 4, "train.prompts_per_step": 2, "train.micro_batch": 4,
+        "algo.reward_fn": "tests.trainer.reward_fns:always_raises"})]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "failed on 4 of 4 samples" in err and "always_raises" in err and "broken on purpose" in err
 
 
 def test_dapo_keeps_only_informative_groups(toy_data, tmp_path):

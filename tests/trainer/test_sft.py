@@ -133,3 +133,14 @@ def test_resume_skips_a_damaged_checkpoint_with_a_warning(toy_data, tmp_path, ca
         f = next((ckpt / "model").rglob("model*.safetensors"))
         f.write_bytes(f.read_bytes()[:100])  # truncated
     assert main([*more[:3], "--resume", *more[3:]]) == 2
+
+
+def test_malformed_lines_are_counted_in_the_metrics(toy_data, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "sft.jsonl").write_text((toy_data / "sft.jsonl").read_text() + '{"problem_id": "broken"}\n')
+    cfg = _cfg(data, tmp_path / "run", **{"run.steps": 1, "data.eval": None, "data.video_dir": toy_data,
+                                         "data.max_skip_fraction": 0.5})
+    train_sft(cfg)
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
+    assert rows[0]["data/malformed_lines"] == 1
