@@ -170,6 +170,14 @@ def lr_factor(cfg: OptimConfig, step: int, total_steps: int | None) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Before anything is written or built: a plain run into an out_dir that holds an
+    earlier run would overwrite its config and mix two runs' logs."""
+    if not resume and (out / "metrics.jsonl").exists():
+        raise FileExistsError(f"{out} holds an earlier run: pass --resume to continue it, "
+                              f"or choose another run.out_dir")
+
+
 def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, scheduler,
                     sampler: EpochSampler, tensorboard: bool, main: bool = True
                     ) -> tuple[int, MetricsLogger | None]:

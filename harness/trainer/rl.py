@@ -53,6 +53,7 @@ from harness.trainer.common import (
     build_model,
     build_optimizer,
     check_frame_counts,
+    check_out_dir,
     compute_precision,
     dp_reduce,
     dp_summer,
@@ -107,6 +108,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
     out = Path(cfg.run.out_dir)
     if main:
+        check_out_dir(out, resume)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         prepare_data(cfg.data)  # one rank synthesises; the others wait, then find it

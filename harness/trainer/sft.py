@@ -38,6 +38,7 @@ from harness.trainer.common import (
     build_model,
     build_optimizer,
     check_frame_counts,
+    check_out_dir,
     compute_precision,
     dp_summer,
     finish_run,
@@ -76,6 +77,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
     main = layout.rank == 0
     out = Path(cfg.run.out_dir)
     if main:
+        check_out_dir(out, resume)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         prepare_data(cfg.data)  # one rank synthesises; the others wait, then find it

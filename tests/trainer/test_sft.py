@@ -72,8 +72,10 @@ def test_config_is_written_next_to_the_run(toy_data, tmp_path):
 def test_rerun_into_an_existing_run_needs_resume(toy_data, tmp_path):
     cfg = _cfg(toy_data, tmp_path / "run", **{"run.steps": 1, "data.eval": None})
     train_sft(cfg, resume=True)  # nothing to resume yet: starts afresh
+    config = (tmp_path / "run" / "config.yaml").read_text()
     with pytest.raises(FileExistsError, match="--resume"):
-        train_sft(cfg)
+        train_sft(_cfg(toy_data, tmp_path / "run", **{"run.steps": 2, "data.eval": None}))
+    assert (tmp_path / "run" / "config.yaml").read_text() == config  # the earlier run's, untouched
 
 
 def test_non_finite_losses_skip_steps_then_stop_clearly(toy_data, tmp_path):
