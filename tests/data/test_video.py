@@ -119,26 +119,26 @@ def test_fps_mode_properties(
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [
-        dict(total_frames=10, num_frames=0),
-        dict(total_frames=10, num_frames=8193),
-        dict(total_frames=10, num_frames=-3),
-        dict(total_frames=10, num_frames=True),
-        dict(total_frames=10, num_frames=2.0),
-        dict(total_frames=0, num_frames=4),
-        dict(total_frames=-1, num_frames=4),
-        dict(total_frames=10),
-        dict(total_frames=10, sample_fps=1.0),
-        dict(total_frames=10, video_fps=30.0, sample_fps=0.0),
-        dict(total_frames=10, video_fps=30.0, sample_fps=-1.0),
-        dict(total_frames=10, video_fps=30.0, sample_fps=float("nan")),
-        dict(total_frames=10, video_fps=0.0, sample_fps=1.0),
-        dict(total_frames=10, num_frames=0, video_fps=30.0, sample_fps=1.0),
+    "kwargs, names",
+    [  # each error names the argument: numpy or math raising ValueError on its own would not
+        (dict(total_frames=10, num_frames=0), "num_frames"),
+        (dict(total_frames=10, num_frames=8193), "num_frames"),
+        (dict(total_frames=10, num_frames=-3), "num_frames"),
+        (dict(total_frames=10, num_frames=True), "num_frames"),
+        (dict(total_frames=10, num_frames=2.0), "num_frames"),
+        (dict(total_frames=0, num_frames=4), "total_frames"),
+        (dict(total_frames=-1, num_frames=4), "total_frames"),
+        (dict(total_frames=10), "num_frames"),
+        (dict(total_frames=10, sample_fps=1.0), "video_fps"),
+        (dict(total_frames=10, video_fps=30.0, sample_fps=0.0), "sample_fps"),
+        (dict(total_frames=10, video_fps=30.0, sample_fps=-1.0), "sample_fps"),
+        (dict(total_frames=10, video_fps=30.0, sample_fps=float("nan")), "sample_fps"),
+        (dict(total_frames=10, video_fps=0.0, sample_fps=1.0), "video_fps"),
+        (dict(total_frames=10, num_frames=0, video_fps=30.0, sample_fps=1.0), "num_frames"),
     ],
 )
-def test_sampler_rejects_bad_arguments(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+def test_sampler_rejects_bad_arguments(kwargs: dict, names: str) -> None:
+    with pytest.raises(ValueError, match=names):
         sample_frame_indices(**kwargs)
 
 

@@ -37,7 +37,9 @@ def test_sp2_rl_steps_equal_single_process(toy_data, tmp_path, family):
     rows = {name: [r for r in read_metrics(tmp_path / name / "metrics.jsonl") if "loss" in r]
             for name in ("single", "sp2")}
     for a, b in zip(rows["single"], rows["sp2"], strict=True):
-        for key in ("loss", "entropy", "kl", "pg/clip_frac", "pg/approx_kl"):
+        # grad_norm too: AdamW and clipping cancel a gradient off by a constant factor, so
+        # equal weights alone would not catch a sum that should be a mean
+        for key in ("loss", "entropy", "kl", "pg/clip_frac", "pg/approx_kl", "grad_norm"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (key, a[key], b[key])
 
 
@@ -58,6 +60,9 @@ def test_dp2_samples_and_trains_as_one_process(toy_data, tmp_path):
                                                  "train.mini_batches": 1, **extra}))[0]
         worst = max(float((dp[k] - single[k]).abs().max()) for k in single)
         assert worst < 2e-5, (name, worst)
+        for a, b in zip(*(read_metrics(tmp_path / run / "metrics.jsonl") for run in ("single", name)), strict=True):
+            if "grad_norm" in a:  # the pre-clip norm sees a gradient off by a constant factor
+                assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), (name, a["grad_norm"], b["grad_norm"])
 
 
 @pytest.mark.distributed

@@ -35,14 +35,17 @@ def single(toy_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft_single")
     train_sft(load_config("configs/sft/toy-cpu.yaml", _overrides(toy_data, out, **{"train.grad_accum": 2}),
                           SFTConfig))
-    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
-    return {"weights": load_model(out / "final").state_dict(), "losses": losses}
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    return {"weights": load_model(out / "final").state_dict(), "losses": [r["loss"] for r in rows],
+            "grad_norms": [r["grad_norm"] for r in rows]}
 
 
 @pytest.mark.distributed
 def test_dp2_sft_equals_single_process(toy_data, tmp_path, single):
     dp2 = run_distributed(workers.sft_run, 2, _overrides(toy_data, tmp_path, **{"parallel.dp_size": 2}))[0]
     assert dp2["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    # the pre-clip gradient norm: AdamW + clipping would hide a gradient off by a constant factor
+    assert dp2["grad_norms"] == pytest.approx(single["grad_norms"], rel=1e-4)
     assert _worst(dp2["weights"], single["weights"]) < 1e-5
 
 
@@ -53,6 +56,7 @@ def test_dp2_zero3_sft_resumed_equals_single_process(toy_data, tmp_path, single)
     second = _overrides(toy_data, tmp_path, **common)
     z3 = run_distributed(workers.sft_run, 2, first, second)[0]
     assert z3["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    assert z3["grad_norms"] == pytest.approx(single["grad_norms"], rel=1e-4)
     assert _worst(z3["weights"], single["weights"]) < 1e-5
 
 

@@ -236,8 +236,8 @@ def sft_run(rank: int, world: int, first: list[str], second: list[str] | None = 
     if rank != 0:
         return {}
     weights = {k: v.clone() for k, v in load_model(cfg.run.out_dir + "/final").state_dict().items()}
-    losses = [r["loss"] for r in read_metrics(cfg.run.out_dir + "/metrics.jsonl") if "loss" in r]
-    return {"weights": weights, "losses": losses}
+    rows = [r for r in read_metrics(cfg.run.out_dir + "/metrics.jsonl") if "loss" in r]
+    return {"weights": weights, "losses": [r["loss"] for r in rows], "grad_norms": [r["grad_norm"] for r in rows]}
 
 
 def run_error(rank: int, world: int, recipe: str, overrides: list[str]) -> str | None:

@@ -59,7 +59,8 @@ def test_rl_runs_with_bf16_compute_and_a_bf16_reference(toy_data, tmp_path):
     (row,) = [r for r in read_metrics(tmp_path / "rl" / "metrics.jsonl") if "loss" in r]
     assert torch.isfinite(torch.tensor([row["loss"], row["kl"]])).all()
     # engine log-probs (bf16 autocast) and the trainer's recomputation (same) agree to bf16 noise
-    assert row["rollout/logp_diff_max"] < 0.1
+    # (measured ~1.2e-3); scoring against another video or question moves them ~0.025
+    assert row["rollout/logp_diff_max"] < 5e-3
 
 
 def test_compute_dtype_needs_fp32_master_weights():

@@ -87,11 +87,15 @@ def test_a_reward_function_failing_past_its_budget_stops_the_run(toy_data, tmp_p
 
 
 def test_dapo_keeps_only_informative_groups(toy_data, tmp_path):
-    train_rl(_cfg(toy_data, tmp_path / "run", **{"algo.dapo": True, "algo.kl_coef": 0.0,
-                                                 "algo.clip_high": 0.28}))
-    for row in _train_rows(tmp_path / "run"):
+    """Questions keyed "A" get the same reward for every sample: DAPO must drop those groups
+    (counted), refill, and train only on groups whose rewards differ."""
+    train_rl(_cfg(toy_data, tmp_path / "run", **{"algo.dapo": True, "algo.kl_coef": 0.0, "algo.clip_high": 0.28,
+                                                 "algo.reward_fn": "tests.trainer.reward_fns:uniform_for_answer_a"}))
+    rows = _train_rows(tmp_path / "run")
+    assert len(rows) == 2 and sum(r["data/dropped_groups"] for r in rows) > 0
+    for row in rows:
+        assert row["reward/mixed_groups"] == 1.0  # every group kept carries a signal
         assert 1 <= row["data/prompts"] <= PROMPTS
-        assert row["reward/std"] > 0
 
 
 def test_cache_with_trainable_vision_is_refused(toy_data, tmp_path):
