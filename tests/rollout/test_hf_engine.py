@@ -212,7 +212,7 @@ def test_training_flags_restored(model, prompts):
     ],
 )
 def test_bad_sampling_config_names_the_field(field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=rf"^{field} must"):
         SamplingConfig(**{field: value})
 
 

@@ -120,6 +120,15 @@ def test_restore_rng_false_leaves_streams_alone(tmp_path):
     load_checkpoint(path, model=model, restore_rng=False)
     assert random.random() == random.Random(5).random()
     assert np.random.rand() == np.random.RandomState(5).rand()
+    # torch's stream (the recipes' data and sampling draw from it) is not set to the saved one
+    # either (building the loaded model draws from it, so it is not simply left at seed 5)
+    saved = torch.load(path / "trainer_state.pt", weights_only=False)["rng"]["torch"]
+    torch.set_rng_state(saved)
+    torch.rand(1)  # move it off the saved state
+    load_checkpoint(path, model=model, restore_rng=False)
+    assert not torch.equal(torch.get_rng_state(), saved)
+    load_checkpoint(path, model=model, restore_rng=True)
+    assert torch.equal(torch.get_rng_state(), saved)
 
 
 def test_keep_last_prunes_older_checkpoints(tmp_path):

@@ -5,6 +5,8 @@ a bf16 ulp of a weight of size ~0.02 (2^-13 / 2 ~ 6e-5), so weights *stored* in 
 move at all; fp32 master weights under bf16 autocast do.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -39,6 +41,10 @@ def test_lr_1e6_moves_fp32_master_weights_but_not_bf16_weights(toy_data, tmp_pat
     train_sft(_sft(toy_data, tmp_path / "fp32"))
 
     bf16_start = {k: v.to(torch.bfloat16) for k, v in start.items()}
+    # the bf16 run did step (a finite loss, a gradient, an lr): its update, not a skipped
+    # step, is what rounds away
+    (row,) = [r for r in read_metrics(tmp_path / "bf16" / "metrics.jsonl") if "loss" in r]
+    assert math.isfinite(row["loss"]) and row["grad_norm"] > 0 and row["lr"] > 0
     # the update rounds away, except on the few weights within ~1e-4 of zero
     assert _moved_fraction(tmp_path / "bf16", bf16_start) < 0.05
     assert _moved_fraction(tmp_path / "mixed", start) > 0.5  # it lands in the master weights
