@@ -4,7 +4,7 @@ rule agree, and to hand-computed values where they differ (long videos)."""
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from harness.model.build import init_model
@@ -49,18 +49,18 @@ def test_next_positions_continue_after_the_max():
     assert next_positions(linear_positions(4), 2).tolist() == [4, 5]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     before=st.integers(1, 6), after=st.integers(1, 6), units=st.integers(1, 4),
-    h=st.integers(1, 3), w=st.integers(1, 3), spu=st.sampled_from([0.05, 0.1, 0.2]),
+    h=st.integers(1, 8), w=st.integers(1, 8), spu=st.sampled_from([0.05, 0.5, 1.0, 2.0]),
 )
 def test_matches_transformers_where_rules_agree(before, after, units, h, w, spu):
     """transformers' get_rope_index resumes text at start+max(h, w) instead of max+1; the two
-    agree when the temporal extent stays below the spatial one, which short spacing ensures."""
+    agree when the temporal extent stays below the spatial one (time positions up to 6 here,
+    e.g. 0, 2, 4, 6 for 4 units at 1 s on an 8x8 grid)."""
     model = _hf_model()
     tps = model.config.vision_config.tokens_per_second
-    if int((units - 1) * spu * tps) >= max(h, w):
-        return
+    assume(int((units - 1) * spu * tps) < max(h, w))
     m = model.config.vision_config.spatial_merge_size
     ids = _ids(before, units, h, w, after)
     ids[ids == V] = model.config.video_token_id
@@ -88,7 +88,7 @@ def test_qwen_prompt_positions_feed_the_same_logits_as_hf_forward():
     model = init_model("qwen2_5_vl", "tiny")
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    ts = np.arange(4) * 0.05
+    ts = np.arange(4) * 0.25  # 0.5 s per 2-frame unit: time positions 0 and 1, below the 2x2 grid
     pixels = model.preprocess(frames, ts)
     video = model.encode_video(pixels)
     prompt = model.build_prompt(model.chat_prompt_ids("Where?"), video)
@@ -104,3 +104,20 @@ def test_qwen_prompt_positions_feed_the_same_logits_as_hf_forward():
             mm_token_type_ids=(prompt.input_ids == model.video_token_id).int()[None] * 2,
         ).logits
     torch.testing.assert_close(ours, hf, rtol=1e-4, atol=1e-5)
+
+
+def test_time_positions_reach_past_zero_and_match_transformers():
+    """An explicit case with a real time axis: 4 units 1 s apart on an 8x8 token grid."""
+    model = _hf_model()
+    tps = model.config.vision_config.tokens_per_second
+    m = model.config.vision_config.spatial_merge_size
+    ids = _ids(3, 4, 8, 8, 2)
+    ids[ids == V] = model.config.video_token_id
+    ours = mrope_positions(ids, model.config.video_token_id, (4, 8, 8), 1.0, tps)
+    start = 3
+    assert sorted(set((ours[0, start : start + 256] - start).tolist())) == [0, 2, 4, 6]
+    hf, _ = model.model.get_rope_index(
+        ids[None], mm_token_type_ids=(ids == model.config.video_token_id).int()[None] * 2,
+        video_grid_thw=torch.tensor([[4, 8 * m, 8 * m]]), second_per_grid_ts=torch.tensor([1.0]),
+    )
+    assert torch.equal(ours, hf[:, 0])
