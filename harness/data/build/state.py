@@ -59,12 +59,12 @@ class StageState:
             self._load()
 
     def _load(self) -> None:
-        with self.path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
+        with self.path.open("rb") as f:  # one undecodable byte costs its line, not the build
+            for lineno, data in enumerate(f, start=1):
+                if not data.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(data.decode("utf-8"))
                     if not (isinstance(row, dict) and isinstance(row.get("key"), str)
                             and "input_sha" in row and "output" in row):
                         raise ValueError("not a {key, input_sha, output} object")

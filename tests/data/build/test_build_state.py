@@ -131,3 +131,11 @@ def test_interrupt_records_requests_in_flight(tmp_path):
 def test_input_sha_is_stable_and_sensitive():
     assert input_sha("m", 1, {"b": 2, "a": 1}) == input_sha("m", 1, {"a": 1, "b": 2})
     assert input_sha("m", 1) != input_sha("m", 2)
+
+
+def test_an_undecodable_byte_costs_its_line_not_the_build(tmp_path):
+    path = tmp_path / "s.jsonl"
+    good = '{"key": "k1", "input_sha": "a", "output": 1}\n'
+    path.write_bytes(good.encode() + b'{"key": "k2", "input_sha": "b", "output": "caf\xe9"}\n')
+    state = StageState(path)
+    assert set(state.rows) == {"k1"} and state.bad_lines == 1
