@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from harness.config import ConfigError, RLConfig, load_config
-from harness.model.build import load_model
+from harness.model.build import init_model, load_model
+from harness.trainer.metrics import read_metrics
 from harness.trainer.rl import train_rl
 from tests.parallel import sharding_workers, workers
 from tests.parallel.launch import run_distributed
@@ -98,6 +99,14 @@ def test_zero2_dp2_with_uneven_samples_per_rank_equals_replicated(toy_data, tmp_
                                                             **{"parallel.zero_stage": 2}))[0]
     worst = max(float((sharded[k] - plain[k]).abs().max()) for k in plain)
     assert worst < 1e-5, worst
+    # the premise: decodes did fail, so the ranks did train on different numbers of prompts
+    rows = [r for r in read_metrics(tmp_path / "z2" / "metrics.jsonl") if "loss" in r]
+    assert len(rows) == 2 and rows[-1]["data/decode_failures"] > 0
+    init = init_model("vila", "tiny", seed=0).state_dict()
+    assert max(float((plain[k] - init[k]).abs().max()) for k in plain) > 0  # the steps trained
+    # and the pre-clip grad norms agree (equal weights alone hide a gradient off by a factor)
+    plain_rows = [r for r in read_metrics(tmp_path / "plain" / "metrics.jsonl") if "loss" in r]
+    assert [r["grad_norm"] for r in rows] == pytest.approx([r["grad_norm"] for r in plain_rows], rel=1e-4)
 
 
 @pytest.mark.distributed
