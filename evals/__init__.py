@@ -1,4 +1,4 @@
-"""Benchmark adapters with the community's scoring protocols (REFERENCE.md, "Benchmark
+"""Benchmark adapters with the community's scoring protocols (docs/reference.md, "Benchmark
 protocols"), run by `harness eval`.
 
     model.py        the narrow model interface (encode, batched generate) over harness models

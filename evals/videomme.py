@@ -13,7 +13,7 @@ Question fields: video_id, duration, domain, sub_category, url, videoID, questio
 task_type, question, options (already "A. ..." lines), answer (a letter).
 `harness data synth --format videomme` writes this layout with synthetic videos.
 
-Prompt (the Video-MME repo's, as REFERENCE.md quotes it); with subtitles the block lists
+Prompt (the Video-MME repo's, as docs/reference.md quotes it); with subtitles the block lists
 only the cues covering the sampled frames (evals/subtitles.py), or "No subtitles available"
 when the video has no .srt (counted as `no_subtitles`). Scores: accuracy overall and by
 duration, domain and task type.

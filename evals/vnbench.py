@@ -11,7 +11,7 @@ Joez1717/VNBench):
 
 Prompt: the owners' (`llava_examples/model_video_niah.py`): the question, "A. ..." lines,
 then "Answer with the option's letter from the given choices directly."
-Scores: `accuracy` is plain per-entry accuracy over every try (REFERENCE.md's reading of
+Scores: `accuracy` is plain per-entry accuracy over every try (docs/reference.md's reading of
 the LongVILA-R1 authors' variant; their scoring code is not public); `accuracy_4try` is
 the owners' metric (`evaluation/eval.py`): a question counts only if all its tries are
 right, averaged per needle type and then over the types. Both by type.

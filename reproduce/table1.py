@@ -8,7 +8,7 @@ Reads every `harness eval` results JSON in `--results` (files with `task` and `s
 `*.predictions.jsonl` beside them are ignored), matches them to the tables' columns by task
 and subtitle setting, and writes `table1.md` and `table1.csv` to `--out` (default: the
 results folder). A column without a results file shows "–"; two files for the same column
-are an error naming both (keep one protocol per folder). Targets: REFERENCE.md (paper v4).
+are an error naming both (keep one protocol per folder). Targets: docs/reference.md (paper v4).
 ActivityNet-QA is an LLM-judged score: the judge is printed under the table, as the paper's
 numbers came from another judge.
 """

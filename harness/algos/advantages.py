@@ -3,7 +3,7 @@
 Outcome-reward estimators take one scalar reward per sample and a `group_ids` tensor that
 says which samples answer the same prompt. Groups are found by id, never by position: the
 samples of a group need not be contiguous or sorted. (The authors' batch reordering for load
-balance broke the assumption that a prompt's n rollouts sit next to each other, REFERENCE.md
+balance broke the assumption that a prompt's n rollouts sit next to each other, docs/reference.md
 pitfall 3; here every estimator is invariant under any permutation of the batch.)
 
 Group statistics are computed in float64 and the result is cast back to the rewards' dtype

@@ -3,7 +3,7 @@
 A key is the sha256 of (video content fingerprint, sampler settings, encoder weights
 fingerprint, CACHE_FORMAT_VERSION), so a hit is exact: renaming or copying a video still hits;
 changing its bytes, the sampler (frame count, fps, resolution...) or the encoder's weights
-misses. (The authors keyed by file name and disabled the cache on a mismatch; REFERENCE.md
+misses. (The authors keyed by file name and disabled the cache on a mismatch; docs/reference.md
 pitfall 5.)
 
 Each entry is one safetensors file holding the tensor plus metadata (key, format version,

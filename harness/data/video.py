@@ -5,10 +5,10 @@ Contract:
 - `load_video` / `probe_video` decode with decord on the CPU. A missing, empty, truncated or
   undecodable file raises `VideoDecodeError` naming the path and the reason; there is no
   fallback to black or repeated frames (the authors' code silently turned failed reads into a
-  black video, REFERENCE.md pitfall 5).
+  black video, docs/reference.md pitfall 5).
 - `preprocess_siglip` (VILA family) and `patchify_qwen` (Qwen2-VL / Qwen2.5-VL family) turn
   uint8 frames into the float tensors the vision towers take, using torch only (no torchvision:
-  its registry builds break CPU torch, DESIGN.md section 5).
+  its registry builds break CPU torch, docs/design.md, "This machine kind").
 
 Known decord limitation (0.6.0): random access into AVI files returns wrong frames (seeking
 lands near the start). MP4, MKV and MPEG-TS seek correctly. Remux AVI to MP4 before use.

@@ -9,7 +9,7 @@ released (and trained) with, and the one vLLM implements. transformers 5.19's
 `get_rope_index` instead resumes at start + max(rows, cols), which differs once the video's
 temporal extent exceeds its spatial one; tests pin ours to HF's where the two rules agree
 and to hand-computed values where they do not. The authors' trainer used 1-D positions for
-these prompts while their rollout engine used 3-D ones (REFERENCE.md pitfall 1).
+these prompts while their rollout engine used 3-D ones (docs/reference.md pitfall 1).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ encodes its contiguous slice, and the embeddings are all-gathered back in frame 
 Exactly equal to encoding on one rank, because units encode independently.
 
 Only one video is split at a time. The authors split the frames of a whole concatenated
-micro-batch across ranks, so ranks encoded frames of the wrong videos (REFERENCE.md
+micro-batch across ranks, so ranks encoded frames of the wrong videos (docs/reference.md
 pitfall 2); splitting per video makes that impossible by construction.
 """
 

@@ -1,4 +1,4 @@
-"""Rollout engines: sample G responses per prompt from prompt embeddings (DESIGN.md §3.4)."""
+"""Rollout engines: sample G responses per prompt from prompt embeddings (docs/design.md, "One RL step")."""
 
 from __future__ import annotations
 

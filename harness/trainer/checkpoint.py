@@ -1,5 +1,5 @@
 """Checkpoints of the SFT and RL recipes; a resumed run continues exactly as an
-uninterrupted one would (DESIGN.md §4).
+uninterrupted one would (docs/design.md, "What must hold").
 
 Layout of one checkpoint, `out_dir/checkpoints/step_000123/`:
 

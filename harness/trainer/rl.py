@@ -11,7 +11,7 @@ With `train.cache_video_embeds: false` (the baseline) the video is encoded again
 rollout and every log-prob/update pass. The vision tower and projector are frozen (the
 cache is exact only then); the reference model is the starting policy, frozen.
 
-Defaults follow the authors (REFERENCE.md): n=5, temperature 1.0, top-p 0.99, clip
+Defaults follow the authors (docs/reference.md): n=5, temperature 1.0, top-p 0.99, clip
 0.2/0.3, dual clip 3.0, low_var_kl loss 1e-2, token-mean, lr 1e-6, reward
 0.9*accuracy + 0.1*format. `algo.dapo` drops groups whose rewards are all equal and
 samples more prompts to refill the batch (at most 3 extra rounds; with data parallelism

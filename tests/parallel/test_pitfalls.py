@@ -1,4 +1,4 @@
-"""One test per known pitfall of the authors' code (REFERENCE.md), each of which would
+"""One test per known pitfall of the authors' code (docs/reference.md), each of which would
 fail if the pitfall were present. 2 processes, gloo."""
 
 import pytest

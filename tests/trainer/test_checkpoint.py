@@ -1,5 +1,5 @@
 """Checkpoints: round trip into fresh objects, RNG restore, pruning, crash safety, clear
-errors, and resume == uninterrupted run (DESIGN.md §4)."""
+errors, and resume == uninterrupted run (docs/design.md, "What must hold")."""
 
 import json
 import random

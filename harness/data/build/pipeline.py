@@ -1,6 +1,6 @@
 """`build_dataset`: videos -> clips -> captions -> reasoning questions -> filters -> splits.
 
-The LongVideo-Reason construction (REFERENCE.md "Dataset"; paper section 3): long videos
+The LongVideo-Reason construction (docs/reference.md "Dataset"; paper section 3): long videos
 are cut into short clips, a video VLM captions every clip, a strong reasoning LLM reads the
 time-stamped captions of the whole video and writes questions in four reasoning categories
 (temporal, goal and purpose, plot and narrative, spatial) with options, a chain of thought
