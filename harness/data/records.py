@@ -215,7 +215,14 @@ class SkippedLine:
 
 def read_jsonl(path: str | Path, *, strict: bool = False, skipped: list[SkippedLine] | None = None,
                usable: Callable[[Record], str | None] | None = None) -> Iterator[Record]:
-    """Yield the valid records of a jsonl file; blank lines are ignored. `usable(rec)` says
+    """The valid records of a jsonl file (see `read_jsonl_lines`)."""
+    return (rec for _, rec in read_jsonl_lines(path, strict=strict, skipped=skipped, usable=usable))
+
+
+def read_jsonl_lines(path: str | Path, *, strict: bool = False, skipped: list[SkippedLine] | None = None,
+                     usable: Callable[[Record], str | None] | None = None) -> Iterator[tuple[str, Record]]:
+    """Yield (the line as written, its record) for the valid records of a jsonl file, so a
+    caller can copy lines unchanged; blank lines are ignored. `usable(rec)` says
     why a valid record cannot be used by the caller (None: it can); such a line is skipped
     and counted like a malformed one, so validation and use agree. A UTF-8 byte-order mark
     at the start is ignored; an undecodable byte skips its line, named with its number.
@@ -259,7 +266,7 @@ def read_jsonl(path: str | Path, *, strict: bool = False, skipped: list[SkippedL
                     skipped.append(SkippedLine(str(path), lineno, str(err)))
                 continue
             seen[rec.problem_id] = lineno
-            yield rec
+            yield line.rstrip("\r\n"), rec
     if n_bad:
         log.warning("%s: skipped %d of %d records", path, n_bad, n_lines)
 

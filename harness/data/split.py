@@ -10,7 +10,6 @@ stay as published); a line the record reader would refuse is left out and listed
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.records import RecordError, validate_record
+from harness.data.records import SkippedLine, read_jsonl_lines
 
 
 @dataclass
@@ -40,23 +39,11 @@ def split_release(source: Path, out: Path, sft_share: float = 1 / 3, seed: int =
     if not source.is_file():
         raise FileNotFoundError(f"{source} does not exist")
     by_video: dict[str, list[str]] = defaultdict(list)
-    seen: dict[str, int] = {}
-    summary = SplitSummary()
-    with source.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = validate_record(json.loads(line))
-            except (json.JSONDecodeError, RecordError) as err:
-                summary.refused.append(f"{source}:{n}: {err}")
-                continue
-            if rec.problem_id in seen:
-                summary.refused.append(f"{source}:{n}: problem_id {rec.problem_id} repeats line {seen[rec.problem_id]}")
-                continue
-            seen[rec.problem_id] = n
-            video = os.path.normpath(rec.videos[0]) if rec.videos else f"<no video {n}>"
-            by_video[video].append(line.rstrip("\n"))
+    refused: list[SkippedLine] = []
+    for line, rec in read_jsonl_lines(source, skipped=refused):  # the recipes' own reading
+        video = os.path.normpath(rec.videos[0]) if rec.videos else f"<no video: {rec.problem_id}>"
+        by_video[video].append(line)
+    summary = SplitSummary(refused=[f"{r.path}:{r.line}: {r.reason}" for r in refused])
     if not by_video:
         raise ValueError(f"{source} holds no readable records")
     videos = sorted(by_video)

@@ -26,6 +26,7 @@ What the released code does, and this class reproduces (NVlabs/Long-RL
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -154,15 +155,23 @@ class VilaModel(VideoLM):
     def video_rows(self, video: VideoEmbeds, text_embeds: torch.Tensor) -> torch.Tensor:
         """Each unit's tokens between its start and end text embeddings, flattened."""
         rows = video.embeds.to(text_embeds.device, text_embeds.dtype)  # [U, T, D]
-        enc = self.spec.video_encoder
-        parts = [self._marker(enc.start_tokens, rows), rows, self._marker(enc.end_tokens, rows)]
+        start, end = self._marker_ids
+        parts = [self._marker(start, rows), rows, self._marker(end, rows)]
         return torch.cat([p for p in parts if p is not None], dim=1).reshape(-1, rows.shape[-1])
 
-    def _marker(self, text: str | None, rows: torch.Tensor) -> torch.Tensor | None:
-        if text is None:
+    @functools.cached_property
+    def _marker_ids(self) -> tuple[list[int] | None, list[int] | None]:
+        """Token ids of the start / end text around each unit, tokenised once (build_prompt
+        runs for every rollout and log-prob pass)."""
+        enc = self.spec.video_encoder
+        return tuple(None if text is None else self.tokenizer(text)["input_ids"]
+                     for text in (enc.start_tokens, enc.end_tokens))
+
+    def _marker(self, ids: list[int] | None, rows: torch.Tensor) -> torch.Tensor | None:
+        if ids is None:
             return None
-        ids = torch.tensor(self.tokenizer(text)["input_ids"], device=rows.device)  # [E]
-        return self.embed_tokens(ids).to(rows.dtype).expand(rows.shape[0], -1, -1)  # [U, E, D]
+        tokens = torch.tensor(ids, device=rows.device)  # [E]
+        return self.embed_tokens(tokens).to(rows.dtype).expand(rows.shape[0], -1, -1)  # [U, E, D]
 
     def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:
         return linear_positions(input_ids.shape[0])  # [L]

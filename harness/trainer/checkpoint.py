@@ -172,20 +172,19 @@ def verify_checkpoint(path: str | Path) -> str | None:
     return None
 
 
-def latest_intact_checkpoint(out_dir: str | Path, set_aside: bool = True) -> Path | None:
+def latest_intact_checkpoint(out_dir: str | Path) -> Path | None:
     """The newest checkpoint whose files match their checksums. Each damaged newer one is
-    named in a warning and, with `set_aside` (the saving process), renamed to
-    `<name>.damaged[-N]` (kept for inspection, out of the way of the step that saves anew)."""
+    named in a warning and renamed to `<name>.damaged[-N]` (kept for inspection, out of the
+    way of the step that saves anew). Only the saving process may call this."""
     for path in reversed(list_checkpoints(out_dir)):
         problem = verify_checkpoint(path)
         if problem is None:
             return path
         log.warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
-        if set_aside:
-            n = 0
-            while (aside := path.with_name(f"{path.name}.damaged{f'-{n}' if n else ''}")).exists():
-                n += 1
-            os.replace(path, aside)
+        n = 0
+        while (aside := path.with_name(f"{path.name}.damaged{f'-{n}' if n else ''}")).exists():
+            n += 1
+        os.replace(path, aside)
     return None
 
 

@@ -21,6 +21,7 @@ from harness.parallel import sharding
 from harness.parallel.groups import Layout
 from harness.trainer.checkpoint import (
     CheckpointError,
+    latest_checkpoint,
     latest_intact_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -179,14 +180,23 @@ def check_out_dir(out: Path, resume: bool) -> None:
 
 
 def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, scheduler,
-                    sampler: EpochSampler, tensorboard: bool, main: bool = True
+                    sampler: EpochSampler, tensorboard: bool, layout: Layout
                     ) -> tuple[int, MetricsLogger | None]:
     """Restore the latest checkpoint (weights, optimizer, RNG, data position) when resuming,
     and open the metrics log so that it reads as one uninterrupted run. Returns the
     number of steps already done and the logger (None on ranks other than the main one,
-    which load the same checkpoint but write nothing)."""
-    had_checkpoints = bool(list_checkpoints(out))
-    ckpt = latest_intact_checkpoint(out, set_aside=main) if resume else None
+    which load the same checkpoint but write nothing). The main rank alone verifies the
+    checkpoints' checksums (and sets damaged ones aside); the others then take the newest
+    one left, so the files are read once and every rank picks the same."""
+    main = layout.rank == 0
+    ckpt = None
+    if resume:
+        had_checkpoints = bool(list_checkpoints(out))
+        barrier(layout)  # every rank has listed before the main rank renames anything
+        if main:
+            latest_intact_checkpoint(out)
+        barrier(layout)
+        ckpt = latest_checkpoint(out)
     if ckpt is None:
         if resume and had_checkpoints:
             raise CheckpointError(f"--resume: every checkpoint under {out / 'checkpoints'} is damaged "
@@ -201,9 +211,6 @@ def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, sched
             logger = MetricsLogger(out, tensorboard=tensorboard, resume=True)
             logger.truncate_after(0)
             return 0, logger
-        if main and (out / "metrics.jsonl").exists():
-            raise FileExistsError(f"{out} holds an earlier run: pass --resume to continue it, "
-                                  f"or choose another run.out_dir")
         return 0, MetricsLogger(out, tensorboard=tensorboard) if main else None
     state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
     sampler.load_state(state["data_state"])

@@ -142,7 +142,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     videos = StepVideoCache(policy, reuse=cfg.train.cache_video_embeds, sp_group=layout.sp_group)
     sampler = EpochSampler(len(train), cfg.run.seed)
     start, logger = start_or_resume(out, resume, model=policy, optimizer=optimizer, scheduler=scheduler,
-                                    sampler=sampler, tensorboard=cfg.run.tensorboard, main=main)
+                                    sampler=sampler, tensorboard=cfg.run.tensorboard, layout=layout)
     if engine is not None:  # a resumed run's weights, or the fresh ones, into the engine
         engine.sync_weights(policy)
     timer = StepTimer()

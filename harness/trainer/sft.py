@@ -103,7 +103,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
                                            total_steps=cfg.run.steps)
     sampler = EpochSampler(len(train), cfg.run.seed)
     start, logger = start_or_resume(out, resume, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    sampler=sampler, tensorboard=cfg.run.tensorboard, main=main)
+                                    sampler=sampler, tensorboard=cfg.run.tensorboard, layout=layout)
     per_rank = cfg.train.batch_size * cfg.train.grad_accum
     timer = StepTimer()
     bad_steps = 0
