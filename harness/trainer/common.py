@@ -227,22 +227,6 @@ def response_ids(tokenizer, text: str, end_of_turn: int) -> torch.Tensor:
     return torch.tensor([*ids, end_of_turn])  # [R]
 
 
-def dp_reduce(values: list[int], layout: Layout, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> list[int]:
-    """`values` reduced element-wise with `op` over the data-parallel group (collective;
-    the values themselves without data parallelism)."""
-    if layout.dp_group is None:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.int64)
-    dist.all_reduce(t, op=op, group=layout.dp_group)
-    return t.tolist()
-
-
-def dp_summer(layout: Layout):
-    """`dp_reduce` summing over the data-parallel ranks, for `SkipLedger.check(reduce=...)`;
-    None without data parallelism."""
-    return None if layout.dp_group is None else (lambda values: dp_reduce(values, layout))
-
-
 def barrier(layout: Layout) -> None:
     if layout.world_size > 1:
         dist.barrier()

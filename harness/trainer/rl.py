@@ -45,6 +45,7 @@ from harness.model.interface import PromptEmbeds, VideoLM
 from harness.model.sp import padded_length, sp_local_logprobs, sp_token_logprobs
 from harness.parallel import sharding
 from harness.parallel.groups import Layout, build_layout
+from harness.parallel.reduce import dp_max, dp_min, dp_sum, dp_summer, world_sum
 from harness.rollout import build_engine, choose_engine
 from harness.rollout.engine import RolloutEngine, SamplingConfig
 from harness.trainer.batch import pack_sequences, response_logprobs
@@ -55,8 +56,6 @@ from harness.trainer.common import (
     check_frame_counts,
     check_out_dir,
     compute_precision,
-    dp_reduce,
-    dp_summer,
     finish_run,
     gather_checkpoint,
     prepare_data,
@@ -185,20 +184,20 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
                 break
             # A DAPO refill is per rank; every DP rank draws the largest deficit, so the one
             # shared data position advances alike everywhere (a rank needing fewer uses less).
-            draw = _dp_reduce(cfg.train.prompts_per_step - len(items), layout, dist.ReduceOp.MAX)
+            draw = int(dp_max([cfg.train.prompts_per_step - len(items)], layout)[0])
             if draw == 0:
                 break  # every rank is full
         if cfg.algo.dapo:  # drawn but unused because another DP rank refilled more, all ranks
-            passed_over = _dp_reduce(passed_over, layout, dist.ReduceOp.SUM)
+            passed_over = int(dp_sum([passed_over], layout)[0])
         # the reward function's failures over the run, every DP rank's: all ranks stop together
-        step_errors = dp_reduce([reward_errors, len(samples)], layout)
+        step_errors = [int(v) for v in dp_sum([reward_errors, len(samples)], layout)]
         run_reward_errors = [a + b for a, b in zip(run_reward_errors, step_errors, strict=True)]
         if run_reward_errors[0] > cfg.algo.max_reward_error_fraction * run_reward_errors[1]:
             raise RewardBudgetExceeded(
                 f"the reward function failed on {run_reward_errors[0]} of {run_reward_errors[1]} samples so far "
                 f"(> algo.max_reward_error_fraction={cfg.algo.max_reward_error_fraction}); last error: "
                 f"{last_reward_error or 'on another rank'} ({cfg.algo.reward_fn or 'the accuracy reward'})")
-        fewest = _dp_reduce(len(samples), layout, dist.ReduceOp.MIN)  # all ranks raise together
+        fewest = int(dp_min([len(samples)], layout)[0])  # all ranks raise together
         if fewest == 0:
             where = "this rank" if layout.dp_group is None else "a data-parallel rank"
             raise RuntimeError(f"rl step {step + 1}: {where} has no usable samples (all groups dropped or "
@@ -209,7 +208,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
             groups = torch.tensor([s.prompt for s in samples])
             advantages = _advantages(rewards, groups, cfg.algo.advantage)  # [N]
             # groups whose rewards differ: the only ones that carry a learning signal
-            mixed = groups[adv_fns.dapo_keep_mask(rewards, groups)].unique().numel() / groups.unique().numel()
+            mixed_groups = groups[adv_fns.dapo_keep_mask(rewards, groups)].unique().numel()
 
         with timer.block("logprob"):
             old_logp = _score_samples(policy, videos, items, samples, cfg.train.micro_batch, layout)
@@ -234,18 +233,11 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
                 engine.sync_weights(policy)
 
         # --- log / save / eval ---------------------------------------------------------
-        lengths = torch.tensor([float(s.tokens.shape[0]) for s in samples])
-        diffs = torch.cat([(s.engine_logp - old_logp[i, : s.tokens.shape[0]].cpu()).abs()
-                           for i, s in enumerate(samples)])
         metrics = {
-            "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if len(samples) > 1 else 0.0,
-            "reward/accuracy": sum(s.accuracy for s in samples) / len(samples),
-            "reward/format_rate": sum(s.format for s in samples) / len(samples),
-            "reward/errors": float(reward_errors), "reward/mixed_groups": mixed,
-            "response/length_mean": float(lengths.mean()), "response/length_max": float(lengths.max()),
-            "rollout/logp_diff_max": float(diffs.max()), "rollout/logp_diff_mean": float(diffs.mean()),
-            "video/encoder_calls": float(videos.encoder_calls - calls_before),
-            "data/prompts": float(len(items)), "data/dropped_groups": float(dropped_groups),
+            **_sample_metrics(samples, old_logp, groups, mixed_groups, layout),
+            "reward/errors": float(step_errors[0]),
+            **dict(zip(("video/encoder_calls", "data/prompts", "data/dropped_groups"),
+                       dp_sum([videos.encoder_calls - calls_before, len(items), dropped_groups], layout), strict=True)),
             "data/passed_over": float(passed_over),
             "data/decode_failures": float(ledger.totals[0]),  # all DP ranks, this run
             "data/malformed_lines": float(train.malformed),  # refused when the split was read
@@ -375,6 +367,28 @@ def _drop_uniform_groups(items: list[PromptItem], samples: list[Sample], offset:
     return new_items, new_samples
 
 
+def _sample_metrics(samples: list[Sample], old_logp: torch.Tensor, groups: torch.Tensor, mixed_groups: int,
+                    layout: Layout) -> dict[str, float]:
+    """The step's per-sample statistics over every DP rank's samples, as one process
+    sampling the whole draw would log them (collective under DP)."""
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float64)
+    lengths = [s.tokens.shape[0] for s in samples]
+    diffs = torch.cat([(s.engine_logp - old_logp[i, : s.tokens.shape[0]].cpu()).abs()
+                       for i, s in enumerate(samples)])  # [tokens]: engine vs trainer log-probs
+    n, r_sum, r_sq, acc, fmt, length, d_sum, d_count, mixed, n_groups = dp_sum(
+        [len(samples), rewards.sum(), (rewards**2).sum(), sum(s.accuracy for s in samples),
+         sum(s.format for s in samples), sum(lengths), diffs.sum(), diffs.numel(), mixed_groups,
+         groups.unique().numel()], layout)
+    len_max, d_max = dp_max([max(lengths), diffs.max()], layout)
+    variance = max(r_sq - r_sum * r_sum / n, 0.0) / (n - 1) if n > 1 else 0.0  # unbiased, as torch.std
+    return {
+        "reward/mean": r_sum / n, "reward/std": math.sqrt(variance), "reward/accuracy": acc / n,
+        "reward/format_rate": fmt / n, "reward/mixed_groups": mixed / n_groups,
+        "response/length_mean": length / n, "response/length_max": len_max,
+        "rollout/logp_diff_max": d_max, "rollout/logp_diff_mean": d_sum / d_count,
+    }
+
+
 def _advantages(rewards: torch.Tensor, groups: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "rloo":
         return adv_fns.rloo_advantages(rewards, groups)
@@ -392,11 +406,6 @@ def _split(n: int, parts: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _dp_reduce(value: int, layout: Layout, op: dist.ReduceOp.RedOpType) -> int:
-    """`value` reduced with `op` over the DP group (collective; the value itself without DP)."""
-    return dp_reduce([value], layout, op)[0]
-
-
 def _stand_in_passes(model: VideoLM, chunks: list[range], layout: Layout) -> int:
     """How many extra training passes this rank must run so that all DP ranks run the same
     number: under ZeRO-2/3 every training forward/backward is a collective (parameter
@@ -406,7 +415,7 @@ def _stand_in_passes(model: VideoLM, chunks: list[range], layout: Layout) -> int
     Collective when sharded."""
     if layout.dp_group is None or not sharding.is_sharded(model):
         return 0
-    return _dp_reduce(len(chunks), layout, dist.ReduceOp.MAX) - len(chunks)
+    return int(dp_max([len(chunks)], layout)[0]) - len(chunks)
 
 
 def _score_samples(model: VideoLM, videos: StepVideoCache, items: list[PromptItem], samples: list[Sample],
@@ -461,9 +470,7 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
     token_sums: dict[str, float] = {"tokens": 0.0}  # per-token stats x tokens, summed
     loss_sum = 0.0
     for mini in _split(len(samples), n_mini):
-        counts = torch.tensor([float(mask_all[mini.start : mini.stop].sum()), float(len(mini))])
-        if layout.dp_group is not None:
-            dist.all_reduce(counts, group=layout.dp_group)
+        counts = dp_sum([float(mask_all[mini.start : mini.stop].sum()), len(mini)], layout)
         n_tokens, n_seqs = int(counts[0]), int(counts[1])
         chunks = _chunks(mini.stop - mini.start, cfg.train.micro_batch)
         stand_ins = _stand_in_passes(policy, chunks, layout)
@@ -511,12 +518,11 @@ def _update(policy: VideoLM, optimizer, videos: StepVideoCache, items: list[Prom
     per_token_names = ["pg/clip_frac", "pg/dual_clip_frac", "pg/approx_kl", "entropy"]
     per_token_names += ["kl"] if ref_logp is not None else []
     names = ["loss", *per_token_names, "tokens"]
-    totals = torch.tensor([loss_sum, *(token_sums.get(k, 0.0) for k in names[1:])], dtype=torch.float64)
-    if layout.world_size > 1:  # every rank's share (collective: every rank runs the update)
-        dist.all_reduce(totals, group=dist.group.WORLD)
-    out = {"loss": float(totals[0]) / n_mini, "grad_norm": sum(stats["grad_norm"]) / len(stats["grad_norm"])}
-    tokens = float(totals[-1])
-    out.update({k: float(v) / tokens if tokens else 0.0 for k, v in zip(names[1:-1], totals[1:-1], strict=True)})
+    # every rank's share (collective: every rank runs the update)
+    totals = world_sum([loss_sum, *(token_sums.get(k, 0.0) for k in names[1:])], layout)
+    out = {"loss": totals[0] / n_mini, "grad_norm": sum(stats["grad_norm"]) / len(stats["grad_norm"])}
+    tokens = totals[-1]
+    out.update({k: v / tokens if tokens else 0.0 for k, v in zip(names[1:-1], totals[1:-1], strict=True)})
     return out
 
 

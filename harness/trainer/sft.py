@@ -23,7 +23,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.distributed as dist
 import yaml
 from tqdm import tqdm
@@ -32,6 +31,7 @@ from harness.config import SFTConfig, to_dict
 from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset, question_text, sft_target
 from harness.parallel import sharding
 from harness.parallel.groups import Layout, build_layout
+from harness.parallel.reduce import dp_sum, dp_summer
 from harness.trainer.batch import pack_sequences, response_logprobs
 from harness.trainer.common import (
     barrier,
@@ -40,7 +40,6 @@ from harness.trainer.common import (
     check_frame_counts,
     check_out_dir,
     compute_precision,
-    dp_summer,
     finish_run,
     gather_checkpoint,
     prepare_data,
@@ -122,8 +121,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
                       for lo in range(0, per_rank, cfg.train.batch_size)]
             ledger.check(reduce=dp_summer(layout))  # collective: all ranks stop together
             targets = [[response_ids(model.tokenizer, sft_target(r), model.end_of_turn_id) for r, _ in m] for m in micros]
-            totals = _global_sum(layout, sum(t.shape[0] for ts in targets for t in ts),
-                                 sum(len(m) for m in micros))
+            totals = dp_sum([sum(t.shape[0] for ts in targets for t in ts), sum(len(m) for m in micros)], layout)
         total_tokens, total_examples = int(totals[0]), int(totals[1])
         loss_sum = 0.0
         for micro, micro_targets in zip(micros, targets, strict=True):
@@ -149,7 +147,7 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
             loss_sum += loss.item()
         with timer.block("optim"):
             grad_norm = reduce_and_clip(model, layout, cfg.optim.grad_clip)
-            loss_sum = float(_global_sum(layout, loss_sum)[0])
+            loss_sum = dp_sum([loss_sum], layout)[0]
             finite = math.isfinite(loss_sum) and math.isfinite(grad_norm)
             if finite:
                 optimizer.step()
@@ -198,14 +196,6 @@ def _load(train: VideoQADataset, ids: list[int], counts: list[int], positions: r
         if clip is not None:
             out.append((rec, clip))
     return out
-
-
-def _global_sum(layout: Layout, *values: float) -> torch.Tensor:
-    """`values` summed over the data-parallel ranks (float64, so token counts stay exact)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    if layout.world_size > 1:
-        dist.all_reduce(t)
-    return t
 
 
 def _stand_in(micros, targets, layout: Layout, step: int):

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.model.build import init_model
+from harness.config import RLConfig, load_config
+from harness.model.build import init_model, load_model
 from harness.trainer.metrics import read_metrics
+from harness.trainer.rl import train_rl
 from tests.helpers import tiny_overrides
 from tests.parallel import vllm_workers
 from tests.parallel.launch import run_distributed
@@ -76,6 +78,26 @@ def test_dp2_rl_with_vllm_zero2_equals_replicated(runs):
     assert worst < 1e-5, worst
     start = init_model("vila", "toy", seed=0).state_dict()
     assert max(float((plain[k] - start[k]).abs().max()) for k in plain) > 0  # it trained
+
+
+@pytest.mark.distributed
+def test_dp2_rl_with_vllm_samples_and_trains_as_one_process(runs, toy_data, tmp_path):
+    """vLLM seeds each request by the prompt's place in the step's global draw: 2 DP ranks of
+    1 prompt each sample what one process with both prompts samples (same rewards), and end
+    with its weights and its pre-clip gradient norms."""
+    folder, results = runs
+    plain = results[0]["rl"][1]
+    cfg = _overrides(toy_data, tmp_path / "single", **{"parallel.dp_size": 1, "train.prompts_per_step": 2})
+    train_rl(load_config("configs/rl/toy-cpu.yaml", cfg, RLConfig))
+    single = load_model(tmp_path / "single" / "final").state_dict()
+    worst = max(float((plain[k] - single[k]).abs().max()) for k in single)
+    assert worst < 2e-5, worst
+    rows = [[r for r in read_metrics(f / "metrics.jsonl") if "reward/mean" in r]
+            for f in (tmp_path / "single", folder / "plain")]
+    assert len(rows[0]) == 2
+    for a, b in zip(*rows, strict=True):
+        for key in ("reward/mean", "reward/std", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), (key, a[key], b[key])
 
 
 @pytest.mark.distributed

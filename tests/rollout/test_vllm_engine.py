@@ -135,6 +135,20 @@ def test_seeded_sampling_of_more_prompt_tokens_than_one_engine_step_holds(engine
     assert [o.token_ids.tolist() for o in alone] == [o.token_ids.tolist() for o in outs[:4]]
 
 
+def test_a_prompts_samples_depend_on_its_key_not_on_its_batch(engine, prompts):
+    """What data parallelism relies on: a rank sampling only the second prompt of the
+    step's global draw, under that prompt's global key, draws what one process sampling
+    the whole draw drew for it; and a different key draws something else."""
+    sampling = SamplingConfig(n=3, temperature=1.0, max_new_tokens=6, seed=5, prompt_keys=(0, 1))
+    both = engine.generate(prompts[:2], sampling)
+    alone = engine.generate(prompts[1:2], SamplingConfig(n=3, temperature=1.0, max_new_tokens=6, seed=5,
+                                                          prompt_keys=(1,)))
+    assert [o.token_ids.tolist() for o in alone] == [o.token_ids.tolist() for o in both[3:]]
+    other = engine.generate(prompts[1:2], SamplingConfig(n=3, temperature=1.0, max_new_tokens=6, seed=5,
+                                                          prompt_keys=(7,)))
+    assert [o.token_ids.tolist() for o in other] != [o.token_ids.tolist() for o in alone]
+
+
 def test_response_that_cannot_fit_is_an_error_not_a_short_response(engine, prompts):
     with pytest.raises(RolloutEngineError, match="vllm_max_model_len"):
         engine.generate(prompts, greedy(max_new_tokens=engine.max_model_len))
