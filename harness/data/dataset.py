@@ -64,7 +64,7 @@ class SkipLedger:
     max_fraction: float
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why), this process's
     decodes: list[int] = field(default_factory=lambda: [0, 0])  # [failed, attempted], this process's
-    totals: list[int] | None = None  # [failed, attempted] over the ranks at the last check()
+    totals: list[int] = field(default_factory=lambda: [0, 0])  # [failed, attempted] over the ranks at the last check()
 
     def skip(self, what: str, why: str) -> None:
         log.warning("skipping %s: %s", what, why)

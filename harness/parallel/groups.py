@@ -32,6 +32,9 @@ class Layout:
         return self.rank // self.sp_size
 
 
+SINGLE_PROCESS = Layout(0, 1, 1, 1, None, None)
+
+
 def init_distributed() -> None:
     """Initialise torch.distributed from torchrun's environment (RANK, WORLD_SIZE,
     MASTER_ADDR, ...). With CUDA: NCCL for CUDA tensors and gloo for CPU ones (the trainers
@@ -54,7 +57,7 @@ def build_layout(dp_size: int, sp_size: int) -> Layout:
     if not dist.is_initialized():
         if dp_size * sp_size != 1:
             raise RuntimeError(f"dp_size={dp_size} x sp_size={sp_size} needs torch.distributed")
-        return Layout(0, 1, 1, 1, None, None)
+        return SINGLE_PROCESS
     world, rank = dist.get_world_size(), dist.get_rank()
     if dp_size * sp_size != world:
         raise ValueError(f"parallel.dp_size={dp_size} x parallel.sp_size={sp_size} != world size {world}")

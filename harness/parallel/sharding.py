@@ -35,11 +35,11 @@ Stages (same gradient and optimizer sharding; they differ in where full paramete
   this; it is the switch to change then.)
 
 Gradients are SUMMED over ranks, not averaged: every rank holds part of the loss with
-global normalisers (rl.py `_update`), as the replicated path's all_reduce assumes. Gloo has
+global normalisers (rl_update.py `update`), as the replicated path's all_reduce assumes. Gloo has
 no PREMUL_SUM, hence `set_force_sum_reduction_for_comms`. Every rank must run the same
 number of backward passes (and under stage 3 of training forwards): the collectives are
 per unit and per pass. The recipes pad a rank that has fewer examples with weight-0 passes
-(sft.py: a stand-in example; rl.py `_stand_in_passes`: its first micro-batch again).
+(`Strategy.stand_in_passes` in strategy.py says how many).
 
 Checkpoints are written in the plain formats: `full_state_dict` has the keys of the
 unsharded `model.state_dict()`, and `full_optimizer_state` is a torch AdamW state dict

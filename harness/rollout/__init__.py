@@ -44,14 +44,17 @@ def choose_engine(choice: str, model: VideoLM) -> str:
     return "vllm"
 
 
-def build_engine(cfg: RolloutConfig, model: VideoLM, seed: int = 0,
-                 dtype: str | None = None) -> HFEngine | VLLMEngine:
-    """The engine `cfg.engine` names, sampling from `model`'s current weights. `dtype`: the
-    vLLM engine's weights (None: the model's; the compute dtype over fp32 master weights)."""
-    if choose_engine(cfg.engine, model) == "hf":
+def build_engine(cfg: RolloutConfig, model: VideoLM, seed: int = 0, dtype: str | None = None,
+                 kind: str | None = None, state=None) -> HFEngine | VLLMEngine:
+    """The engine `cfg.engine` names (or `kind`, already chosen with `choose_engine`),
+    sampling from `model`'s current weights. `dtype`: the vLLM engine's weights (None: the
+    model's; the compute dtype over fp32 master weights). `state`: the model's whole state
+    dict when the caller holds it sharded (an engine that copies weights starts from it)."""
+    if (kind or choose_engine(cfg.engine, model)) == "hf":
         return HFEngine(model)
     return VLLMEngine(
         model,
+        state=state,
         kv_cache_gib=cfg.vllm_kv_cache_gib,
         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
         tensor_parallel_size=cfg.vllm_tensor_parallel_size,

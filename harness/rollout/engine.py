@@ -1,4 +1,4 @@
-"""The contract every rollout engine keeps (the HF engine here, vLLM later).
+"""The contract every rollout engine keeps (hf_engine.py, vllm_engine.py).
 
 An engine takes prompts that are already embeddings (`PromptEmbeds`: text rows with the
 cached video rows spliced in, plus the harness's own 1-D or M-RoPE positions), samples `n`
@@ -11,14 +11,14 @@ different number and is never reported.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from torch import nn
 
 from harness.errors import HarnessError
-from harness.model.interface import PromptEmbeds
+from harness.model.interface import PromptEmbeds, VideoLM
 
 
 class RolloutEngineError(HarnessError, RuntimeError):
@@ -73,6 +73,10 @@ class RolloutOutput:
 
 
 class RolloutEngine(Protocol):
+    # True when the engine samples from its own copy of the weights (vLLM): the trainer
+    # sends them after every optimizer step. False when it samples from the trainer's module.
+    copies_weights: bool
+
     def generate(
         self, prompts: list[PromptEmbeds], sampling: SamplingConfig
     ) -> list[RolloutOutput]:
@@ -80,6 +84,8 @@ class RolloutEngine(Protocol):
         prompt 1, ...; `len(prompts) * sampling.n` outputs in all."""
         ...
 
-    def sync_weights(self, model: nn.Module) -> None:
-        """Make the engine sample from `model`'s current weights (after an optimizer step)."""
+    def sync_weights(self, model: VideoLM, state: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Make the engine sample from `model`'s current weights (after an optimizer step).
+        `state`: the model's whole state dict when the caller holds the model sharded (the
+        run's `Strategy.full_state_dict`); None: `model.state_dict()`."""
         ...

@@ -70,7 +70,9 @@ class HFEngine:
                 module.training = flag
         return out
 
-    def sync_weights(self, model: nn.Module) -> None:
+    copies_weights = False
+
+    def sync_weights(self, model: nn.Module, state=None) -> None:
         """Nothing to copy: this engine samples from the trainer's own module, so an optimizer
         step is visible at once. A different module is an error, since it would not be used."""
         if model is not self.model:

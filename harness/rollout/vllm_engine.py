@@ -33,8 +33,8 @@ world as vLLM's `external_launcher` executor expects (the torchrun mode of vLLM)
 builds its engine at the same time (construction is collective), each engine has tensor
 parallel size 1 (one independent replica per rank: vLLM's "external DP") and samples its own
 prompts; `generate` and `sync_weights` of a replicated model communicate nothing. A model
-sharded with FSDP2 (ZeRO-2/3) is gathered with `sharding.full_state_dict` for the sync, which
-makes `sync_weights` collective (every rank has an engine, so every rank calls it). vLLM's
+sharded with FSDP2 (ZeRO-2/3) is gathered by the run's strategy for the sync (`state`), which
+is collective (every rank has an engine, so every rank gathers). vLLM's
 engine shutdown (`EngineCore.shutdown`, vllm/v1/engine/core.py) ends with
 `cleanup_dist_env_and_memory()`, which destroys torch.distributed's default group, i.e. the
 trainer's; so under torch.distributed `close()` keeps the vLLM engine alive until the process
@@ -63,15 +63,14 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch.distributed.tensor import DTensor
 
 from harness.model.interface import PromptEmbeds, VideoLM
-from harness.parallel import sharding
 from harness.rollout.engine import RolloutEngineError, RolloutOutput, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -161,20 +160,22 @@ def _head_dim(model: VideoLM) -> int:
     return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
 
-def llm_weights(model: VideoLM) -> list[tuple[str, torch.Tensor]]:
-    """The LLM's parameters under checkpoint names (vision tower and projector stay: they are
-    frozen during RL, and vLLM's `vila` engine has none). Tensors are the live parameters,
-    not copies; `reload_weights` copies them into vLLM's own storage. For a model sharded
-    with FSDP2 they are gathered copies, and the call is collective (every rank)."""
+def llm_weights(model: VideoLM, state: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """The LLM's tensors of `state` (the VideoLM's whole state dict) under checkpoint names
+    (vision tower and projector stay: they are frozen during RL, and vLLM's `vila` engine has
+    none). Tensors are as given, not copies; `reload_weights` copies them into vLLM's own
+    storage."""
     prefix = "llm." if model.family == "vila" else "model."  # the HF model inside the VideoLM
-    if sharding.is_sharded(model):  # state_dict() would hold the shards
-        state = sharding.full_state_dict(model)
-        items = ((k.removeprefix(prefix), v) for k, v in state.items() if k.startswith(prefix))
-    else:
-        items = (model.llm if model.family == "vila" else model.model).state_dict().items()
+    items = ((k.removeprefix(prefix), v) for k, v in state.items() if k.startswith(prefix))
     if model.family == "qwen2_5_vl":  # everything but the vision tower (its merger included)
         items = ((k, v) for k, v in items if not k.startswith("model.visual."))
-    return [(name, tensor.detach()) for name, tensor in items]
+    out = []
+    for name, tensor in items:
+        if isinstance(tensor, DTensor):
+            raise RolloutEngineError(f"{name} is a shard (the model is sharded): pass the whole state dict "
+                                     f"(the run strategy's full_state_dict) to sync_weights")
+        out.append((name, tensor.detach()))
+    return out
 
 
 class VLLMEngine:
@@ -190,11 +191,13 @@ class VLLMEngine:
         max_model_len: int | None = None,
         seed: int = 0,
         dtype: str | None = None,
+        state: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         """`kv_cache_gib`: KV cache space (on CPU, None means 1 GiB; on GPU, None means
         `gpu_memory_utilization` of the device, shared with the trainer). `max_model_len`:
         longest prompt + response (None: the model's max positions). `dtype`: the engine's
-        weights (None: the trainer's; with fp32 master weights pass the compute dtype)."""
+        weights (None: the trainer's; with fp32 master weights pass the compute dtype).
+        `state`: the first weights, as for `sync_weights`."""
         reason = vllm_unavailable_reason(model)
         if reason is not None:
             raise RolloutEngineError(f"rollout.engine=vllm cannot run here: {reason}; "
@@ -264,7 +267,7 @@ class VLLMEngine:
                 f"{self.max_model_len}"
             ) from err
         _open_engine = self
-        self.sync_weights(model)
+        self.sync_weights(model, state)
 
     def _own_precision(self):
         """vLLM runs in its own dtype; a trainer's bf16 autocast (model.compute_dtype) must
@@ -300,14 +303,16 @@ class VLLMEngine:
             out += [self._output(i, s, c, sampling) for s, c in enumerate(completions)]
         return out
 
-    def sync_weights(self, model: nn.Module) -> None:
-        """Copy `model`'s LLM weights into vLLM in place, then drop every cache computed with
-        the old ones. The time it took is in `last_sync_seconds`. Collective when `model` is
-        sharded (FSDP2): every rank's engine syncs at the same point."""
+    copies_weights = True
+
+    def sync_weights(self, model: VideoLM, state: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Copy `model`'s LLM weights (from `state`, its whole state dict, when the caller
+        holds it sharded) into vLLM in place, then drop every cache computed with the old
+        ones. The time it took is in `last_sync_seconds`."""
         if self.llm is None:
             raise RolloutEngineError("this vLLM engine was closed")
         start = time.perf_counter()
-        weights = llm_weights(model)
+        weights = llm_weights(model, model.state_dict() if state is None else state)
         with self._own_precision():
             self.llm.collective_rpc(
                 "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}

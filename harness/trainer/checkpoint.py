@@ -24,9 +24,9 @@ state and python objects: only load checkpoints you (or your own runs) wrote.
 
 The state is that of the calling process: one process saves (rank 0), with the unwrapped
 model and a plain (unsharded) optimizer, or with the full weights and optimizer state that
-every rank gathered first (ZeRO-1: `consolidate_state_dict`; ZeRO-2/3:
-`harness.parallel.sharding`). Loading is per rank: every rank reads the full checkpoint, and
-a model sharded with `harness.parallel.sharding` keeps its own shards of it.
+every rank gathered first (`Strategy.gather_for_save`, harness/parallel/strategy.py). Loading
+is per rank: every rank reads the full checkpoint, and the run's strategy keeps what the rank
+holds of it (ZeRO-2/3: its own shards).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ import harness
 from harness.errors import HarnessError
 from harness.files import sha256_file
 from harness.model.build import load_model
-from harness.parallel import sharding
+from harness.parallel.groups import SINGLE_PROCESS
+from harness.parallel.strategy import Replicated
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     restore_rng: bool = True,
+    strategy: Replicated | None = None,
 ) -> dict[str, Any]:
     """Restore a checkpoint into the given objects, in place; returns
     `{"step": int, "data_state": dict, "extra": dict}`.
@@ -208,7 +210,8 @@ def load_checkpoint(
     The weights are read with `load_model(path/"model")` (in the dtype of `model`) and copied
     with a strict `load_state_dict`, so a checkpoint of another architecture is an error.
     `optimizer`/`scheduler` left as None are not restored (evaluation, export). The RNG states
-    are restored last, because building the loaded model draws from torch's RNG.
+    are restored last, because building the loaded model draws from torch's RNG. `strategy`:
+    how `model` and `optimizer` are held across ranks (default: whole, on this process).
     """
     path = Path(path)
     for name in ("meta.json", "model", "trainer_state.pt"):
@@ -227,19 +230,13 @@ def load_checkpoint(
         loaded = load_model(path / "model", dtype=dtype)
     except Exception as e:  # safetensors and transformers raise many types for damaged files
         raise CheckpointError(f"{path / 'model'} cannot be loaded (damaged?): {str(e).splitlines()[0]}") from e
+    strategy = strategy or Replicated(SINGLE_PROCESS)
     try:
-        if sharding.is_sharded(model):  # ZeRO-2/3: keep this rank's shards of the full weights
-            sharding.load_full_state_dict(model, loaded.state_dict())
-        else:
-            model.load_state_dict(loaded.state_dict(), strict=True)
+        strategy.load_state(model, optimizer, loaded.state_dict(), state["optimizer"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path / 'model'} does not fit the given model: {e}") from e
+        raise CheckpointError(f"{path} does not fit the given model or optimizer: {e}") from e
     del loaded
 
-    if optimizer is not None and sharding.is_sharded(model):
-        sharding.load_full_optimizer_state(optimizer, state["optimizer"])
-    elif optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         if state["scheduler"] is None:
             raise CheckpointError(f"{path} holds no scheduler state, but a scheduler was given")

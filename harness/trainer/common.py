@@ -12,13 +12,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from harness.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from harness.config import DataConfig, ModelConfig, OptimConfig
 from harness.data.dataset import EpochSampler
 from harness.model.build import init_model, load_model
 from harness.model.interface import VideoLM
 from harness.model.qwen_vl import VIDEO_KEYS
-from harness.parallel import sharding
-from harness.parallel.groups import Layout
+from harness.parallel.groups import SINGLE_PROCESS, Layout
+from harness.parallel.strategy import Replicated
 from harness.trainer.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -88,71 +88,13 @@ def compute_precision(cfg: ModelConfig):
     return torch.autocast(resolve_device(cfg), dtype=getattr(torch, cfg.compute_dtype))
 
 
-def sharding_units(model: VideoLM) -> list[torch.nn.Module]:
-    """The disjoint submodules ZeRO-2/3 shards one by one (harness/parallel/sharding.py):
-    each decoder layer, the input embeddings, the final norm, lm_head, and the vision
-    tower and projector when they train (Qwen2.5-VL's merger lives inside its tower)."""
-    lm = model.language_model
-    units = [*lm.layers, lm.get_input_embeddings(), lm.norm, model.lm_head]
-    tower, projector = model.vision_modules()
-
-    def trains(m: torch.nn.Module) -> bool:
-        return any(p.requires_grad for p in m.parameters())
-
-    inside_tower = any(m is projector for m in tower.modules())
-    if trains(tower):
-        units += _layer_units(tower)
-    if trains(projector) and not (inside_tower and trains(tower)):
-        units.append(projector)
-    return units
-
-
-def _layer_units(tower: torch.nn.Module) -> list[torch.nn.Module]:
-    """A vision tower cut into shardable units: each layer of its (longest) layer list and
-    every other parameter-holding part beside it. Sharding the tower as one unit breaks
-    transformers' `output_hidden_states` capture on the FSDP-wrapped root (measured: the
-    tower returned hidden_states=None), and per-layer units gather less at a time."""
-    lists = [m for m in tower.modules() if isinstance(m, torch.nn.ModuleList)]
-    if not lists:
-        return [tower]
-    layers = max(lists, key=len)
-
-    def split(module: torch.nn.Module) -> list[torch.nn.Module]:
-        if module is layers:
-            return list(layers)
-        if not any(True for _ in module.parameters()):
-            return []
-        if not any(m is layers for m in module.modules()):
-            return [module]
-        if any(True for _ in module.parameters(recurse=False)):
-            raise ValueError(f"{type(module).__name__} holds parameters beside its layers; "
-                             f"it cannot be sharded layer by layer")
-        return [u for child in module.children() for u in split(child)]
-
-    return split(tower)
-
-
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, zero_group=None, total_steps: int | None = None):
-    """AdamW (+ warmup schedule). With `zero_group`, the optimizer state is sharded over
-    that group (ZeRO-1): each rank keeps and updates the Adam moments of its share of the
-    parameters and broadcasts the updated values. For a model already sharded by
-    `harness.parallel.sharding.shard_model` (ZeRO-2/3), AdamW steps the parameter shards,
-    so its state is sharded too."""
-    if sharding.is_sharded(model):
-        if zero_group is not None:
-            raise ValueError("zero_group (ZeRO-1) and a sharded model (ZeRO-2/3) exclude each other")
-        params = sharding.trainable_parameters(model)
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("nothing to train: every parameter is frozen")
-    kwargs = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    if zero_group is not None:
-        from torch.distributed.optim import ZeroRedundancyOptimizer
-
-        opt = ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.AdamW, process_group=zero_group, **kwargs)
-    else:
-        opt = torch.optim.AdamW(params, **kwargs)
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, strategy: Replicated | None = None,
+                    total_steps: int | None = None):
+    """AdamW over the trainable parameters as `strategy` holds them (default: whole, on this
+    process; ZeRO-1 shards its state over the ranks, ZeRO-2/3 steps parameter shards) and
+    the lr schedule (warmup, then constant or cosine)."""
+    strategy = strategy or Replicated(SINGLE_PROCESS)
+    opt = strategy.optimizer(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total_steps))
     return opt, sched
 
@@ -180,7 +122,7 @@ def check_out_dir(out: Path, resume: bool) -> None:
 
 
 def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, scheduler,
-                    sampler: EpochSampler, tensorboard: bool, layout: Layout
+                    sampler: EpochSampler, tensorboard: bool, layout: Layout, strategy: Replicated
                     ) -> tuple[int, MetricsLogger | None]:
     """Restore the latest checkpoint (weights, optimizer, RNG, data position) when resuming,
     and open the metrics log so that it reads as one uninterrupted run. Returns the
@@ -212,7 +154,7 @@ def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, sched
             logger.truncate_after(0)
             return 0, logger
         return 0, MetricsLogger(out, tensorboard=tensorboard) if main else None
-    state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+    state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, strategy=strategy)
     sampler.load_state(state["data_state"])
     if not main:
         return state["step"], None
@@ -232,57 +174,9 @@ def barrier(layout: Layout) -> None:
         dist.barrier()
 
 
-def reduce_and_clip(model: VideoLM, layout: Layout, max_norm: float) -> float:
-    """Sum the ranks' gradients (each rank's loss is its part of the global loss) and clip
-    by the global norm; returns the norm before clipping. ZeRO-2/3: backward already
-    reduce-scattered (summed) the gradients."""
-    if sharding.is_sharded(model):
-        return sharding.clip_grad_norm(sharding.trainable_parameters(model), max_norm)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if layout.world_size > 1:
-        for p in trainable:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad)
-    return float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
-
-
-def finish_run(out: Path, model: VideoLM, layout: Layout, logger: MetricsLogger | None, held_out,
-               run: RunConfig) -> dict[str, float]:
-    """Collective end of a recipe: rank 0 evaluates on `held_out` (if any), logs and writes
-    the final HF-format weights (gathered first under ZeRO-2/3); every rank waits for it."""
-    from harness.trainer.evaluate import evaluate_run
-
-    final = {}
-    sharded = sharding.is_sharded(model)
-    final_weights = sharding.full_state_dict(model) if sharded else None  # collective
-    if layout.rank == 0:
-        if held_out is not None:
-            final = evaluate_run(model, held_out, run)
-            logger.log(run.steps, final)
-        (sharding.full_copy(model, final_weights) if sharded else model).save_pretrained(out / "final")
-        logger.close()
-    barrier(layout)
-    return final
-
-
-def gather_checkpoint(model: VideoLM, optimizer) -> tuple[dict | None, object]:
-    """Collective, on every rank at a save step: what rank 0's `save_step` needs. ZeRO-1
-    consolidates the optimizer state on rank 0; ZeRO-2/3 gathers full weights and optimizer
-    state (returned); otherwise nothing to gather. Returns (full weights or None, the
-    optimizer or its full state dict)."""
-    from torch.distributed.optim import ZeroRedundancyOptimizer
-
-    if isinstance(optimizer, ZeroRedundancyOptimizer):
-        optimizer.consolidate_state_dict(to=0)  # every rank sends its shard
-    if sharding.is_sharded(model):
-        return sharding.full_state_dict(model), sharding.full_optimizer_state(optimizer)
-    return None, optimizer
-
-
-def save_step(out: Path, step: int, model: VideoLM, gathered: tuple[dict | None, object], *, scheduler,
+def save_step(out: Path, step: int, gathered: tuple[torch.nn.Module, object], *, scheduler,
               sampler: EpochSampler, keep_last: int) -> None:
-    """Rank 0: write the checkpoint of `step` from what `gather_checkpoint` returned."""
-    full_weights, optimizer = gathered
-    save_checkpoint(out, step, model=model if full_weights is None else sharding.full_copy(model, full_weights),
-                    optimizer=optimizer, scheduler=scheduler, data_state=sampler.state(), keep_last=keep_last)
+    """Main rank: write the checkpoint of `step` from what `Strategy.gather_for_save` returned."""
+    model, optimizer = gathered
+    save_checkpoint(out, step, model=model, optimizer=optimizer, scheduler=scheduler, data_state=sampler.state(),
+                    keep_last=keep_last)

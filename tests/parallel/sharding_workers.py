@@ -7,12 +7,15 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from harness.config import OptimConfig
 from harness.model.build import init_model
 from harness.parallel import sharding
-from harness.trainer.common import build_optimizer, sharding_units
+from harness.parallel.groups import build_layout
+from harness.parallel.strategy import Sharded, sharding_units
+from harness.trainer.common import build_optimizer
 from tests.parallel.workers import _batch
 
 CASES = [(4, 5, 7), (6, 3, 4)]  # (frames, question length, response length)
@@ -48,8 +51,9 @@ def _steps(model, optimizer, params, seeds_per_step, sharded: bool) -> list[floa
 def _sharded(base, stage: int, optim: OptimConfig):
     model = copy.deepcopy(base)  # building a model (tokenizer included) costs seconds; copying does not
     model.set_trainable(vision=False, projector=True)  # a trainable unit on the vision side too
-    sharding.shard_model(model, sharding_units(model), stage)
-    opt, _ = build_optimizer(model, optim)
+    strategy = Sharded(build_layout(dist.get_world_size(), 1), stage)
+    strategy.prepare(model)  # the recipes' path: shard_model over sharding_units(model)
+    opt, _ = build_optimizer(model, optim, strategy)
     return model, opt
 
 

@@ -12,10 +12,10 @@ import torch.distributed as dist
 from harness.model.build import init_model
 from harness.model.interface import VideoLM
 from harness.parallel import sharding
+from harness.parallel.strategy import sharding_units
 from harness.rollout import choose_engine, vllm_engine
 from harness.rollout.engine import SamplingConfig
 from harness.rollout.hf_engine import HFEngine
-from harness.trainer.common import sharding_units
 from tests.rollout.test_hf_engine import PROMPT_SPECS, make_prompt
 
 GREEDY = SamplingConfig(n=1, greedy=True, max_new_tokens=8)
@@ -66,7 +66,8 @@ def engines_per_rank(rank: int, world: int) -> dict:
 
     sharded = copy.deepcopy(policy)
     sharding.shard_model(sharded, sharding_units(sharded), 2)
-    engine = vllm_engine.VLLMEngine(sharded, kv_cache_gib=0.25, seed=0)  # the sync inside is collective
+    engine = vllm_engine.VLLMEngine(sharded, kv_cache_gib=0.25, seed=0,
+                                    state=sharding.full_state_dict(sharded))  # gathered: collective
     out["sharded"] = _greedy_gap(engine, policy, prompts)
     engine.close()
     dist.barrier()

@@ -115,7 +115,7 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
 
 
 def test_minibatch_split_is_exact_so_every_dp_rank_runs_the_same_number():
-    from harness.trainer.rl import _split
+    from harness.trainer.rl_update import _split
 
     assert [len(r) for r in _split(5, 4)] == [1, 1, 1, 2]  # ceil-sized chunks would give 3
     assert [(r.start, r.stop) for r in _split(6, 2)] == [(0, 3), (3, 6)]

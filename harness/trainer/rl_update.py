@@ -1,0 +1,171 @@
+"""The learning blocks of an RL step: advantages, log-probs of the samples under the old
+policy and the reference (reusing the step's cached video embeddings), the policy update
+(mini-batches of micro-batches), and the step's sample statistics over every rank."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from harness.algos import advantages as adv_fns
+from harness.algos.kl import kl_estimate, kl_loss
+from harness.algos.losses import masked_mean, policy_loss
+from harness.config import AlgoConfig
+from harness.model.interface import VideoLM
+from harness.model.sp import padded_length, sp_local_logprobs, sp_token_logprobs
+from harness.parallel.groups import Layout
+from harness.parallel.reduce import dp_max, dp_sum, world_sum
+from harness.trainer.batch import pack_sequences, response_logprobs
+from harness.trainer.rl_collect import Sample, group_ids, prompt_embeds
+from harness.trainer.run import Run
+from harness.trainer.videos import StepVideoCache
+
+PER_TOKEN_STATS = ("pg/clip_frac", "pg/dual_clip_frac", "pg/approx_kl", "entropy")
+
+
+def advantages(samples: list[Sample], kind: str) -> torch.Tensor:
+    """[N] one advantage per sample, from its group's rewards (`algo.advantage`)."""
+    rewards = torch.tensor([s.reward for s in samples])  # [N]
+    groups = group_ids(samples)
+    if kind == "rloo":
+        return adv_fns.rloo_advantages(rewards, groups)
+    return adv_fns.grpo_advantages(rewards, groups, scale_by_std=kind == "grpo")
+
+
+def score_samples(model: VideoLM, videos: StepVideoCache, samples: list[Sample], micro: int,
+                  layout: Layout) -> torch.Tensor:
+    """Log-probs [N, R_max] of every sample's response under `model` (no grad); the
+    sequence is split across the SP group when there is one (MR-SP stage 2)."""
+    r_max = max(s.tokens.shape[0] for s in samples)
+    out = torch.zeros(len(samples), r_max, device=model.device)
+    with torch.no_grad():  # no collectives under ZeRO-2/3: weights are gathered for no-grad passes
+        for idx in _chunks(len(samples), micro):
+            batch = pack_sequences(model, [prompt_embeds(model, videos, samples[i].item) for i in idx],
+                                   [samples[i].tokens for i in idx])
+            if layout.sp_group is None:
+                logp = response_logprobs(model, batch)  # [b, R]
+            else:
+                logp = batch.response_values(sp_token_logprobs(model, batch, layout.sp_group))
+            out[idx.start : idx.stop, : logp.shape[1]] = logp
+    return out
+
+
+def update(run: Run, videos: StepVideoCache, samples: list[Sample], adv: torch.Tensor, old_logp: torch.Tensor,
+           ref_logp: torch.Tensor | None, n_mini: int) -> dict[str, float]:
+    """Policy update over `n_mini` mini-batches, one optimizer update each (the same number
+    on every DP rank: at most the fewest samples any rank has); returns the step's stats.
+
+    Loss normalisers (token and sequence counts) are global over the DP group and gradients
+    are summed over all ranks, so the update equals the single-process one. The stats are the
+    whole step's, as one process would log them: `loss` summed over ranks and averaged over
+    mini-batches, `grad_norm` averaged over updates; KL, entropy and clip fractions as token
+    means over every rank's response tokens (a rank may hold none of a sequence's under SP)."""
+    layout, micro = run.layout, run.cfg.train.micro_batch
+    lengths = torch.tensor([s.tokens.shape[0] for s in samples])
+    mask_all = torch.arange(old_logp.shape[1])[None] < lengths[:, None]  # [N, R]
+    sums = dict.fromkeys([*PER_TOKEN_STATS, "kl", "tokens"], 0.0)  # per-token stats x tokens
+    losses, norms = [], []
+    for mini in _split(len(samples), n_mini):
+        counts = dp_sum([float(mask_all[mini.start : mini.stop].sum()), len(mini)], layout)
+        chunks = [range(mini.start + c.start, mini.start + c.stop) for c in _chunks(len(mini), micro)]
+        stand_ins = run.strategy.stand_in_passes(len(chunks))  # weight-0 repeats keep DP ranks in step
+        loss = 0.0
+        for rows, weight in [(c, 1.0) for c in chunks] + [(chunks[0], 0.0)] * stand_ins:
+            part, stats = micro_loss(run.model, run.cfg.algo, videos, samples, rows, adv, old_logp, ref_logp,
+                                     layout, counts)
+            (part * weight).backward()
+            if weight:
+                loss += part.item()
+                for k, v in stats.items():
+                    sums[k] += v
+        loss = world_sum([loss], layout)[0]  # every rank's part: all ranks decide alike
+        norms.append(run.update(loss))
+        losses.append(loss)
+    totals = dict(zip(sums, world_sum(list(sums.values()), layout), strict=True))
+    names = [*PER_TOKEN_STATS, *(["kl"] if ref_logp is not None else [])]
+    tokens = totals["tokens"]
+    return {"loss": sum(losses) / n_mini, "grad_norm": sum(norms) / len(norms),
+            **{k: totals[k] / tokens if tokens else 0.0 for k in names}}
+
+
+def micro_loss(policy: VideoLM, a: AlgoConfig, videos: StepVideoCache, samples: list[Sample], rows: range,
+               adv: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, layout: Layout,
+               counts: list[float]) -> tuple[torch.Tensor, dict[str, float]]:
+    """One micro-batch's part of the mini-batch loss (normalised by the mini-batch's global
+    `counts` [tokens, sequences]) and its per-token stats summed over its tokens."""
+    n_tokens, n_seqs = int(counts[0]), int(counts[1])
+    batch = pack_sequences(policy, [prompt_embeds(policy, videos, samples[i].item) for i in rows],
+                           [samples[i].tokens for i in rows])
+    logp, mask = _policy_logprobs(policy, batch, layout)  # [b, R]
+    width = logp.shape[1]
+    old = old_logp[rows.start : rows.stop, :width]
+    advantage = adv[rows.start : rows.stop, None].to(logp.device).expand(-1, width)  # [b, R]
+    loss, pg = policy_loss(logp, old, advantage, mask, clip_low=a.clip_low, clip_high=a.clip_high,
+                           dual_clip=a.dual_clip, agg=a.loss_agg, num_tokens=n_tokens, num_seqs=n_seqs)
+    ref = None if ref_logp is None else ref_logp[rows.start : rows.stop, :width]
+    if ref is not None:
+        loss = loss + a.kl_coef * kl_loss(logp, ref, mask, kind=a.kl_kind, agg=a.loss_agg,
+                                          num_tokens=n_tokens, num_seqs=n_seqs)
+    tokens = float(mask.sum())
+    if tokens == 0:  # this rank's slice holds none of these responses' tokens
+        return loss, {}
+    with torch.no_grad():
+        per_token = {f"pg/{k}": pg[k] for k in ("clip_frac", "dual_clip_frac", "approx_kl")}
+        # Mean -log p of the sampled tokens: a Monte Carlo estimate of the policy's entropy
+        # (unbiased for on-policy samples at temperature 1), at no extra cost.
+        per_token["entropy"] = float(-masked_mean(logp, mask))
+        if ref is not None:
+            per_token["kl"] = float(masked_mean(kl_estimate(logp, ref, a.kl_kind), mask))
+    return loss, {"tokens": tokens, **{k: v * tokens for k, v in per_token.items()}}
+
+
+def sample_metrics(samples: list[Sample], old_logp: torch.Tensor, layout: Layout) -> dict[str, float]:
+    """The step's per-sample statistics over every DP rank's samples, as one process
+    sampling the whole draw would log them (collective under DP)."""
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float64)  # [N]
+    groups = group_ids(samples)
+    # groups whose rewards differ: the only ones that carry a learning signal
+    mixed = groups[adv_fns.dapo_keep_mask(rewards, groups)].unique().numel()
+    lengths = [s.tokens.shape[0] for s in samples]
+    diffs = torch.cat([(s.engine_logp - old_logp[i, : s.tokens.shape[0]].cpu()).abs()
+                       for i, s in enumerate(samples)])  # [tokens]: engine vs trainer log-probs
+    n, r_sum, r_sq, acc, fmt, length, d_sum, d_count, mixed, n_groups = dp_sum(
+        [len(samples), rewards.sum(), (rewards**2).sum(), sum(s.accuracy for s in samples),
+         sum(s.format for s in samples), sum(lengths), diffs.sum(), diffs.numel(), mixed,
+         groups.unique().numel()], layout)
+    len_max, d_max = dp_max([max(lengths), diffs.max()], layout)
+    variance = max(r_sq - r_sum * r_sum / n, 0.0) / (n - 1) if n > 1 else 0.0  # unbiased, as torch.std
+    return {
+        "reward/mean": r_sum / n, "reward/std": math.sqrt(variance), "reward/accuracy": acc / n,
+        "reward/format_rate": fmt / n, "reward/mixed_groups": mixed / n_groups,
+        "response/length_mean": length / n, "response/length_max": len_max,
+        "rollout/logp_diff_max": d_max, "rollout/logp_diff_mean": d_sum / d_count,
+    }
+
+
+def _policy_logprobs(policy: VideoLM, batch, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable response log-probs [b, R] and the mask of the tokens this rank owns.
+
+    Under SP each rank scores only the positions of its sequence slice: the other
+    tokens are zero here and masked out, and the losses of the ranks add up to the
+    full loss (their gradients are summed across the group after backward)."""
+    if layout.sp_group is None:
+        return response_logprobs(policy, batch), batch.response_mask
+    local, start, _ = sp_local_logprobs(policy, batch, layout.sp_group)  # [b, Lc]
+    total = padded_length(batch.targets.shape[1], layout.sp_size)
+    full = F.pad(local, (start, total - start - local.shape[1]))  # [b, L_pad], zeros off-slice
+    owned = (batch.response_index >= start) & (batch.response_index < start + local.shape[1])
+    return full.gather(1, batch.response_index), batch.response_mask & owned
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _split(n: int, parts: int) -> list[range]:
+    """Exactly `parts` contiguous ranges covering 0..n, sizes differing by at most one
+    (every DP rank must run the same number of mini-batches; n >= parts)."""
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
