@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from harness.algos.losses import AGG_MODES
+
 T = TypeVar("T")
 
 
@@ -221,16 +223,27 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    advantage: str = "grpo"  # grpo | drgrpo | rloo
+    # grpo | drgrpo (no std scaling; pair with loss_agg seq-mean-token-sum-norm) | rloo |
+    # reinforce_pp (REINFORCE++: batch-whitened returns, no group baseline)
+    advantage: str = "grpo"
     clip_low: float = 0.2
     clip_high: float = 0.3
     dual_clip: float | None = 3.0
+    # token-mean (authors, DAPO) | seq-mean-token-mean (original GRPO) | seq-mean-token-sum |
+    # seq-mean-token-sum-norm (Dr.GRPO: divided by the constant rollout.max_new_tokens)
     loss_agg: str = "token-mean"
     kl_coef: float = 1e-2
     kl_kind: str = "low_var_kl"
-    kl_in_reward: bool = False  # False: KL as a loss term (authors); True: reward penalty
-    entropy_coef: float = 0.0
-    dapo: bool = False  # drop groups with identical rewards and refill the batch
+    # False: KL to the reference as a loss term (authors). True: as a reward penalty, each
+    # sample's reward minus kl_coef x its summed per-token KL (old policy vs reference) before
+    # advantages (verl's apply_kl_penalty; per token for reinforce_pp), and no KL loss term.
+    kl_in_reward: bool = False
+    dapo: bool = False  # drop groups that carry no learning signal and refill the batch
+    # Which groups DAPO drops. distinct: those whose rewards are all equal (zero advantages).
+    # mean_band: the authors' rule, keeping a group when dapo_band[0] < mean reward <
+    # dapo_band[1] (it also keeps all-equal groups at a mean inside the band, e.g. 0.9).
+    dapo_filter: str = "distinct"
+    dapo_band: tuple[float, float] = (0.01, 0.99)
     acc_weight: float = 0.9
     format_weight: float = 0.1
     reward_fn: str | None = None  # "module:function" replacing the accuracy reward
@@ -239,8 +252,14 @@ class AlgoConfig:
     max_reward_error_fraction: float = 0.1
 
     def check(self) -> None:
-        _one_of("algo.advantage", self.advantage, ("grpo", "drgrpo", "rloo"))
-        _one_of("algo.loss_agg", self.loss_agg, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
+        _one_of("algo.advantage", self.advantage, ("grpo", "drgrpo", "rloo", "reinforce_pp"))
+        _one_of("algo.loss_agg", self.loss_agg, AGG_MODES)
+        _one_of("algo.dapo_filter", self.dapo_filter, ("distinct", "mean_band"))
+        if not self.dapo_band[0] < self.dapo_band[1]:
+            raise ConfigError(f"algo.dapo_band must be [low, high] with low < high, got {list(self.dapo_band)}")
+        if self.kl_in_reward and self.kl_coef == 0:
+            raise ConfigError("algo.kl_in_reward with algo.kl_coef 0 penalises nothing; set kl_coef > 0 or "
+                              "kl_in_reward false")
         _one_of("algo.kl_kind", self.kl_kind, ("k1", "k2", "k3", "low_var_kl", "abs"))
         _non_negative("algo.kl_coef", self.kl_coef)
         if not 0.0 <= self.max_reward_error_fraction <= 1.0:
@@ -251,7 +270,6 @@ class AlgoConfig:
             raise ConfigError(f"algo.clip_low must be < 1 (the ratio's lower bound is 1 - clip_low), got {self.clip_low}")
         if self.dual_clip is not None and not (math.isfinite(self.dual_clip) and self.dual_clip > 1.0):
             raise ConfigError(f"algo.dual_clip must be a finite number > 1 or null, got {self.dual_clip}")
-        _non_negative("algo.entropy_coef", self.entropy_coef)
         _non_negative("algo.acc_weight", self.acc_weight)
         _non_negative("algo.format_weight", self.format_weight)
         if self.acc_weight + self.format_weight == 0:

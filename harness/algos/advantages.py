@@ -12,6 +12,9 @@ Group statistics are computed in float64 and the result is cast back to the rewa
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 
 
@@ -129,6 +132,24 @@ def dapo_keep_mask(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tens
     return (hi > lo)[inv]  # [N]
 
 
+def mean_band_keep_mask(rewards: torch.Tensor, group_ids: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """The authors' online filter (Long-RL `algorithm.online_filtering`): bool [N], True for
+    every sample of a group whose mean reward lies strictly between `low` and `high`
+    (their defaults 0.01 and 0.99). With rewards in {0, 1} this equals `dapo_keep_mask`; with
+    weighted rewards (0.9 accuracy + 0.1 format) it keeps groups whose rewards are all equal
+    at a mean inside the band (e.g. every answer right, no format: 0.9), which carry no
+    learning signal, and `dapo_keep_mask` does not."""
+    _check_groups(rewards, group_ids)
+    if rewards.numel() == 0:
+        return torch.zeros(0, dtype=torch.bool, device=rewards.device)
+    _, inv = torch.unique(group_ids, return_inverse=True)  # [N]
+    r = rewards.detach().to(torch.float64)
+    sums = torch.zeros(int(inv.max()) + 1, dtype=torch.float64, device=r.device).index_add_(0, inv, r)  # [G]
+    counts = torch.bincount(inv).to(torch.float64)  # [G]
+    means = (sums / counts)[inv]  # [N]
+    return (means > low) & (means < high)
+
+
 def broadcast_to_tokens(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Give every valid response token its sequence's advantage: adv [N], mask [N, L] -> [N, L]
     (0 at masked-out positions)."""
@@ -189,24 +210,28 @@ def reinforce_pp_returns(
 
 
 def whiten(
-    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+    reduce: Callable[[list[float]], list[float]] | None = None,
 ) -> torch.Tensor:
     """Masked whitening: (v - mean) / sqrt(var + eps) over all valid entries together.
 
     values, mask: same shape -> same shape, 0 at masked positions. var is unbiased
     (n - 1), as in verl's `masked_whiten`; with fewer than two valid entries var is taken
-    as 0. `shift_mean=False` adds the mean back (scales only).
+    as 0. `shift_mean=False` adds the mean back (scales only). `reduce`: sums
+    [count, sum, sum of squares] over the processes that hold the rest of the batch (data
+    parallelism), so each whitens with the whole batch's mean and variance.
     """
     if values.shape != mask.shape:
         raise ValueError(f"values {tuple(values.shape)} and mask {tuple(mask.shape)} differ")
     valid = mask.bool()
     v = values.detach()
     zeros = torch.zeros_like(v)
-    n = valid.sum()
-    mean = torch.where(valid, v, zeros).sum() / n.clamp(min=1)
-    centered = torch.where(valid, v - mean, zeros)
-    var = (centered * centered).sum() / (n - 1).clamp(min=1)
-    out = centered * torch.rsqrt(var + eps)
+    kept = torch.where(valid, v, zeros).double()
+    moments = [float(valid.sum()), float(kept.sum()), float((kept * kept).sum())]
+    n, total, squares = reduce(moments) if reduce is not None else moments
+    mean = total / max(n, 1.0)
+    var = max(squares - n * mean * mean, 0.0) / max(n - 1.0, 1.0)  # float64: no cancellation to speak of
+    out = torch.where(valid, v - mean, zeros) / math.sqrt(var + eps)
     if not shift_mean:
         out = out + mean
     return torch.where(valid, out, zeros)
@@ -218,6 +243,7 @@ def reinforce_pp_advantages(
     kl: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     gamma: float = 1.0,
+    reduce: Callable[[list[float]], list[float]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """REINFORCE++ (Hu 2025): token advantages from whitened discounted returns.
 
@@ -226,7 +252,8 @@ def reinforce_pp_advantages(
 
     token reward r_t = -kl_coef * kl_t, plus the sequence reward at the last valid token;
     returns G_t by `reinforce_pp_returns(r, mask, gamma)`; advantages = whiten(G) over every
-    valid token of the batch (no per-group baseline: REINFORCE++ is batch-normalised).
+    valid token of the batch (no per-group baseline: REINFORCE++ is batch-normalised;
+    `reduce` as for `whiten` when the batch is spread over processes).
     """
     token_rewards = last_token_rewards(seq_rewards, mask)  # [B, L]
     if kl is not None:
@@ -235,5 +262,5 @@ def reinforce_pp_advantages(
         penalty = kl.detach().to(token_rewards.dtype) * mask.to(token_rewards.dtype)  # [B, L]
         token_rewards = token_rewards - kl_coef * penalty  # [B, L]
     returns = reinforce_pp_returns(token_rewards, mask, gamma)  # [B, L]
-    advantages = whiten(returns, mask)  # [B, L]
+    advantages = whiten(returns, mask, reduce=reduce)  # [B, L]
     return advantages, returns

@@ -57,6 +57,7 @@ def kl_loss(
     agg: str = "token-mean",
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
+    horizon: int | None = None,
 ) -> torch.Tensor:
     """KL as a loss term: aggregate(kl_estimate(logp, ref_logp, kind), mask, agg) -> scalar.
 
@@ -69,7 +70,7 @@ def kl_loss(
     lp = torch.where(valid, logp, torch.zeros_like(logp))  # [B, L]
     ref = torch.where(valid, ref_logp, torch.zeros_like(ref_logp))  # [B, L]
     kl = kl_estimate(lp, ref, kind)  # [B, L]
-    return aggregate(kl, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs)
+    return aggregate(kl, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, horizon=horizon)
 
 
 def kl_penalty_rewards(

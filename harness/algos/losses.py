@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -35,6 +35,7 @@ def aggregate(
     mode: str = "token-mean",
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
+    horizon: int | None = None,
 ) -> torch.Tensor:
     """Reduce a per-token loss [B, L] to a scalar.
 
@@ -43,7 +44,10 @@ def aggregate(
     - "seq-mean-token-mean": each sequence's mean over its valid tokens, then the mean over
       sequences (`num_seqs`). Every sequence weighs the same (original GRPO).
     - "seq-mean-token-sum": each sequence's sum over its valid tokens, then the mean over
-      sequences (`num_seqs`) (Dr.GRPO, with a constant length normaliser left to the caller).
+      sequences (`num_seqs`).
+    - "seq-mean-token-sum-norm": as "seq-mean-token-sum", divided by the constant `horizon`
+      (the longest response allowed): Dr.GRPO's loss, (1/G) sum_i sum_t loss / horizon,
+      verl's mode of the same name.
 
     Sequences with no valid token contribute 0 and are not counted in the default number
     of sequences; with no valid token at all the result is 0 (still attached to the graph).
@@ -64,6 +68,10 @@ def aggregate(
     seq_sum = masked.sum(dim=1)  # [B]
     if mode == "seq-mean-token-mean":
         per_seq = seq_sum / seq_tokens.clamp(min=1)  # [B]
+    elif mode == "seq-mean-token-sum-norm":
+        if horizon is None or horizon < 1:
+            raise ValueError(f"loss aggregation {mode} needs the constant horizon (max response length), got {horizon}")
+        per_seq = seq_sum / horizon  # [B]
     else:
         per_seq = seq_sum  # [B]
     denom = (seq_tokens > 0).sum().clamp(min=1) if num_seqs is None else num_seqs
@@ -82,6 +90,7 @@ def policy_loss(
     agg: str = "token-mean",
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
+    horizon: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate with asymmetric ("clip-higher") and dual clipping.
 
@@ -132,7 +141,7 @@ def policy_loss(
     if dual_clip is not None:
         pg_dual = -adv * dual_clip  # [B, L] constant: no gradient through it
         pg = torch.where(adv < 0, torch.minimum(pg, pg_dual), pg)  # [B, L]
-    loss = aggregate(pg, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs)
+    loss = aggregate(pg, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, horizon=horizon)
 
     with torch.no_grad():
         clipped = pg_clipped > pg_unclipped  # [B, L]

@@ -57,20 +57,21 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         batch = collect(run, engine, videos, accuracy_fn, step)
         budget.check(batch, run.layout)
         samples, timer = batch.samples, run.timer
-        with timer.block("advantage"):
-            adv = advantages(samples, cfg.algo.advantage)  # [N]
         with timer.block("logprob"):
             old_logp = score_samples(run.model, videos, samples, cfg.train.micro_batch, run.layout)
             ref_logp = (score_samples(reference, videos, samples, cfg.train.micro_batch, run.layout)
                         if reference is not None else None)
+        with timer.block("advantage"):
+            adv, kl_stats = advantages(samples, old_logp, ref_logp, cfg.algo, run.layout)  # [N, R]
+        kl_term = None if cfg.algo.kl_in_reward else ref_logp  # the KL is either a loss term or in the reward
         with timer.block("update"):
             run.model.train()
-            stats = update(run, videos, samples, adv, old_logp, ref_logp, min(cfg.train.mini_batches, batch.fewest))
+            stats = update(run, videos, samples, adv, old_logp, kl_term, min(cfg.train.mini_batches, batch.fewest))
             run.model.eval()
         with timer.block("sync"):
             _sync(engine, run)
-        metrics = {**sample_metrics(samples, old_logp, run.layout), **_counters(run, batch, budget, videos,
-                                                                                 calls_before), **stats}
+        metrics = {**sample_metrics(samples, old_logp, run.layout),
+                   **_counters(run, batch, budget, videos, calls_before), **kl_stats, **stats}
         run.end_step(step, metrics, postfix={"reward": f"{metrics['reward/mean']:.3f}",
                                              "acc": f"{metrics['reward/accuracy']:.2f}"})
     if engine is not None and hasattr(engine, "close"):

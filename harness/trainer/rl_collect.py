@@ -101,8 +101,7 @@ def collect(run: Run, engine: RolloutEngine | None, videos: StepVideoCache, accu
                 err = _score(s, accuracy_fn, cfg.algo)
                 errors, last_error = (errors + 1, err) if err is not None else (errors, last_error)
         if dapo and items:  # (none: this rank is full while another refills)
-            new = [s for s, k in zip(new, adv_fns.dapo_keep_mask(_rewards(new), group_ids(new)).tolist(),
-                                     strict=True) if k]
+            new = [s for s, k in zip(new, _informative(new, cfg.algo).tolist(), strict=True) if k]
             dropped += len(items) - len({id(s.item) for s in new})
         samples += new
         kept += len({id(s.item) for s in new})
@@ -206,5 +205,9 @@ def _score(sample: Sample, accuracy_fn, algo: AlgoConfig) -> str | None:
     return err
 
 
-def _rewards(samples: list[Sample]) -> torch.Tensor:
-    return torch.tensor([s.reward for s in samples])  # [N]
+def _informative(samples: list[Sample], algo: AlgoConfig) -> torch.Tensor:
+    """[N] bool: the samples of the groups DAPO keeps (`algo.dapo_filter`)."""
+    rewards, groups = torch.tensor([s.reward for s in samples]), group_ids(samples)  # [N], [N]
+    if algo.dapo_filter == "mean_band":
+        return adv_fns.mean_band_keep_mask(rewards, groups, *algo.dapo_band)
+    return adv_fns.dapo_keep_mask(rewards, groups)

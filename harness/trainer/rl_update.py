@@ -25,13 +25,36 @@ from harness.trainer.videos import StepVideoCache
 PER_TOKEN_STATS = ("pg/clip_frac", "pg/dual_clip_frac", "pg/approx_kl", "entropy")
 
 
-def advantages(samples: list[Sample], kind: str) -> torch.Tensor:
-    """[N] one advantage per sample, from its group's rewards (`algo.advantage`)."""
+def advantages(samples: list[Sample], old_logp: torch.Tensor, ref_logp: torch.Tensor | None, a: AlgoConfig,
+               layout: Layout) -> tuple[torch.Tensor, dict[str, float]]:
+    """Token advantages [N, R_max] from the samples' rewards (`algo.advantage`), with the KL
+    to the reference as a reward penalty when `algo.kl_in_reward` (then also its mean per
+    token over every DP rank, logged as `kl`). GRPO-style estimators normalise within each
+    prompt's group (all on one rank); REINFORCE++ whitens over the whole batch, every rank's."""
     rewards = torch.tensor([s.reward for s in samples])  # [N]
+    mask = _response_mask(samples, old_logp.shape[1])  # [N, R]
+    stats = {}
+    kl = None
+    if a.kl_in_reward:
+        kl = torch.where(mask, kl_estimate(old_logp.cpu(), ref_logp.cpu(), a.kl_kind), 0.0)  # [N, R]
+        total, tokens = dp_sum([kl.sum(), mask.sum()], layout)
+        stats["kl"] = total / tokens
+    if a.advantage == "reinforce_pp":
+        adv, _ = adv_fns.reinforce_pp_advantages(rewards, mask, kl=kl, kl_coef=a.kl_coef,
+                                                 reduce=lambda v: dp_sum(v, layout))
+        return adv, stats
+    scores = rewards if kl is None else rewards - a.kl_coef * kl.sum(dim=1)  # [N]
     groups = group_ids(samples)
-    if kind == "rloo":
-        return adv_fns.rloo_advantages(rewards, groups)
-    return adv_fns.grpo_advantages(rewards, groups, scale_by_std=kind == "grpo")
+    if a.advantage == "rloo":
+        per_sample = adv_fns.rloo_advantages(scores, groups)
+    else:
+        per_sample = adv_fns.grpo_advantages(scores, groups, scale_by_std=a.advantage == "grpo")
+    return adv_fns.broadcast_to_tokens(per_sample, mask), stats
+
+
+def _response_mask(samples: list[Sample], width: int) -> torch.Tensor:
+    lengths = torch.tensor([s.tokens.shape[0] for s in samples])
+    return torch.arange(width)[None] < lengths[:, None]  # [N, R]
 
 
 def score_samples(model: VideoLM, videos: StepVideoCache, samples: list[Sample], micro: int,
@@ -63,8 +86,7 @@ def update(run: Run, videos: StepVideoCache, samples: list[Sample], adv: torch.T
     mini-batches, `grad_norm` averaged over updates; KL, entropy and clip fractions as token
     means over every rank's response tokens (a rank may hold none of a sequence's under SP)."""
     layout, micro = run.layout, run.cfg.train.micro_batch
-    lengths = torch.tensor([s.tokens.shape[0] for s in samples])
-    mask_all = torch.arange(old_logp.shape[1])[None] < lengths[:, None]  # [N, R]
+    mask_all = _response_mask(samples, old_logp.shape[1])  # [N, R]
     sums = dict.fromkeys([*PER_TOKEN_STATS, "kl", "tokens"], 0.0)  # per-token stats x tokens
     losses, norms = [], []
     for mini in _split(len(samples), n_mini):
@@ -73,8 +95,7 @@ def update(run: Run, videos: StepVideoCache, samples: list[Sample], adv: torch.T
         stand_ins = run.strategy.stand_in_passes(len(chunks))  # weight-0 repeats keep DP ranks in step
         loss = 0.0
         for rows, weight in [(c, 1.0) for c in chunks] + [(chunks[0], 0.0)] * stand_ins:
-            part, stats = micro_loss(run.model, run.cfg.algo, videos, samples, rows, adv, old_logp, ref_logp,
-                                     layout, counts)
+            part, stats = micro_loss(run, videos, samples, rows, adv, old_logp, ref_logp, counts)
             (part * weight).backward()
             if weight:
                 loss += part.item()
@@ -90,24 +111,25 @@ def update(run: Run, videos: StepVideoCache, samples: list[Sample], adv: torch.T
             **{k: totals[k] / tokens if tokens else 0.0 for k in names}}
 
 
-def micro_loss(policy: VideoLM, a: AlgoConfig, videos: StepVideoCache, samples: list[Sample], rows: range,
-               adv: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, layout: Layout,
-               counts: list[float]) -> tuple[torch.Tensor, dict[str, float]]:
+def micro_loss(run: Run, videos: StepVideoCache, samples: list[Sample], rows: range, adv: torch.Tensor,
+               old_logp: torch.Tensor, ref_logp: torch.Tensor | None, counts: list[float]
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """One micro-batch's part of the mini-batch loss (normalised by the mini-batch's global
-    `counts` [tokens, sequences]) and its per-token stats summed over its tokens."""
-    n_tokens, n_seqs = int(counts[0]), int(counts[1])
+    `counts` [tokens, sequences], or Dr.GRPO's constant horizon) and its per-token stats
+    summed over its tokens. `ref_logp`: the reference's, for a KL loss term (None: none)."""
+    policy, a, layout = run.model, run.cfg.algo, run.layout
+    norm = {"num_tokens": int(counts[0]), "num_seqs": int(counts[1]), "horizon": run.cfg.rollout.max_new_tokens}
     batch = pack_sequences(policy, [prompt_embeds(policy, videos, samples[i].item) for i in rows],
                            [samples[i].tokens for i in rows])
     logp, mask = _policy_logprobs(policy, batch, layout)  # [b, R]
     width = logp.shape[1]
     old = old_logp[rows.start : rows.stop, :width]
-    advantage = adv[rows.start : rows.stop, None].to(logp.device).expand(-1, width)  # [b, R]
+    advantage = adv[rows.start : rows.stop, :width].to(logp.device)  # [b, R]
     loss, pg = policy_loss(logp, old, advantage, mask, clip_low=a.clip_low, clip_high=a.clip_high,
-                           dual_clip=a.dual_clip, agg=a.loss_agg, num_tokens=n_tokens, num_seqs=n_seqs)
+                           dual_clip=a.dual_clip, agg=a.loss_agg, **norm)
     ref = None if ref_logp is None else ref_logp[rows.start : rows.stop, :width]
     if ref is not None:
-        loss = loss + a.kl_coef * kl_loss(logp, ref, mask, kind=a.kl_kind, agg=a.loss_agg,
-                                          num_tokens=n_tokens, num_seqs=n_seqs)
+        loss = loss + a.kl_coef * kl_loss(logp, ref, mask, kind=a.kl_kind, agg=a.loss_agg, **norm)
     tokens = float(mask.sum())
     if tokens == 0:  # this rank's slice holds none of these responses' tokens
         return loss, {}

@@ -10,6 +10,7 @@ from harness.algos.advantages import (
     dapo_keep_mask,
     grpo_advantages,
     last_token_rewards,
+    mean_band_keep_mask,
     reinforce_pp_advantages,
     reinforce_pp_returns,
     rloo_advantages,
@@ -210,3 +211,45 @@ def test_reinforce_pp_kl_penalty_by_hand():
     assert_close(ret, [[0.9, 0.95, 0.0], [-0.3, -0.2, -0.1]])
     assert_close(adv, whiten(ret, mask))
     assert abs(float(adv[mask.bool()].mean())) < 1e-12
+
+
+# ---------------------------------------------------------------- the authors' DAPO filter
+
+
+def test_mean_band_keeps_what_the_authors_keep():
+    """Weighted rewards (0.9 accuracy + 0.1 format): a group all right without format (0.9
+    each) has no signal; the authors' band (0.01, 0.99) keeps it, `dapo_keep_mask` does not.
+    All right with format (1.0) and all wrong without (0.0) fall outside the band."""
+    rewards = t([0.9, 0.9, 1.0, 1.0, 0.0, 0.0, 1.0, 0.1])
+    groups = ids([0, 0, 1, 1, 2, 2, 3, 3])
+    band = mean_band_keep_mask(rewards, groups, 0.01, 0.99)
+    assert band.tolist() == [True, True, False, False, False, False, True, True]
+    assert dapo_keep_mask(rewards, groups).tolist() == [False] * 6 + [True, True]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 1), min_size=1, max_size=24), st.integers(1, 5))
+def test_mean_band_equals_distinct_for_binary_rewards(bits, n_groups):
+    rewards = t([float(b) for b in bits])
+    groups = ids([i % n_groups for i in range(len(bits))])
+    assert torch.equal(mean_band_keep_mask(rewards, groups, 0.01, 0.99), dapo_keep_mask(rewards, groups))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 9), st.integers(0, 2**16))
+def test_whitening_a_batch_split_over_processes_equals_whitening_it_whole(parts, width, seed):
+    """What data-parallel REINFORCE++ relies on: each part whitened with the moments summed
+    over all parts (the `reduce` a DP group would run) equals the whole batch whitened."""
+    g = torch.Generator().manual_seed(seed)
+    rows = parts * 2
+    values = torch.randn(rows, width, generator=g, dtype=torch.float64)
+    mask = torch.rand(rows, width, generator=g) > 0.3
+    whole = whiten(values, mask)
+    chunks = [(values[2 * k : 2 * k + 2], mask[2 * k : 2 * k + 2]) for k in range(parts)]
+    moments = [[float(m.sum()), float(v[m].sum()), float((v[m] ** 2).sum())] for v, m in chunks]
+
+    def reduce(_mine):
+        return [sum(col) for col in zip(*moments, strict=True)]
+
+    split = torch.cat([whiten(v, m, reduce=reduce) for v, m in chunks])
+    assert_close(split, whole, rtol=1e-9, atol=1e-9)

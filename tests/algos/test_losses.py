@@ -21,6 +21,13 @@ def test_aggregate_modes_by_hand():
     assert_close(aggregate(LOSS, MASK, "token-mean"), (1 + 2 + 4) / 3)
     assert_close(aggregate(LOSS, MASK, "seq-mean-token-mean"), (1.5 + 4.0) / 2)
     assert_close(aggregate(LOSS, MASK, "seq-mean-token-sum"), (3.0 + 4.0) / 2)
+    # Dr.GRPO: (1/G) sum_i sum_t loss / horizon, with the constant horizon (max response length)
+    assert_close(aggregate(LOSS, MASK, "seq-mean-token-sum-norm", horizon=8), (3.0 + 4.0) / 2 / 8)
+
+
+def test_dr_grpo_aggregation_needs_its_horizon():
+    with pytest.raises(ValueError, match="horizon"):
+        aggregate(LOSS, MASK, "seq-mean-token-sum-norm")
 
 
 def test_aggregate_empty_rows_no_nan():
@@ -44,17 +51,17 @@ def test_aggregate_ignores_garbage_under_mask():
         assert_close(aggregate(garbage, MASK, mode), aggregate(LOSS, MASK, mode))
 
 
-@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"])
 def test_aggregate_micro_batches_sum_to_full_batch(mode):
     g = torch.Generator().manual_seed(0)
     loss = torch.randn(5, 7, generator=g, dtype=torch.float64)
     mask = torch.rand(5, 7, generator=g) > 0.4
     mask[2] = False
-    full = aggregate(loss, mask, mode)
+    full = aggregate(loss, mask, mode, horizon=7)
     n_tok = mask.sum()
     n_seq = mask.any(dim=1).sum()
     parts = [
-        aggregate(loss[a:b], mask[a:b], mode, num_tokens=n_tok, num_seqs=n_seq)
+        aggregate(loss[a:b], mask[a:b], mode, num_tokens=n_tok, num_seqs=n_seq, horizon=7)
         for a, b in ((0, 1), (1, 3), (3, 5))
     ]
     assert_close(sum(parts), full)

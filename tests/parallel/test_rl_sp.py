@@ -120,3 +120,28 @@ def test_dapo_with_dp2_keeps_one_data_position_and_resumes_under_zero2(toy_data,
     assert sum(r["data/passed_over"] for r in rows) > 0  # ... and the ranks refilled unevenly
     start = load_model_init()
     assert max(float((plain[k] - start[k]).abs().max()) for k in plain) > 0  # it trained
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_dp2_reinforce_pp_with_kl_in_reward_and_dr_grpo_loss_trains_as_one_process(toy_data, tmp_path):
+    """REINFORCE++ whitens over the whole batch: 2 DP ranks whiten with the moments of both
+    ranks' samples, so they end with the one-process weights (each whitening its own half
+    would not); with the KL as a reward penalty (logged as `kl`) and Dr.GRPO's constant
+    normaliser."""
+    extra = {"algo.advantage": "reinforce_pp", "algo.kl_in_reward": True, "algo.kl_coef": 0.05,
+             "algo.loss_agg": "seq-mean-token-sum-norm", "train.mini_batches": 1}
+    train_rl(load_config("configs/rl/toy-cpu.yaml", _overrides(toy_data, tmp_path / "single", "vila", **extra),
+                         RLConfig))
+    single = load_model(tmp_path / "single" / "final").state_dict()
+    init = init_model("vila", "tiny", seed=0).state_dict()
+    assert max(float((single[k] - init[k]).abs().max()) for k in single) > 0
+    dp = run_distributed(workers.rl_run, 2, _overrides(
+        toy_data, tmp_path / "dp2", "vila", **{**extra, "parallel.dp_size": 2, "train.prompts_per_step": 1}))[0]
+    worst = max(float((dp[k] - single[k]).abs().max()) for k in single)
+    assert worst < 2e-5, worst
+    rows = [[r for r in read_metrics(tmp_path / run / "metrics.jsonl") if "grad_norm" in r] for run in ("single", "dp2")]
+    assert rows[0][0]["kl"] == 0 < rows[0][1]["kl"]  # step 1 samples from the reference; step 2 has moved
+    for a, b in zip(*rows, strict=True):
+        for key in ("grad_norm", "loss", "kl"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), (key, a[key], b[key])

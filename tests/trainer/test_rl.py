@@ -1,6 +1,8 @@
 """The RL recipe on a few steps: encode-once accounting, baseline equivalence, resume,
 failing reward functions, DAPO, config checks."""
 
+import math
+
 import pytest
 import torch
 
@@ -120,3 +122,46 @@ def test_minibatch_split_is_exact_so_every_dp_rank_runs_the_same_number():
     assert [len(r) for r in _split(5, 4)] == [1, 1, 1, 2]  # ceil-sized chunks would give 3
     assert [(r.start, r.stop) for r in _split(6, 2)] == [(0, 3), (3, 6)]
     assert sum(len(r) for r in _split(7, 3)) == 7 and len(_split(7, 3)) == 3
+
+
+def _samples(rewards, lengths, groups):
+    from harness.trainer.rl_collect import PromptItem, Sample
+
+    items = {g: PromptItem(record=None, clip=None, input_ids=torch.zeros(1, dtype=torch.long), position=g)
+             for g in set(groups)}
+    return [Sample(items[g], torch.zeros(n, dtype=torch.long), torch.zeros(n), "", reward=r)
+            for r, n, g in zip(rewards, lengths, groups, strict=True)]
+
+
+def test_kl_in_reward_penalises_each_sample_by_its_summed_kl():
+    """Group 0: both answers right (reward 1), no signal without the KL. With the KL as a
+    reward penalty (k1 = old - ref, coefficient 0.5) the first sample's summed KL is 0 and
+    the second's 0.2 (0.1 + 0.1; padding beyond its 2 tokens ignored): scores 1.0 and 0.9,
+    GRPO advantages +-0.05 / std(1.0, 0.9) = +-0.7071."""
+    from harness.config import AlgoConfig
+    from harness.parallel.groups import SINGLE_PROCESS
+    from harness.trainer.rl_update import advantages
+
+    samples = _samples([1.0, 1.0], [2, 2], [0, 0])
+    old = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.1, 9.0]])  # [N, R]; 9.0 is padding
+    ref = torch.zeros(2, 3)
+    plain, stats = advantages(samples, old, ref, AlgoConfig(kl_in_reward=False), SINGLE_PROCESS)
+    assert torch.equal(plain, torch.zeros(2, 3)) and stats == {}
+    adv, stats = advantages(samples, old, ref, AlgoConfig(kl_in_reward=True, kl_coef=0.5, kl_kind="k1"),
+                            SINGLE_PROCESS)
+    s = 0.05 / math.sqrt(2 * 0.05**2)  # deviation / unbiased std
+    torch.testing.assert_close(adv, torch.tensor([[s, s, 0.0], [-s, -s, 0.0]]), rtol=0, atol=1e-4)
+    assert stats["kl"] == pytest.approx(0.2 / 4)  # mean k1 over the 4 response tokens
+
+
+def test_dapo_filters_by_name():
+    """`algo.dapo_filter`: distinct drops every all-equal group; mean_band (the authors')
+    keeps an all-equal group at a mean inside (0.01, 0.99)."""
+    from harness.config import AlgoConfig
+    from harness.trainer.rl_collect import _informative
+
+    samples = _samples([0.9, 0.9, 1.0, 0.1], [1] * 4, [0, 0, 1, 1])
+    assert _informative(samples, AlgoConfig(dapo_filter="distinct")).tolist() == [False, False, True, True]
+    assert _informative(samples, AlgoConfig(dapo_filter="mean_band")).tolist() == [True, True, True, True]
+    assert _informative(samples, AlgoConfig(dapo_filter="mean_band", dapo_band=(0.01, 0.5))).tolist() == [
+        False, False, False, False]
