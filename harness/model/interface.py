@@ -16,8 +16,10 @@ Then `token_logprobs` scores given tokens and `generate` samples from `PromptEmb
 
 from __future__ import annotations
 
+import copy
 import functools
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.model.positions import next_positions
 from harness.model.tokenizer import VIDEO_TOKEN
 
 
@@ -136,6 +137,34 @@ class VideoLM(nn.Module, ABC):
 
     @abstractmethod
     def save_pretrained(self, out: str | Path) -> None: ...
+
+    # --- what a rollout engine holding its own weights (vLLM) needs of the family ---------
+    # "prompt_embeds": vLLM runs `rollout_llm` on each prompt's rows; "video_embeds": vLLM's
+    # own multimodal model takes the token ids and the cached video rows.
+    rollout_inputs: str
+    rollout_module: str  # the vLLM module that builds this family (it must import)
+
+    @property
+    @abstractmethod
+    def rollout_llm(self) -> nn.Module:
+        """The transformers model vLLM builds (its config and class name are what vLLM reads)."""
+
+    @abstractmethod
+    def rollout_weights(self, state: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+        """The tensors of `state` (this model's whole state dict) that vLLM holds, under
+        `rollout_llm`'s checkpoint names."""
+
+    @abstractmethod
+    def rollout_request(self, prompt: PromptEmbeds) -> dict:
+        """One prompt as a vLLM request (the video is never encoded again); ValueError when
+        vLLM would not see this prompt as the trainer does (positions)."""
+
+    def write_rollout_files(self, folder: str | Path) -> None:
+        """What vLLM reads to build the model (no weights): config and tokenizer."""
+        config = copy.deepcopy(self.rollout_llm.config)
+        config.architectures = [type(self.rollout_llm).__name__]  # how vLLM picks its model class
+        config.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
 
     @property
     @abstractmethod
@@ -255,90 +284,7 @@ class VideoLM(nn.Module, ABC):
         return out
 
     def response_logprobs(self, prompt: PromptEmbeds, response_ids: torch.Tensor) -> torch.Tensor:
-        """Log-probs [R] of one response given its prompt (unbatched; for tests and eval)."""
-        r = response_ids.shape[0]
-        dev = prompt.embeds.device
-        response_ids = response_ids.to(dev)
-        embeds = torch.cat([prompt.embeds, self.embed_tokens(response_ids)])  # [L+R, D]
-        positions = torch.cat(
-            [prompt.positions, next_positions(prompt.positions, r).to(dev)], dim=-1
-        )  # [L+R] or [3, L+R]
-        length = embeds.shape[0]
-        targets = torch.zeros(length, dtype=torch.long, device=dev)
-        mask = torch.zeros(length, dtype=torch.bool, device=dev)
-        targets[len(prompt) - 1 : length - 1] = response_ids
-        mask[len(prompt) - 1 : length - 1] = True
-        logp = self.token_logprobs(
-            embeds[None], positions.unsqueeze(-2), torch.ones(1, length, dtype=torch.long, device=dev),
-            targets[None], mask[None],
-        )
-        return logp[0, len(prompt) - 1 : length - 1]  # [R]
+        """Log-probs [R] of one response given its prompt (a batch of one, for tests and eval)."""
+        from harness.model.batch import pack_sequences, response_logprobs
 
-    # --- generation --------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(
-        self,
-        prompt: PromptEmbeds,
-        max_new_tokens: int = 32,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        num_return_sequences: int = 1,
-    ) -> list[torch.Tensor]:
-        """Sample continuations of one prompt with a KV cache; returns token id tensors
-        (without the prompt), each cut after the first end-of-turn token."""
-        stops = torch.tensor(self.stop_token_ids)
-        eos = int(stops[0])  # what finished rows keep emitting
-        n = num_return_sequences
-        embeds = prompt.embeds[None].expand(n, -1, -1)  # [n, L, D]
-        positions = prompt.positions.unsqueeze(-2).expand(*prompt.positions.shape[:-1], n, -1)
-        cache = None
-        dev = embeds.device
-        out = torch.empty(n, 0, dtype=torch.long, device=dev)
-        done = torch.zeros(n, dtype=torch.bool, device=dev)
-        mask = torch.ones(n, embeds.shape[1], dtype=torch.long, device=dev)
-        step_in = embeds
-        step_pos = positions
-        for _ in range(max_new_tokens):
-            res = self.language_model(
-                inputs_embeds=step_in, position_ids=step_pos, attention_mask=mask,
-                past_key_values=cache, use_cache=True,
-            )
-            cache = res.past_key_values
-            logits = self.lm_head(res.last_hidden_state[:, -1]).float()  # [n, V]
-            token = _pick(logits, do_sample, temperature, top_p)  # [n]
-            token = torch.where(done, torch.full_like(token, eos), token)
-            out = torch.cat([out, token[:, None]], dim=1)
-            done |= torch.isin(token, stops.to(token.device))
-            if bool(done.all()):
-                break
-            step_in = self.embed_tokens(token)[:, None]  # [n, 1, D]
-            step_pos = _advance(step_pos)
-            mask = torch.cat([mask, torch.ones(n, 1, dtype=torch.long, device=dev)], dim=1)
-        return [_cut_after(row, stops) for row in out.cpu()]
-
-
-def _advance(positions: torch.Tensor) -> torch.Tensor:
-    """Position of the next text token: one past the largest position on any axis."""
-    top = positions.amax(dim=-1, keepdim=True)  # [n, 1] or [3, n, 1]
-    if positions.dim() == 3:
-        top = top.amax(dim=0, keepdim=True).expand(3, -1, -1)  # M-RoPE: all axes move together
-    return top + 1
-
-
-def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float) -> torch.Tensor:
-    if not do_sample:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)  # [n, V]
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the top token
-        sorted_p = sorted_p * keep
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1).squeeze(-1)
-
-
-def _cut_after(row: torch.Tensor, stops: torch.Tensor) -> torch.Tensor:
-    (hits,) = torch.isin(row, stops).nonzero(as_tuple=True)
-    return row[: int(hits[0]) + 1] if hits.numel() else row
+        return response_logprobs(self, pack_sequences(self, [prompt], [response_ids]))[0]  # [R]

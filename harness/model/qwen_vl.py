@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch import nn
 from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from harness.data.video import patchify_qwen
-from harness.model.interface import VideoEmbeds, VideoLM, VideoPixels, mean_spacing
+from harness.model.interface import PromptEmbeds, VideoEmbeds, VideoLM, VideoPixels, mean_spacing
 from harness.model.positions import mrope_positions
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,50 @@ class QwenVLModel(VideoLM):
             video.seconds_per_unit, self._vision.tokens_per_second,
         )  # [3, L]
 
+    # --- vLLM: its own Qwen2.5-VL, fed the token ids and the cached video rows ----------
+    rollout_inputs = "video_embeds"
+    rollout_module = "vllm.model_executor.models.qwen2_5_vl"
+
+    @property
+    def rollout_llm(self) -> nn.Module:
+        return self.model
+
+    def rollout_weights(self, state: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+        # everything but the vision tower (its merger included): frozen in RL, and vLLM never encodes
+        inner = ((k.removeprefix("model."), v) for k, v in state.items() if k.startswith("model."))
+        return [(k, v) for k, v in inner if not k.startswith("model.visual.")]
+
+    def rollout_request(self, prompt: PromptEmbeds) -> dict:
+        """The prompt's ids with the video rows folded back into one placeholder, and the
+        rows as `video_embeds` with the grid vLLM needs for its M-RoPE positions; those must
+        be the trainer's (checked against vLLM 0.32's rule, `vllm_mrope_positions`)."""
+        start, end = prompt.video_span
+        pos = prompt.positions.cpu()  # [3, L]
+        rows = int(pos[1, start:end].max() - pos[1, start]) + 1
+        cols = int(pos[2, start:end].max() - pos[2, start]) + 1
+        units = (end - start) // (rows * cols)
+        vision = self.model.config.vision_config  # what vLLM reads from the written config
+        # vLLM's time index of unit u is int(u * second_per_grid_ts * tokens_per_second); this
+        # value reproduces the last unit's, and the check below covers every other position.
+        last_t = int(pos[0, end - 1] - pos[0, start])
+        seconds = (last_t + 0.5) / (max(units - 1, 1) * vision.tokens_per_second)
+        expected = vllm_mrope_positions(pos.shape[1], start, units, rows, cols, seconds * vision.tokens_per_second)
+        if not torch.equal(pos, expected):
+            raise ValueError("vLLM would compute different M-RoPE positions for this prompt than the trainer uses")
+        ids = torch.cat([prompt.input_ids[:start], prompt.input_ids[start : start + 1], prompt.input_ids[end:]])
+        merge = vision.spatial_merge_size
+        video = {
+            "video_embeds": prompt.embeds[start:end].detach(),  # [U*h*w, D]
+            "video_grid_thw": torch.tensor([[units, rows * merge, cols * merge]]),
+            "second_per_grid_ts": torch.tensor([seconds]),
+        }
+        return {"prompt_token_ids": ids.tolist(), "multi_modal_data": {"video": video}}
+
+    def write_rollout_files(self, folder: str | Path) -> None:
+        super().write_rollout_files(folder)
+        # vLLM's processor reads the preprocessing settings
+        (Path(folder) / "preprocessor_config.json").write_text(json.dumps(self.preprocess_cfg, indent=2))
+
     def save_pretrained(self, out: str | Path) -> None:
         out = Path(out)
         self.model.save_pretrained(out)
@@ -168,3 +213,15 @@ class QwenVLModel(VideoLM):
             "image_std": list(CLIP_STD),
         }
         return cls(Qwen2_5_VLForConditionalGeneration(config), tokenizer, preprocess_cfg)
+
+
+def vllm_mrope_positions(length: int, start: int, units: int, rows: int, cols: int, t_factor: float) -> torch.Tensor:
+    """vLLM 0.32's Qwen2.5-VL M-RoPE rule (`get_mrope_input_positions`) for one prompt with
+    one video span at `start`: [3, L] positions."""
+    before = torch.arange(start).expand(3, -1)
+    t, h, w = torch.meshgrid(torch.arange(units), torch.arange(rows), torch.arange(cols), indexing="ij")
+    t = (t.double() * t_factor).long() if t_factor != 1.0 else t
+    video = torch.stack([t, h, w]).reshape(3, -1) + start  # [3, U*h*w]
+    end = start + units * rows * cols
+    after = torch.arange(length - end).expand(3, -1) + int(video.max()) + 1
+    return torch.cat([before, video, after], dim=1)  # [3, L]

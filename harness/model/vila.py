@@ -30,6 +30,7 @@ import functools
 import json
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from torch import nn
 from transformers import AutoTokenizer, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from harness.data.video import preprocess_siglip
-from harness.model.interface import VideoEmbeds, VideoLM, VideoPixels, mean_spacing
+from harness.model.interface import PromptEmbeds, VideoEmbeds, VideoLM, VideoPixels, mean_spacing
 from harness.model.positions import linear_positions
 from harness.model.vila_config import (
     MEDIA_TOKENS,
@@ -187,6 +188,24 @@ class VilaModel(VideoLM):
         return torch.tensor(ids)  # [L]
 
     # --- persistence -------------------------------------------------------------------
+
+    # --- vLLM: the Qwen2 LLM alone, fed each prompt's rows -------------------------------
+    rollout_inputs = "prompt_embeds"
+    rollout_module = "vllm.model_executor.models.qwen2"
+
+    @property
+    def rollout_llm(self) -> nn.Module:
+        return self.llm
+
+    def rollout_weights(self, state: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+        # vision tower and projector stay: frozen in RL, and vLLM's LLM has none
+        return [(k.removeprefix("llm."), v) for k, v in state.items() if k.startswith("llm.")]
+
+    def rollout_request(self, prompt: PromptEmbeds) -> dict:
+        # vLLM gives a prompt_embeds prompt positions 0..L-1: the vila rule, checked per prompt
+        if not torch.equal(prompt.positions.cpu(), torch.arange(len(prompt))):
+            raise ValueError("vLLM gives a prompt_embeds prompt positions 0..L-1; this prompt's positions differ")
+        return {"prompt_embeds": prompt.embeds.detach()}  # [L, D]
 
     def save_pretrained(self, out: str | Path) -> None:
         out = Path(out)

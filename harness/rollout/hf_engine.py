@@ -1,8 +1,9 @@
-"""Rollout on the trainer's own HF model: a batched, KV-cached decode loop.
+"""Rollout on the trainer's own HF model: a batched, KV-cached decode loop, the harness's one
+decoding loop for `VideoLM`s (rollouts, evaluation, probes, local captioning in the data build).
 
 transformers' `generate` is not used because it would recompute positions itself (for
 Qwen2.5-VL via `get_rope_index`, a different M-RoPE rule from ours, see positions.py); here
-every row uses exactly the positions `build_prompt` computed, as `VideoLM.generate` does.
+every row uses exactly the positions `build_prompt` computed.
 
 One chunk (at most `max_batch` sampled sequences) runs as:
 
@@ -12,7 +13,7 @@ One chunk (at most `max_batch` sampled sequences) runs as:
 2. Repeat the cache rows to one row per sample, so a long video prompt is prefilled once
    rather than `n` times.
 3. Decode one token per row per step at position 1 + the row's largest position so far (all
-   three M-RoPE axes move together, as `_advance` in interface.py); the mask grows by a
+   three M-RoPE axes move together, as `positions.next_positions`); the mask grows by a
    column of ones. Rows that emitted a stop token keep emitting it, and that tail is cut.
 
 Each sampled row has its own `torch.Generator`, seeded from (`sampling.seed`, the prompt's

@@ -5,7 +5,9 @@ from `PromptEmbeds`, each sampled token's log-prob under the *raw* distribution 
 default `logprobs_mode="raw_logprobs"`: log_softmax before temperature and top-p), and
 `sync_weights` after every optimizer step.
 
-How each family reaches vLLM (the video is never encoded again):
+How each family reaches vLLM (the video is never encoded again) is the family's business:
+its `VideoLM.rollout_*` hooks name the module vLLM builds, the weights it holds and the
+request for a prompt; this engine knows no family.
 - `vila`: vLLM runs the Qwen2 LLM alone with `enable_prompt_embeds=True`; a prompt is the
   `[L, D]` rows `build_prompt` made (text embeddings with the cached video rows spliced in).
   vLLM uses positions 0..L-1 for such a prompt, which is exactly the `vila` rule; that is
@@ -54,17 +56,14 @@ thread) and the KV cache size from the harness config, never `VLLM_CPU_KVCACHE_S
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
 import importlib.util
-import json
 import logging
 import os
 import random
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -112,12 +111,11 @@ def vllm_unavailable_reason(model: VideoLM) -> str | None:
         if head_dim not in supported:
             return (f"vLLM's CPU attention supports head sizes {supported}; this model's is "
                     f"{head_dim} (model.size=tiny has 16; use toy or larger)")
-    if model.family == "qwen2_5_vl":
-        try:
-            import vllm.model_executor.models.qwen2_5_vl  # noqa: F401
-        except Exception as err:  # ImportError, or a CUDA torchvision failing on CPU torch
-            return (f"vLLM's Qwen2.5-VL module cannot import ({err}); the CPU environment has "
-                    f"no torchvision by design")
+    try:
+        importlib.import_module(model.rollout_module)
+    except Exception as err:  # ImportError, or a CUDA torchvision failing on CPU torch
+        return (f"vLLM's module for the {model.family} family ({model.rollout_module}) cannot import "
+                f"({err}); the CPU environment has no torchvision by design")
     return None
 
 
@@ -161,16 +159,11 @@ def _head_dim(model: VideoLM) -> int:
 
 
 def llm_weights(model: VideoLM, state: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
-    """The LLM's tensors of `state` (the VideoLM's whole state dict) under checkpoint names
-    (vision tower and projector stay: they are frozen during RL, and vLLM's `vila` engine has
-    none). Tensors are as given, not copies; `reload_weights` copies them into vLLM's own
-    storage."""
-    prefix = "llm." if model.family == "vila" else "model."  # the HF model inside the VideoLM
-    items = ((k.removeprefix(prefix), v) for k, v in state.items() if k.startswith(prefix))
-    if model.family == "qwen2_5_vl":  # everything but the vision tower (its merger included)
-        items = ((k, v) for k, v in items if not k.startswith("model.visual."))
+    """What vLLM holds of `state` (the model's whole state dict), under its checkpoint names
+    (`VideoLM.rollout_weights`). Tensors as given, not copies: `reload_weights` copies them
+    into vLLM's own storage."""
     out = []
-    for name, tensor in items:
+    for name, tensor in model.rollout_weights(state):
         if isinstance(tensor, DTensor):
             raise RolloutEngineError(f"{name} is a shard (the model is sharded): pass the whole state dict "
                                      f"(the run strategy's full_state_dict) to sync_weights")
@@ -218,7 +211,7 @@ class VLLMEngine:
             _open_engine.close()
         self.llm = None
         self.shares_trainer_world = distributed  # vLLM's world is the trainer's default group
-        self.family = model.family
+        self.model = model  # its family hooks build the requests and name the weights
         self.stops = model.stop_token_ids
         self.video_token_id = model.video_token_id
         self.last_sync_seconds = 0.0
@@ -228,7 +221,7 @@ class VLLMEngine:
             kv_cache_gib = DEFAULT_CPU_KV_CACHE_GIB
         self._config_dir = tempfile.TemporaryDirectory(prefix="harness-vllm-")
         self.max_model_len = _write_config(model, self._config_dir.name, max_model_len)
-        multimodal = self.family == "qwen2_5_vl"
+        multimodal = model.rollout_inputs == "video_embeds"
         try:
             # vLLM reseeds the global RNGs when it runs in-process; the run keeps its own.
             with _kept_rng_state(), self._own_precision():
@@ -320,7 +313,7 @@ class VLLMEngine:
         if not self.llm.reset_prefix_cache():
             raise RolloutEngineError("vLLM could not reset its prefix cache after a weight sync "
                                      "(requests still running?); its KV blocks would be stale")
-        if self.family == "qwen2_5_vl":
+        if self.model.rollout_inputs == "video_embeds":  # cached video features from old weights
             self.llm.reset_mm_cache()
             self.llm.llm_engine.reset_encoder_cache()
         self.last_sync_seconds = time.perf_counter() - start
@@ -347,47 +340,10 @@ class VLLMEngine:
     # --- requests -------------------------------------------------------------------------
 
     def _request(self, prompt: PromptEmbeds) -> dict:
-        length = len(prompt)
-        if self.family == "vila":
-            expected = torch.arange(length)
-            if not torch.equal(prompt.positions.cpu(), expected):
-                raise RolloutEngineError("vLLM gives a prompt_embeds prompt positions 0..L-1; this "
-                                         "prompt's positions differ")
-            return {"prompt_embeds": prompt.embeds.detach()}  # [L, D]
-        return self._video_request(prompt)
-
-    def _video_request(self, prompt: PromptEmbeds) -> dict:
-        """Qwen2.5-VL: the prompt's ids with the video rows folded back into one placeholder,
-        and the cached rows as `video_embeds` with the grid vLLM needs for its positions."""
-        start, end = prompt.video_span
-        pos = prompt.positions.cpu()  # [3, L]
-        rows = int(pos[1, start:end].max() - pos[1, start]) + 1
-        cols = int(pos[2, start:end].max() - pos[2, start]) + 1
-        units = (end - start) // (rows * cols)
-        # vLLM's time index of unit u is int(u * second_per_grid_ts * tokens_per_second); this
-        # value reproduces the last unit's, and the check below covers every other position.
-        last_t = int(pos[0, end - 1] - pos[0, start])
-        seconds = (last_t + 0.5) / (max(units - 1, 1) * self._tokens_per_second)
-        expected = _vllm_mrope(pos.shape[1], start, units, rows, cols, seconds * self._tokens_per_second)
-        if not torch.equal(pos, expected):
-            raise RolloutEngineError("vLLM would compute different M-RoPE positions for this prompt "
-                                     "than the trainer uses")
-        ids = torch.cat([prompt.input_ids[:start], prompt.input_ids[start : start + 1], prompt.input_ids[end:]])
-        merge = self._spatial_merge
-        video = {
-            "video_embeds": prompt.embeds[start:end].detach(),  # [U*h*w, D]
-            "video_grid_thw": torch.tensor([[units, rows * merge, cols * merge]]),
-            "second_per_grid_ts": torch.tensor([seconds]),
-        }
-        return {"prompt_token_ids": ids.tolist(), "multi_modal_data": {"video": video}}
-
-    @property
-    def _tokens_per_second(self) -> float:
-        return self.llm.llm_engine.model_config.hf_config.vision_config.tokens_per_second
-
-    @property
-    def _spatial_merge(self) -> int:
-        return self.llm.llm_engine.model_config.hf_config.vision_config.spatial_merge_size
+        try:
+            return self.model.rollout_request(prompt)
+        except ValueError as err:
+            raise RolloutEngineError(str(err)) from err
 
     def _params(self, sampling: SamplingConfig, prompt_index: int):
         from vllm import SamplingParams
@@ -439,13 +395,7 @@ def _set_launcher_environment(model: VideoLM) -> None:
 def _write_config(model: VideoLM, folder: str, max_model_len: int | None) -> int:
     """Write what vLLM needs to build the model (config and tokenizer, no weights); returns
     the max model length to use."""
-    hf_model = model.llm if model.family == "vila" else model.model
-    config = copy.deepcopy(hf_model.config)
-    config.architectures = [type(hf_model).__name__]  # how vLLM picks its model class
-    config.save_pretrained(folder)
-    model.tokenizer.save_pretrained(folder)
-    if model.family == "qwen2_5_vl":  # vLLM's processor reads the preprocessing settings
-        (Path(folder) / "preprocessor_config.json").write_text(json.dumps(model.preprocess_cfg, indent=2))
+    model.write_rollout_files(folder)
     if max_model_len is not None:
         return max_model_len
     limit = getattr(model.language_model.config, "max_position_embeddings", None)
@@ -453,15 +403,3 @@ def _write_config(model: VideoLM, folder: str, max_model_len: int | None) -> int
         raise RolloutEngineError("the model config has no max_position_embeddings; set "
                                  "rollout.vllm_max_model_len")
     return int(limit)
-
-
-def _vllm_mrope(length: int, start: int, units: int, rows: int, cols: int, t_factor: float) -> torch.Tensor:
-    """vLLM 0.32's Qwen2.5-VL M-RoPE rule (`get_mrope_input_positions`) for one prompt with
-    one video span at `start`: [3, L] positions."""
-    before = torch.arange(start).expand(3, -1)
-    t, h, w = torch.meshgrid(torch.arange(units), torch.arange(rows), torch.arange(cols), indexing="ij")
-    t = (t.double() * t_factor).long() if t_factor != 1.0 else t
-    video = torch.stack([t, h, w]).reshape(3, -1) + start  # [3, U*h*w]
-    end = start + units * rows * cols
-    after = torch.arange(length - end).expand(3, -1) + int(video.max()) + 1
-    return torch.cat([before, video, after], dim=1)  # [3, L]

@@ -13,11 +13,11 @@ from harness.algos import advantages as adv_fns
 from harness.algos.kl import kl_estimate, kl_loss
 from harness.algos.losses import masked_mean, policy_loss
 from harness.config import AlgoConfig
+from harness.model.batch import pack_sequences, response_logprobs
 from harness.model.interface import VideoLM
 from harness.model.sp import padded_length, sp_local_logprobs, sp_token_logprobs
 from harness.parallel.groups import Layout
 from harness.parallel.reduce import dp_max, dp_sum, world_sum
-from harness.trainer.batch import pack_sequences, response_logprobs
 from harness.trainer.rl_collect import Sample, group_ids, prompt_embeds
 from harness.trainer.run import Run
 from harness.trainer.videos import StepVideoCache

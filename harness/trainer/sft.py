@@ -22,8 +22,8 @@ import numpy as np
 
 from harness.config import SFTConfig
 from harness.data.dataset import question_text, sft_target
+from harness.model.batch import pack_sequences, response_logprobs
 from harness.parallel.reduce import dp_sum, dp_summer
-from harness.trainer.batch import pack_sequences, response_logprobs
 from harness.trainer.common import compute_precision, response_ids
 from harness.trainer.run import Run, open_run
 

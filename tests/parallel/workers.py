@@ -9,11 +9,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from harness.model.batch import pack_sequences
 from harness.model.build import init_model
 from harness.model.sp import sp_local_logprobs, sp_token_logprobs
 from harness.parallel.encode import encode_split
 from harness.parallel.groups import build_layout
-from harness.trainer.batch import pack_sequences
 
 
 def _video(model, seed: int, frames: int):

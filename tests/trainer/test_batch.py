@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from harness.model.batch import pack_sequences, response_logprobs
 from harness.model.build import init_model
-from harness.trainer.batch import pack_sequences, response_logprobs
 
 
 @pytest.fixture(scope="module", params=["vila", "qwen2_5_vl"])

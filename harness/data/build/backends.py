@@ -236,16 +236,20 @@ class LocalVideoLM:
         self.model = load_model(path)
 
     def chat(self, request: ChatRequest) -> Reply:
+        from harness.rollout.engine import SamplingConfig
+        from harness.rollout.hf_engine import HFEngine
+
         if request.frames is None:
             raise ValueError(f"{self.name} is a video captioner; give a text LLM as --reasoner")
         model = self.model
         video = model.encode_frames(request.frames, request.timestamps)
         prompt = model.build_prompt(model.chat_prompt_ids(request.text, request.system), video)
         sample = request.temperature > 0
-        (ids,) = model.generate(prompt, max_new_tokens=request.max_tokens, do_sample=sample,
-                                temperature=request.temperature if sample else 1.0)
-        finished = len(ids) > 0 and int(ids[-1]) in model.stop_token_ids
-        return Reply(model.tokenizer.decode(ids, skip_special_tokens=True), "stop" if finished else "length")
+        sampling = SamplingConfig(n=1, greedy=not sample, temperature=request.temperature if sample else 1.0,
+                                  max_new_tokens=request.max_tokens)
+        (out,) = HFEngine(model).generate([prompt], sampling)
+        return Reply(model.tokenizer.decode(out.token_ids, skip_special_tokens=True),
+                     "stop" if out.finished else "length")
 
 
 def _is_causal_lm_folder(path: Path) -> bool:

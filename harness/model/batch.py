@@ -1,4 +1,6 @@
-"""Pack (prompt, response) pairs into one right-padded batch for scoring and training.
+"""Pack (prompt, response) pairs into one right-padded batch for scoring and training, and
+the one masked log-prob routine over such a batch (training, scoring, tests and evaluation
+all go through it; `sp.py` is its sequence-parallel form).
 
 Each row is [prompt | response]; positions are the prompt's own (1-D or 3-D) followed by
 the response's continuation (`next_positions`), exactly what the rollout engine used when
@@ -7,11 +9,15 @@ it sampled the response. Targets sit one position early (position t predicts tok
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from harness.model.interface import PromptEmbeds, VideoLM
 from harness.model.positions import next_positions
 from harness.types import SequenceBatch
+
+if TYPE_CHECKING:  # interface.py scores single responses through this module
+    from harness.model.interface import PromptEmbeds, VideoLM
 
 
 def pack_sequences(model: VideoLM, prompts: list[PromptEmbeds], responses: list[torch.Tensor]) -> SequenceBatch:
