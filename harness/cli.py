@@ -44,33 +44,39 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sft(args: argparse.Namespace) -> int:
-    import os
-
-    from harness.config import SFTConfig, load_config
+    from harness.config import SFTConfig
     from harness.trainer.sft import train_sft
 
-    cfg = load_config(args.config, args.overrides, SFTConfig)  # validate before any collective
-    if "RANK" in os.environ:  # launched by torchrun
-        from harness.parallel.groups import init_distributed
-
-        init_distributed()
-    result = train_sft(cfg, resume=args.resume)
-    print(result)
-    return 0
+    return _recipe(args, SFTConfig, train_sft)
 
 
 def _rl(args: argparse.Namespace) -> int:
-    import os
-
-    from harness.config import RLConfig, load_config
+    from harness.config import RLConfig
     from harness.trainer.rl import train_rl
 
-    cfg = load_config(args.config, args.overrides, RLConfig)  # validate before any collective
+    return _recipe(args, RLConfig, train_rl)
+
+
+def _recipe(args: argparse.Namespace, kind, train) -> int:
+    from harness.config import load_config
+
+    stray = [o for o in args.overrides if "=" not in o]
+    if stray:
+        raise ValueError(f"{stray[0]!r} is not a key=value override"
+                         + (f"; to read it as the config give --config {stray[0]}" if stray[0].endswith(
+                             (".yaml", ".yml")) else ""))
+    cfg = load_config(args.config, args.overrides, kind)  # validate before any collective
     if "RANK" in os.environ:  # launched by torchrun
         from harness.parallel.groups import init_distributed
 
         init_distributed()
-    result = train_rl(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        # What is done is in the checkpoints (written atomically): say how to go on.
+        print(f"harness {args.command}: interrupted; `--resume` continues from the last checkpoint in "
+              f"{cfg.run.out_dir}/checkpoints", file=sys.stderr)
+        return 130
     print(result)
     return 0
 
@@ -79,8 +85,12 @@ def _model_init(args: argparse.Namespace) -> int:
     from harness.model.build import count_parameters, init_model
 
     if args.size == "7b":
-        raise SystemExit("size 7b builds on the meta device (no weights) and cannot be saved; "
+        raise ValueError("size 7b builds on the meta device (no weights) and cannot be saved; "
                          "use `harness model info --size 7b` for its parameter counts")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {out} is not an empty folder (a checkpoint there would be mixed with "
+                              f"this one's files); give a new folder")
     model = init_model(args.family, args.size, seed=args.seed)
     model.save_pretrained(args.out)
     counts = count_parameters(model)
@@ -238,7 +248,7 @@ _USER_OS_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EEXIST, errno.
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    debug = args.debug or os.environ.get("HARNESS_DEBUG", "") not in ("", "0")
+    debug = args.debug or os.environ.get("HARNESS_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, HarnessError, OSError) as err:

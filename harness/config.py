@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -350,7 +351,9 @@ def load_config(path: str | Path | None, overrides: list[str], schema: type[T]) 
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text())
+        if not path.is_file():
+            raise ConfigError(f"config {path} is not a file (a YAML file is expected, e.g. configs/rl/toy-cpu.yaml)")
+        loaded = read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{where}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded or {}
@@ -376,6 +379,10 @@ def _check_override_key(schema: type, item: str) -> None:
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ConfigError(f"command line: unknown key '{key}'{hint}")
         node = typing.get_type_hints(node)[part]
+    if dataclasses.is_dataclass(node):
+        some = dataclasses.fields(node)[0].name
+        raise ConfigError(f"command line: {key} is a section, not a setting; give one of its keys, "
+                          f"e.g. {key}.{some}=...")
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -389,7 +396,45 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {p!r} is not a section")
-    node[leaf] = yaml.safe_load(raw)
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"command line: the value of {item!r} is not valid YAML ({_yaml_problem(err)}); "
+                          f"quote it, e.g. '{key.strip()}=[0.9, 0.99]'") from err
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently: a repeated `run:` section would drop every setting of the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice in one "
+                                  f"section; keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; a syntax error or a repeated key is a ConfigError naming the
+    file and line."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    what = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else what
 
 
 def from_dict(schema: type[T], data: dict[str, Any], where: str, prefix: str = "") -> T:
@@ -436,6 +481,8 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
             return float(value)
         except ValueError:
             pass
+    if tp is str and type(value) is str and (key.endswith("_dir") or key.rsplit(".", 1)[-1] in ("dir", "path")):
+        return os.path.expanduser(value)  # a shell would have expanded ~; a literal "~" folder invites rm -rf ~
     if tp in (int, str, bool) and type(value) is tp:
         return value
     raise ConfigError(f"{where}: {key} must be {getattr(tp, '__name__', tp)}, got {value!r}")

@@ -27,13 +27,14 @@ def test_model_info_on_7b_counts_without_allocating(capsys):
     assert "16x16 tokens + 1 end token(s) = 257 prompt rows per frame" in out  # 448/14 = 32x32 -> 2x2 merge
 
 
-def test_model_init_refuses_7b(tmp_path):
-    try:
-        main(["model", "init", "--family", "vila", "--size", "7b", "--out", str(tmp_path)])
-    except SystemExit as exc:
-        assert "meta device" in str(exc)
-    else:
-        raise AssertionError("7b init should refuse to save")
+def test_model_init_refuses_7b_and_a_folder_that_holds_files(tmp_path, capsys):
+    assert main(["model", "init", "--family", "vila", "--size", "7b", "--out", str(tmp_path / "a")]) == 2
+    assert "meta device" in capsys.readouterr().err
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")  # e.g. a trained checkpoint
+    assert main(["model", "init", "--family", "qwen2_5_vl", "--size", "tiny", "--out", str(tmp_path / "m")]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert (tmp_path / "m" / "config.json").read_text() == "{}"  # untouched
 
 
 def test_bad_user_input_is_a_clear_error_without_traceback(tmp_path, capsys):
@@ -73,3 +74,51 @@ def test_purposeful_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, 
     assert "1 of 2 lines" in first and "sft.jsonl" in first and "Traceback" not in err and "--debug" in err
     with pytest.raises(SkipBudgetExceeded, match="sft.jsonl"):
         main(["--debug", *argv])
+
+
+def _sft(tmp_path, *extra, config="configs/sft/toy-cpu.yaml"):
+    return ["sft", "--config", str(config), f"run.out_dir={tmp_path / 'run'}", "run.progress=false", *extra]
+
+
+def test_config_mistakes_are_one_line_naming_file_line_or_key(tmp_path, capsys):
+    bad = tmp_path / "tab.yaml"
+    bad.write_text("run:\n\tsteps: 2\n")  # a tab indent
+    assert main(_sft(tmp_path, config=bad)) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not valid YAML" in err and "line 2" in err and "Traceback" not in err
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("run:\n  steps: 2\noptim:\n  lr: 0.1\nrun:\n  seed: 3\n")
+    assert main(_sft(tmp_path, config=twice)) == 2
+    assert "line 5: key 'run' appears twice" in capsys.readouterr().err
+    assert main(_sft(tmp_path, "optim.betas=[0.9, 0.99")) == 2
+    assert "optim.betas=[0.9, 0.99' is not valid YAML" in capsys.readouterr().err
+    assert main(_sft(tmp_path, "run=5")) == 2
+    assert "run is a section, not a setting" in capsys.readouterr().err
+    assert main(["sft", "configs/sft/toy-cpu.yaml"]) == 2  # --config forgotten
+    assert "give --config configs/sft/toy-cpu.yaml" in capsys.readouterr().err
+    assert main(_sft(tmp_path, config=tmp_path)) == 2  # a folder
+    assert "is not a file" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_parallel_settings_without_torchrun_say_how_to_launch(tmp_path, capsys):
+    assert main(_sft(tmp_path, "parallel.dp_size=2")) == 2
+    assert "torchrun --nproc_per_node 2 -m harness" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_dir_that_is_a_file_and_home_in_paths(tmp_path, capsys, monkeypatch):
+    (tmp_path / "run").write_text("")
+    assert main(_sft(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "run.out_dir" in err and "is a file" in err
+    from harness.config import SFTConfig, load_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, ["run.out_dir=~/runs/x", "data.dir=~/data"], SFTConfig)
+    assert cfg.run.out_dir == f"{tmp_path}/runs/x" and cfg.data.dir == f"{tmp_path}/data"
+
+
+def test_harness_debug_false_means_no_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HARNESS_DEBUG", "false")
+    assert main(_sft(tmp_path, "parallel.dp_size=2")) == 2  # printed as one line, not raised

@@ -13,6 +13,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from harness.errors import HarnessError
+
+
+class LaunchError(HarnessError, RuntimeError):
+    """The process count does not match the parallel settings."""
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -56,11 +62,12 @@ def build_layout(dp_size: int, sp_size: int) -> Layout:
     """Create the SP and DP groups. Every rank must call this (new_group is collective)."""
     if not dist.is_initialized():
         if dp_size * sp_size != 1:
-            raise RuntimeError(f"dp_size={dp_size} x sp_size={sp_size} needs torch.distributed")
+            raise LaunchError(f"parallel.dp_size={dp_size} x parallel.sp_size={sp_size} needs {dp_size * sp_size} "
+                              f"processes: launch with `torchrun --nproc_per_node {dp_size * sp_size} -m harness ...`")
         return SINGLE_PROCESS
     world, rank = dist.get_world_size(), dist.get_rank()
     if dp_size * sp_size != world:
-        raise ValueError(f"parallel.dp_size={dp_size} x parallel.sp_size={sp_size} != world size {world}")
+        raise LaunchError(f"parallel.dp_size={dp_size} x parallel.sp_size={sp_size} != world size {world}")
     sp_group = dp_group = None
     for d in range(dp_size):  # all ranks create all groups, in the same order
         ranks = list(range(d * sp_size, (d + 1) * sp_size))

@@ -115,10 +115,17 @@ def lr_factor(cfg: OptimConfig, step: int, total_steps: int | None) -> float:
 
 def check_out_dir(out: Path, resume: bool) -> None:
     """Before anything is written or built: a plain run into an out_dir that holds an
-    earlier run would overwrite its config and mix two runs' logs."""
-    if not resume and (out / "metrics.jsonl").exists():
-        raise FileExistsError(f"{out} holds an earlier run: pass --resume to continue it, "
-                              f"or choose another run.out_dir")
+    earlier run would overwrite its config and mix two runs' logs. A start that failed
+    before logging a step (an empty log, no checkpoint) is not a run to keep."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"run.out_dir {out} is a file; give a folder")
+    metrics = out / "metrics.jsonl"
+    if resume or not metrics.exists():
+        return
+    if metrics.stat().st_size == 0 and not list_checkpoints(out):
+        log.info("%s holds only a failed start (empty log, no checkpoint); starting over", out)
+        return
+    raise FileExistsError(f"{out} holds an earlier run: pass --resume to continue it, or choose another run.out_dir")
 
 
 def start_or_resume(out: Path, resume: bool, *, model: VideoLM, optimizer, scheduler,

@@ -61,6 +61,10 @@ class Collection:
     passed_over: int  # drawn but unused because another DP rank refilled more (all ranks)
 
 
+class NoUsableSamples(HarnessError, RuntimeError):
+    """A step ended with no samples to learn from on some rank."""
+
+
 class RewardBudgetExceeded(HarnessError, RuntimeError):
     """The reward function failed on more of the run's samples than algo.max_reward_error_fraction."""
 
@@ -115,8 +119,13 @@ def collect(run: Run, engine: RolloutEngine | None, videos: StepVideoCache, accu
     fewest = int(dp_min([len(samples)], run.layout)[0])  # all ranks raise together
     if fewest == 0:
         where = "this rank" if run.layout.dp_group is None else "a data-parallel rank"
-        raise RuntimeError(f"rl step {step + 1}: {where} has no usable samples (all groups dropped or "
-                           "skipped); more prompts per step or fewer unreadable videos")
+        why = (f"DAPO dropped every group in {1 + MAX_REFILL_ROUNDS} rounds: each group's rewards were all "
+               f"equal (every answer right, or every one wrong, as from a policy that cannot answer yet); "
+               f"start from a stronger policy (SFT), or set algo.dapo=false, or raise train.prompts_per_step"
+               if dapo and dropped else
+               "every prompt's video was unreadable (listed above); fix the videos or raise "
+               "train.prompts_per_step")
+        raise NoUsableSamples(f"rl step {step + 1}: {where} has no usable samples: {why}")
     return Collection(samples, fewest, errors, last_error, dropped, passed_over)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from harness.config import RLConfig, SFTConfig, to_dict
+from harness.config import ConfigError, RLConfig, SFTConfig, read_yaml, to_dict
 from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset
 from harness.errors import HarnessError
 from harness.model.interface import VideoLM
@@ -144,15 +144,15 @@ class Run:
                       keep_last=run.keep_last)
 
     def finish(self) -> dict[str, float]:
-        """Collective end: the main rank evaluates on the held-out split (if any), logs it and
-        writes the final HF-format weights; every rank waits for it."""
+        """Collective end: the main rank writes the final HF-format weights, then evaluates on
+        the held-out split (if any) and logs it; every rank waits for it."""
         final: dict[str, float] = {}
         weights = self.strategy.whole_model(self.model)  # collective
         if self.main:
+            weights.save_pretrained(self.out / "final")  # first: a failing evaluation must not cost it
             if self.held_out is not None:
                 final = evaluate_run(self.model, self.held_out, self.cfg.run)
                 self.logger.log(self.cfg.run.steps, final)
-            weights.save_pretrained(self.out / "final")
             self.logger.close()
         barrier(self.layout)
         return final
@@ -160,12 +160,15 @@ class Run:
 
 def open_run(cfg: SFTConfig | RLConfig, resume: bool, name: str) -> Run:
     """Everything before the model is trained: the layout, the out_dir (checked before
-    anything is written), the data (synthesised once if asked), the model with its
-    trainable parts chosen and checked against the data."""
+    anything is written, and on resume against the run's saved config), the data
+    (synthesised once if asked), the model with its trainable parts chosen and checked
+    against the data."""
     layout = build_layout(cfg.parallel.dp_size, cfg.parallel.sp_size)
     out = Path(cfg.run.out_dir)
     if layout.rank == 0:
         check_out_dir(out, resume)
+        if resume:
+            check_resume_config(out / "config.yaml", cfg)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         prepare_data(cfg.data)  # one rank synthesises; the others wait, then find it
@@ -184,3 +187,40 @@ def open_run(cfg: SFTConfig | RLConfig, resume: bool, name: str) -> Run:
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
     return Run(cfg, name, layout, make_strategy(cfg.parallel.zero_stage, layout), model, train, held_out,
                EpochSampler(len(train), cfg.run.seed))
+
+
+# What a resumed run may change: how long it runs, how it logs, saves and evaluates, where
+# its files now live, and how it is laid out over processes and which engine samples (the
+# checkpoints move between layouts). Anything else would be silently ignored (the optimizer,
+# the lr schedule and the data order come back from the checkpoint) or would make a
+# different run under the same name.
+RESUMABLE = ("run.steps", "run.log_every", "run.save_every", "run.eval_every", "run.keep_last", "run.progress",
+             "run.tensorboard", "run.max_bad_steps", "run.eval_max_new_tokens", "run.eval_samples",
+             "run.eval_temperature", "data.dir", "data.video_dir", "data.eval_video_dir", "data.eval",
+             "data.max_skip_fraction", "model.device", "parallel.", "rollout.engine", "rollout.vllm_")
+
+
+def check_resume_config(saved: Path, cfg: SFTConfig | RLConfig) -> None:
+    """`--resume` with settings the checkpoint cannot honour is refused, naming each one
+    with its saved and its new value (keys only one side knows are left alone: a run saved
+    by another version of the harness)."""
+    if not saved.is_file():
+        return
+    before = _flat(read_yaml(saved) or {})
+    now = _flat(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
+    changed = [f"{k}: {before[k]!r} -> {now[k]!r}" for k in sorted(before.keys() & now.keys())
+               if before[k] != now[k] and not k.startswith(RESUMABLE)]
+    if changed:
+        raise ConfigError(f"--resume: {saved.parent} was run with other settings, which its checkpoint "
+                          f"cannot take: {'; '.join(changed)}. Resume with the saved ones, or start a new "
+                          f"run.out_dir")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

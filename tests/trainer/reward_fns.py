@@ -20,3 +20,12 @@ def uniform_for_answer_a(response: str, answer: str, problem_type: str) -> float
 
 def always_raises(response: str, answer: str, problem_type: str) -> float:
     raise ValueError("broken on purpose")
+
+
+def constant(response: str, answer: str, problem_type: str) -> float:
+    # Every group's rewards are equal, as from a policy that answers nothing right yet.
+    return 0.0
+
+
+def interrupts(response: str, answer: str, problem_type: str) -> float:
+    raise KeyboardInterrupt  # as Ctrl-C arriving while the step scores its samples

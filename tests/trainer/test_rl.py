@@ -165,3 +165,26 @@ def test_dapo_filters_by_name():
     assert _informative(samples, AlgoConfig(dapo_filter="mean_band")).tolist() == [True, True, True, True]
     assert _informative(samples, AlgoConfig(dapo_filter="mean_band", dapo_band=(0.01, 0.5))).tolist() == [
         False, False, False, False]
+
+
+def test_dapo_with_no_learning_signal_stops_with_the_reason(toy_data, tmp_path, capsys):
+    from harness.cli import main
+
+    argv = ["rl", "--config", "configs/rl/toy-cpu.yaml", *tiny_overrides(toy_data, tmp_path / "run", **{
+        "model.path": None, "model.size": "tiny", "run.steps": 1, "data.eval": None, "rollout.n": 2,
+        "rollout.max_new_tokens": 4, "train.prompts_per_step": 1, "algo.dapo": True,
+        "algo.reward_fn": "tests.trainer.reward_fns:constant"})]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "DAPO dropped every group" in err and "algo.dapo=false" in err and "Traceback" not in err
+
+
+def test_ctrl_c_is_one_line_with_how_to_go_on(toy_data, tmp_path, capsys):
+    from harness.cli import main
+
+    argv = ["rl", "--config", "configs/rl/toy-cpu.yaml", *tiny_overrides(toy_data, tmp_path / "run", **{
+        "model.path": None, "model.size": "tiny", "run.steps": 1, "data.eval": None, "rollout.n": 2,
+        "rollout.max_new_tokens": 4, "train.prompts_per_step": 1,
+        "algo.reward_fn": "tests.trainer.reward_fns:interrupts"})]
+    assert main(argv) == 130
+    assert "interrupted; `--resume` continues" in capsys.readouterr().err

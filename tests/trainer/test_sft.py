@@ -146,3 +146,36 @@ def test_malformed_lines_are_counted_in_the_metrics(toy_data, tmp_path):
     train_sft(cfg)
     rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
     assert rows[0]["data/malformed_lines"] == 1
+
+
+def test_resume_refuses_settings_its_checkpoint_cannot_take(toy_data, tmp_path, capsys):
+    """The optimizer and lr schedule come back from the checkpoint: a changed optim.lr on
+    --resume would be written to config.yaml and silently ignored. It is refused, naming the
+    key with both values, and config.yaml stays; a longer run.steps is taken."""
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    argv = ["sft", "--config", "configs/sft/toy-cpu.yaml", *tiny_overrides(toy_data, out, **{
+        "run.steps": 1, "run.save_every": 1, "data.eval": None, "model.size": "tiny"})]
+    assert main(argv) == 0
+    saved = (out / "config.yaml").read_text()
+    assert main([*argv[:3], "--resume", *argv[3:], "optim.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr: " in err and "-> 0.5" in err and "Traceback" not in err, err
+    assert (out / "config.yaml").read_text() == saved
+    assert main([*argv[:3], "--resume", *argv[3:], "run.steps=2"]) == 0
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1, 2]
+
+
+def test_a_start_that_failed_before_its_first_step_does_not_lock_the_out_dir(toy_data, tmp_path, capsys):
+    """A run stopped during setup leaves an empty log and no checkpoint; the corrected rerun
+    (no --resume) is not refused as 'an earlier run'."""
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("")
+    argv = ["sft", "--config", "configs/sft/toy-cpu.yaml", *tiny_overrides(toy_data, out, **{
+        "run.steps": 1, "run.save_every": 1, "data.eval": None, "model.size": "tiny"})]
+    assert main(argv) == 0
+    assert len(read_metrics(out / "metrics.jsonl")) == 1
