@@ -22,7 +22,7 @@ value right before `train_rl` starts, i.e. the model, optimizer, reference model
 and caches above the imported libraries. File-backed pages are left out: they are library code
 the run touches for the first time, not the step's memory, and their amount depends on the
 environment (measured, one tiny 2-step RL run: RssFile +42 MB in the dev venv, +63 MB in the
-tox env, RssAnon +10 / +11 MB; the total peak RSS counted them until 2026-11-21, session 4).
+tox env, RssAnon +10 / +11 MB).
 The ranks run with `MALLOC_MMAP_THRESHOLD_=65536`, so glibc serves every block of 64 KiB or
 more with mmap and returns it to the OS when freed: resident memory then follows the live
 tensors instead of the heap's retained pages (measured: 4 x 4200 tokens forward + backward of

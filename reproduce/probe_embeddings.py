@@ -6,7 +6,7 @@ For each basic-level video (one object: colour, shape, region), the embeddings t
 receives are max-pooled over frames per token position ([T, D] -> T*D features), and a
 multinomial logistic regression per attribute is fitted on 70 % of the videos and scored on
 the rest. Held-out probe accuracy near 1 means the answer is in the features and a model
-that fails the question fails to *read* it (reproduce/LOG.md, session 3).
+that fails the question fails to *read* it (measured: reproduce/LOG.md).
 """
 
 from __future__ import annotations

@@ -259,7 +259,7 @@ def run(out: Path, settings: Settings, *, fresh: bool, memory: MemoryCheck | Non
     t0 = _stage(f"CoT-SFT, {s.sft_steps} steps x batch {s.sft_batch}, cosine lr")
     if not (sft_dir / "final").exists():
         # Batch 32 with a cosine decay: the SFT model learns the teacher's colour distribution
-        # per colour (batch 8 at a constant lr merges the confused pairs: LOG.md, session 6).
+        # per colour (batch 8 at a constant lr merges the confused pairs, measured in LOG.md).
         cfg = load_config(SFT_CONFIG, [*common, f"run.out_dir={sft_dir}", f"run.steps={s.sft_steps}",
                                        f"train.batch_size={s.sft_batch}", "optim.schedule=cosine",
                                        "optim.min_lr_ratio=0.05"], SFTConfig)
