@@ -39,11 +39,9 @@ for that mode and are reported as OOM, as a real OOM would end them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -190,21 +188,12 @@ class AnonPeak:
         self.peak = max(self.peak, _status_gib("RssAnon"))
 
 
-def _worker(rank: int, world: int, port: int, overrides: list[str], result_dir: str,
-            threads: int, time_encode: bool) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+def _worker(rank: int, world: int, overrides: list[str], time_encode: bool) -> dict:
     import torch
 
-    torch.set_num_threads(threads)
-    import torch.distributed as dist
-
     from harness.config import RLConfig, load_config
-    from harness.parallel.groups import init_distributed
     from harness.trainer.rl import train_rl  # imported before the memory baseline is read
 
-    if world > 1:
-        init_distributed()
     cfg = load_config(None, overrides, RLConfig)
     rss_start = _status_gib("VmRSS")
     if torch.cuda.is_available():
@@ -219,9 +208,7 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], result_dir: 
         out["step_mem_gib"] = out["peak_cuda_gib"]
     if time_encode and rank == 0:
         out["encode_seconds"] = _time_one_encode(cfg)
-    Path(result_dir, f"rank{rank}.json").write_text(json.dumps(out))
-    if world > 1:
-        dist.destroy_process_group()
+    return out
 
 
 def _time_one_encode(cfg) -> float:
@@ -245,25 +232,17 @@ def _time_one_encode(cfg) -> float:
     return statistics.median(times)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(world: int, overrides: list[str], *, threads: int, time_encode: bool = False) -> list[dict]:
     """Run train_rl on `world` spawned processes (gloo on CPU, NCCL on GPU); per-rank results."""
     import torch
-    import torch.multiprocessing as mp
+
+    from harness.parallel.launch import spawn
 
     if not torch.cuda.is_available():
         # glibc keeps freed heap pages, so a peak RSS would show the allocator's high-water
         # mark; with large blocks mmapped (and unmapped on free) it follows the live tensors.
         os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(CPU_MMAP_THRESHOLD))
-    with tempfile.TemporaryDirectory(prefix="perf-ranks-") as result_dir:
-        mp.spawn(_worker, args=(world, _free_port(), overrides, result_dir, threads, time_encode),
-                 nprocs=world, join=True)
-        return [json.loads(Path(result_dir, f"rank{r}.json").read_text()) for r in range(world)]
+    return spawn(_worker, world, overrides, time_encode, threads=threads)
 
 
 def summarise_metrics(rows: list[dict], warmup: int) -> dict[str, Any]:
