@@ -34,6 +34,7 @@ class ActivityNetQA(Benchmark):
     version = "activitynet-qa-v1"
     source = "MILVLG/activitynet-qa: test_q.json, test_a.json, videos/v_<video_name>.mp4"
     breakdowns = ("type",)
+    needs_judge = True
 
     def __init__(self, judge: OpenAIJudge | None = None) -> None:
         super().__init__()

@@ -62,6 +62,7 @@ class Benchmark:
     source = ""  # where the data comes from and how to lay it out (shown in docs/errors)
     breakdowns: tuple[str, ...] = ()  # Item.fields keys reported as per-group accuracy
     supports_subtitles = False
+    needs_judge = False  # open answers scored by an LLM judge (checked before the model loads)
 
     def __init__(self) -> None:
         self.dropped: list[dict] = []  # records `load` could not use: where and why

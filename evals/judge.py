@@ -61,7 +61,9 @@ class OpenAIJudge:
         self.max_tokens = max_tokens
 
     def describe(self) -> dict:
-        return {"endpoint": self.url, "model": self.model, "prompt": "video-chatgpt-qa"}
+        # Everything a verdict depends on: a stored verdict from another judge is asked again.
+        return {"endpoint": self.url, "model": self.model, "prompt": "video-chatgpt-qa",
+                "temperature": 0.0, "max_tokens": self.max_tokens}
 
     def judge(self, question: str, answer: str, pred: str) -> Verdict:
         body = {

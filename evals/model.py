@@ -66,6 +66,28 @@ def build_engine(model: VideoLM, choice: str, max_batch: int) -> tuple[object, s
     return HFEngine(model, max_batch=max_batch), f"hf (fallback from vllm: {reason})"
 
 
+# What `harness sft`, `harness rl` and `harness model init` write (harness/model/build.py).
+CHECKPOINT_LAYOUT = "llm/ + vision_tower/ + mm_projector/ for vila, or a config.json with model_type qwen2_5_vl"
+
+
+def check_checkpoint_folder(path: Path) -> None:
+    """Refuse a --model that is not a checkpoint folder, naming what one holds."""
+    from harness.model.build import detect_family
+
+    if not path.exists():
+        raise FileNotFoundError(f"--model {path} does not exist; give a model checkpoint folder (one holds "
+                                f"{CHECKPOINT_LAYOUT})")
+    if path.is_file():
+        raise ValueError(f"--model {path} is a file, not a model checkpoint folder (one holds {CHECKPOINT_LAYOUT})")
+    if path.is_dir() and not any(path.iterdir()):
+        raise ValueError(f"--model {path} is an empty folder, not a model checkpoint folder (one holds "
+                         f"{CHECKPOINT_LAYOUT})")
+    try:
+        detect_family(path)
+    except ValueError as err:  # a layout no loader reads; the message lists the ones they do
+        raise ValueError(f"--model {err}") from err
+
+
 class HarnessVLM:
     """`VideoLM` + rollout engine behind the interface above."""
 
@@ -78,6 +100,7 @@ class HarnessVLM:
             from harness.files import folder_fingerprint
             from harness.model.build import load_model
 
+            check_checkpoint_folder(Path(model))  # before fingerprinting: that reads every file
             self.model_path = str(Path(model).resolve())
             self.weights = folder_fingerprint(model)[:16]
             model = load_model(model)

@@ -11,8 +11,14 @@ than being mixed in.
 A missing or undecodable video skips its questions: counted (`missing_video`) and listed
 with the reason in the results; such questions are not written, so a rerun retries them.
 Accuracy is over the answered questions; unparsed answers count as wrong and are counted.
-A judge that failed on a question (open-answer tasks) is asked again on the next run, from
-the stored response, without generating again.
+Open-answer tasks: every row records the judge that gave its verdict (`judged_by`: endpoint,
+model, prompt, settings). A stored row whose judge failed, or whose verdict came from another
+judge than this run's, is judged again from the stored response, without generating again
+(counted: `rejudged`); the judge is therefore not part of the protocol key.
+
+A line that cannot be read (a run killed mid-write can cut it anywhere, even inside a
+multi-byte character) is skipped with its file:line, counted (`unreadable_lines`), and its
+question computed again.
 """
 
 from __future__ import annotations
@@ -77,28 +83,54 @@ def protocol_of(bench: Benchmark, model: HarnessVLM, s: EvalSettings) -> dict:
 
 
 def protocol_key(protocol: dict) -> str:
-    """What must match for earlier predictions to be reused (not the engine or batch size)."""
+    """What must match for earlier responses to be reused (not the engine or batch size; not
+    the judge either: its verdicts are checked row by row, see `_rejudge`)."""
     keep = {k: v for k, v in protocol.items() if k not in ("engine", "batch_size", "judge")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: EvalSettings) -> dict:
+def check_results_path(out: Path, where: str = "results file") -> None:
+    """Refuse a results path the final write could not replace, before any work (else a whole
+    evaluation would be computed and then fail at the rename)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{where} {out} is a folder; give the path of the results JSON file to write "
+                         f"(e.g. {out / 'results.json'})")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ValueError(f"{where} {out}: {above} is a file, not a folder; give a path under a folder")
+
+
+def load_items(bench: Benchmark, data: Path, s: EvalSettings) -> list[Item]:
+    """The benchmark's questions, with the checks that need no model (run before it loads)."""
     if s.subtitles and not bench.supports_subtitles:
         raise ValueError(f"{bench.name} has no subtitle protocol; drop --subtitles")
+    if bench.needs_judge and getattr(bench, "judge", None) is None:
+        raise ValueError(f"{bench.name} is scored by an LLM judge: give --judge-url and --judge-model")
+    items = bench.load(Path(data))
+    if len({it.qid for it in items}) != len(items):
+        raise ValueError(f"{bench.name}: question ids in {data} are not unique")
+    return items
+
+
+def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: EvalSettings,
+             items: list[Item] | None = None) -> dict:
+    """Evaluate `model` on `bench` (`items`: the questions `load_items` already read)."""
+    out = Path(out)
+    check_results_path(out)
+    if items is None:
+        items = load_items(bench, data, s)
     t = model.frames_per_unit
     if t > 1 and (s.sample_fps is not None or s.frames % t):
         raise ValueError(f"the model's video encoder pools {t} frames per unit: give --frames as a multiple "
                          f"of {t} and no --fps (fps sampling gives each video its own count)")
-    items = bench.load(Path(data))
-    if len({it.qid for it in items}) != len(items):
-        raise ValueError(f"{bench.name}: question ids in {data} are not unique")
     protocol = protocol_of(bench, model, s)
     key = protocol_key(protocol)
-    out = Path(out)
+    judge = protocol.get("judge")
     out.parent.mkdir(parents=True, exist_ok=True)
     pred_file = predictions_path(out)
     by_qid = {it.qid: it for it in items}
-    done, rejudged = _read_done(pred_file, key, bench, by_qid)
+    done, unreadable = _read_done(pred_file, key, by_qid)
     reused = len(done)  # answered by an earlier run of this protocol (same weights, same settings)
 
     missing: list[dict] = []
@@ -112,8 +144,7 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
     with pred_file.open("a", encoding="utf-8") as f:
         if f.tell() and not _ends_with_newline(pred_file):
             f.write("\n")  # a run killed mid-line: its fragment stays alone on its line
-        for row in rejudged:  # the newest line of a question wins when the file is read
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rejudged = _rejudge(done, bench, by_qid, judge, f)
         for video, its in todo.items():
             try:
                 clip = load_video(video, s.frames, sample_fps=s.sample_fps, sampler=s.frame_sampler)
@@ -131,10 +162,10 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
                 text = bench.prompt(it, block)
                 pending.append((it, text, VideoQuery(text, embeds)))
             while len(pending) >= model.batch_size:
-                _flush(pending[: model.batch_size], bench, model, key, f, done, bar)
+                _flush(pending[: model.batch_size], bench, model, key, judge, f, done, bar)
                 pending = pending[model.batch_size :]
         if pending:
-            _flush(pending, bench, model, key, f, done, bar)
+            _flush(pending, bench, model, key, judge, f, done, bar)
     bar.close()
 
     rows = [done[it.qid] for it in items if it.qid in done]
@@ -150,6 +181,8 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
             "judge_errors": sum("judge_error" in r for r in rows),
             "bad_records": len(bench.dropped),
             "reused_predictions": reused,
+            "rejudged": rejudged,
+            "unreadable_lines": unreadable,
         },
         "dropped_records": bench.dropped[:200],
         "missing_videos": missing,
@@ -157,9 +190,7 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
         "protocol_key": key,
         "predictions": str(pred_file),
     }
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
-    os.replace(tmp, out)
+    _write_results(out, results)
     _check_complete(bench, results, s.max_dropped_share, out)
     return results
 
@@ -178,19 +209,37 @@ def _check_complete(bench: Benchmark, results: dict, max_share: float, out: Path
             f"--max-dropped-share; results in {out}):\n" + "\n".join(reasons))
 
 
+def _write_results(out: Path, results: dict) -> None:
+    """Write through a temporary file so a reader never sees half a results file; a failed
+    write leaves no stray temporary behind."""
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _ends_with_newline(path: Path) -> bool:
     with path.open("rb") as f:
         f.seek(-1, os.SEEK_END)
         return f.read(1) == b"\n"
 
 
-def _flush(batch, bench, model, key, f, done, bar) -> None:
+def _scored(bench: Benchmark, item: Item, response: str, judge: dict | None) -> dict:
+    """The benchmark's verdict on a response, stamped with the judge that gave it (if any)."""
+    verdict = bench.score(item, response)
+    return verdict if judge is None else {**verdict, "judged_by": judge}
+
+
+def _flush(batch, bench, model, key, judge, f, done, bar) -> None:
     responses = model.generate([q for _, _, q in batch])
     for (it, text, _), response in zip(batch, responses, strict=True):
         row = {
             "qid": it.qid, "protocol_key": key, "video": str(it.video), "answer": it.answer,
             "fields": it.fields, "prompt_sha": hashlib.sha256(text.encode()).hexdigest()[:16],
-            "response": response, **bench.score(it, response),
+            "response": response, **_scored(bench, it, response, judge),
         }
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
         done[it.qid] = row
@@ -198,33 +247,57 @@ def _flush(batch, bench, model, key, f, done, bar) -> None:
     bar.update(len(batch))
 
 
-def _read_done(path: Path, key: str, bench: Benchmark,
-               by_qid: dict[str, Item]) -> tuple[dict[str, dict], list[dict]]:
+def _read_done(path: Path, key: str, by_qid: dict[str, Item]) -> tuple[dict[str, dict], int]:
     """Predictions already written for this protocol (the newest line of a question wins),
-    and those whose judge had failed, judged again now (for the caller to append)."""
+    and how many lines could not be read (skipped and logged: their questions are redone)."""
     done: dict[str, dict] = {}
-    if path.exists():
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    log.warning("%s:%d: unreadable line (a run killed mid-write?); recomputed", path, n)
-                    continue
-                if row.get("protocol_key") != key:
-                    raise ValueError(
-                        f"{path} holds predictions of another protocol or other weights (line {n}: "
-                        f"{row.get('protocol_key')} != {key}); use another --out or delete it"
-                    )
-                if row.get("qid") in by_qid:
-                    done[row["qid"]] = row
-    rejudged = []
-    for qid, row in done.items():
-        if "judge_error" in row:
-            row = {k: v for k, v in row.items() if k not in ("judge_error", "pred", "correct", "unparsed")}
-            row.update(bench.score(by_qid[qid], row["response"]))
-            rejudged.append(row)
-    done.update((r["qid"], r) for r in rejudged)
-    return done, rejudged
+    unreadable = 0
+    if not path.exists():
+        return done, unreadable
+    # Bytes, not text: a kill mid-write can cut a line inside a multi-byte character, which
+    # must cost that line only, not every later run.
+    with path.open("rb") as f:
+        for n, data in enumerate(f, start=1):
+            if not data.strip():
+                continue
+            try:
+                row = json.loads(data.decode("utf-8"))
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
+            except ValueError as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                unreadable += 1
+                log.warning("%s:%d: unreadable line (%s; a run killed mid-write?); its question is "
+                            "computed again", path, n, err)
+                continue
+            if row.get("protocol_key") != key:
+                raise ValueError(
+                    f"{path} holds predictions of another protocol or other weights (line {n}: "
+                    f"{row.get('protocol_key')} != {key}); use another --out or delete it"
+                )
+            if row.get("qid") in by_qid:
+                done[row["qid"]] = row
+    return done, unreadable
+
+
+# What a verdict adds to a row (Benchmark.score and _scored): replaced when judged again.
+VERDICT_KEYS = ("pred", "correct", "unparsed", "judge_error", "judge_score", "judged_by")
+
+
+def _rejudge(done: dict[str, dict], bench: Benchmark, by_qid: dict[str, Item], judge: dict | None, f) -> int:
+    """Judge stored responses again: those whose judge failed, and those another judge (model,
+    endpoint or its settings) gave a verdict, so no verdict is reported under a judge that did
+    not give it. Each new row is appended at once (the newest line of a question wins when the
+    file is read) and replaces the old one in `done`; returns how many were judged again."""
+    if judge is None:
+        return 0
+    stale = [qid for qid, row in done.items() if "judge_error" in row or row.get("judged_by") != judge]
+    if stale:
+        log.info("%s: judging %d stored responses again (the judge failed on them or another judge "
+                 "gave their verdicts)", bench.name, len(stale))
+    for qid in stale:
+        kept = {k: v for k, v in done[qid].items() if k not in VERDICT_KEYS}
+        row = {**kept, **_scored(bench, by_qid[qid], kept["response"], judge)}
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        done[qid] = row
+    return len(stale)

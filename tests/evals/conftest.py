@@ -18,3 +18,15 @@ def tiny_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "vila-tiny"
     init_model("vila", "tiny", seed=0).save_pretrained(path)
     return path
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """`harness eval` must stop before it loads a model: loading one fails the test."""
+    import evals.model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was refused")
+
+    monkeypatch.setattr(evals.model, "HarnessVLM", refuse)
+

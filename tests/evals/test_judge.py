@@ -79,9 +79,9 @@ def test_unreachable_judge_is_an_error():
         OpenAIJudge("http://127.0.0.1:9/v1", "m", timeout=2).judge("q", "a", "p")
 
 
-def test_activitynet_qa_end_to_end(server, tiny_ckpt, mme_root, tmp_path):
-    from evals.model import HarnessVLM
-
+@pytest.fixture()
+def anet_root(mme_root, tmp_path):
+    """ActivityNet-QA layout: 3 questions on 2 synthetic videos."""
     root = tmp_path / "anet"
     (root / "videos").mkdir(parents=True)
     for n, src in enumerate(sorted((mme_root / "videos").glob("*.mp4"))[:2]):
@@ -90,6 +90,13 @@ def test_activitynet_qa_end_to_end(server, tiny_ckpt, mme_root, tmp_path):
     (root / "test_q.json").write_text(json.dumps(qs))
     (root / "test_a.json").write_text(json.dumps(
         [{"question_id": f"q{n}", "answer": "cube", "type": 5} for n in range(3)]))
+    return root
+
+
+def test_activitynet_qa_end_to_end(server, tiny_ckpt, anet_root, tmp_path):
+    from evals.model import HarnessVLM
+
+    root = anet_root
     Canned.replies = ["{'pred': 'yes', 'score': 5}", "HTTP500", "{'pred': 'no', 'score': 2}"]
     bench = build_benchmark("activitynet_qa", OpenAIJudge(server, "judge-7b", timeout=5))
     vlm = HarnessVLM(tiny_ckpt, max_new_tokens=4, batch_size=4)
@@ -106,3 +113,48 @@ def test_activitynet_qa_end_to_end(server, tiny_ckpt, mme_root, tmp_path):
     assert len(Canned.seen) == n_before + 1 and res["counts"]["judge_errors"] == 0
     assert res["scores"]["accuracy"] == pytest.approx(2 / 3)
     assert len(predictions_path(out).read_text().splitlines()) == 4
+
+
+def test_verdicts_of_another_judge_are_judged_again(server, tiny_ckpt, anet_root, tmp_path, capsys):
+    """A rerun with another judge (model or endpoint) reuses the model's responses but never
+    reports the old judge's verdicts under the new judge's name: it asks the new judge."""
+    from harness.cli import main
+
+    out = tmp_path / "anet.json"
+
+    def run_with(url, judge_model):
+        argv = ["eval", "--task", "activitynet_qa", "--data", str(anet_root), "--model", str(tiny_ckpt),
+                "--frames", "2", "--max-new-tokens", "4", "--out", str(out), "--no-progress",
+                "--judge-url", url, "--judge-model", judge_model]
+        assert main(argv) == 0
+        return json.loads(out.read_text())
+
+    Canned.replies = ["{'pred': 'yes', 'score': 5}"] * 3
+    first = run_with(server, "yes-judge")
+    assert first["scores"]["accuracy"] == 1.0
+    responses = {r["qid"]: r["response"] for r in map(json.loads, predictions_path(out).read_text().splitlines())}
+
+    seen = len(Canned.seen)  # the canned judge now says "no" to everything
+    second = run_with(server, "no-judge")
+    assert [r["model"] for r in Canned.seen[seen:]] == ["no-judge"] * 3
+    assert second["scores"]["accuracy"] == 0.0 and second["protocol"]["judge"]["model"] == "no-judge"
+    assert second["counts"]["rejudged"] == 3 and second["counts"]["reused_predictions"] == 3
+    assert "3 judged again" in capsys.readouterr().out
+    newest = {r["qid"]: r for r in map(json.loads, predictions_path(out).read_text().splitlines())}
+    assert {q: r["response"] for q, r in newest.items()} == responses  # not generated again
+    assert {r["judged_by"]["model"] for r in newest.values()} == {"no-judge"}
+
+    seen = len(Canned.seen)
+    assert run_with(server, "no-judge")["counts"]["rejudged"] == 0 and len(Canned.seen) == seen
+    # The same judge's name on another endpoint is another judge.
+    other_url = server.replace("127.0.0.1", "localhost")
+    assert run_with(other_url, "no-judge")["counts"]["rejudged"] == 3 and len(Canned.seen) == seen + 3
+
+
+def test_a_judged_task_without_a_judge_stops_before_the_model_loads(anet_root, tmp_path, capsys, no_model):
+    from harness.cli import main
+
+    assert main(["eval", "--task", "activitynet_qa", "--data", str(anet_root), "--model", str(tmp_path),
+                 "--out", str(tmp_path / "res" / "a.json")]) == 2
+    assert "activitynet_qa is scored by an LLM judge: give --judge-url and --judge-model" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()

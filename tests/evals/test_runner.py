@@ -183,3 +183,121 @@ def test_predictions_are_keyed_by_the_weights_not_the_path(tiny_ckpt, mme_copy, 
     capsys.readouterr()
     assert main(argv) == 2
     assert "other weights" in capsys.readouterr().err
+
+
+def test_a_predictions_line_cut_inside_a_character_costs_that_line_only(tiny_ckpt, mme_copy, tmp_path, caplog):
+    """A kill mid-write can cut a line inside a multi-byte character (predictions keep UTF-8
+    as is): the rerun skips that line with file:line, counts it, and computes it again."""
+    out = tmp_path / "vm.json"
+    argv = ["eval", "--task", "videomme", "--data", str(mme_copy), "--model", str(tiny_ckpt), "--frames", "2",
+            "--max-new-tokens", "4", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    lines = predictions_path(out).read_bytes().splitlines(keepends=True)
+
+    def cut(line: bytes) -> bytes:  # the line with a non-ASCII response, cut inside its "é"
+        data = json.dumps({**json.loads(line), "response": "café"}, ensure_ascii=False).encode()
+        return data[: data.index("é".encode()) + 1]
+
+    # line 3: cut by an earlier kill (a rerun then starts a new line); the last line: cut now
+    predictions_path(out).write_bytes(b"".join(lines[:2]) + cut(lines[2]) + b"\n" + b"".join(lines[3:-1])
+                                      + cut(lines[-1]))
+    caplog.set_level("WARNING", logger="evals.runner")
+    assert main(argv) == 0
+    c = json.loads(out.read_text())["counts"]
+    assert (c["answered"], c["reused_predictions"], c["unreadable_lines"]) == (12, 10, 2)
+    warned = [r.getMessage() for r in caplog.records if "unreadable line" in r.getMessage()]
+    assert [w.split(": unreadable")[0] for w in warned] == [f"{predictions_path(out)}:3",
+                                                           f"{predictions_path(out)}:12"]
+    assert main(argv) == 0 and json.loads(out.read_text())["counts"]["reused_predictions"] == 12
+
+
+@pytest.mark.parametrize("text,says", [
+    ("- {task: videomme, data: DATA}\n", "the top level must be a mapping"),
+    ("videomme\n", "the top level must be a mapping"),
+    ("tasks:\n\t- {task: videomme, data: DATA}\n", "not valid YAML"),
+    ("tasks: [{task: videomme, data: DATA}\n", "not valid YAML"),
+    ("tasks: videomme\n", "tasks must be a list"),
+    ("frames: 0\ntasks: [{task: videomme, data: DATA}]\n", "frames must be >= 1, got 0"),
+    ("frames: many\ntasks: [{task: videomme, data: DATA}]\n", "frames must be a whole number, got 'many'"),
+    ("tasks: [{task: videomme, data: DATA}, {task: videomme, data: DATA, frames: -2, out: o.json}]\n",
+     "tasks[1].frames must be >= 1, got -2"),
+    ("tasks: [{task: videomme, data: DATA}, {task: videomme, data: DATA}]\n", "as tasks[0] does"),
+])
+def test_an_eval_config_that_cannot_be_used_is_one_line(text, says, mme_root, tmp_path, capsys, no_model):
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(text.replace("DATA", str(mme_root)))
+    assert main(["eval", "--task", "all", "--config", str(cfg), "--model", str(tmp_path),
+                 "--out", str(tmp_path / "all")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(cfg) in err and says in err, err
+
+
+def test_every_task_name_is_checked_before_any_benchmark_runs(tiny_ckpt, mme_root, tmp_path, capsys, no_model):
+    cfg = tmp_path / "all.yaml"
+    cfg.write_text(f"frames: 2\nmax_new_tokens: 4\ntasks:\n  - {{task: videomme, data: {mme_root}}}\n"
+                   f"  - {{task: longvideo_reason, data: {mme_root.parent}}}\n"
+                   f"  - {{task: videome, data: {mme_root}}}\n")
+    argv = ["eval", "--task", "all", "--config", str(cfg), "--model", str(tiny_ckpt), "--out", str(tmp_path / "all")]
+    assert main(argv) == 2
+    assert f"{cfg}: tasks[2]: unknown task 'videome' (did you mean 'videomme'?)" in capsys.readouterr().err
+    # so is every task's data, before the model loads
+    cfg.write_text(f"tasks:\n  - {{task: videomme, data: {mme_root}}}\n  - {{task: videomme, data: {tmp_path / 'no'}, "
+                   f"out: {tmp_path / 'two.json'}}}\n")
+    assert main(argv) == 2
+    assert f"Video-MME folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "all").exists()
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--frames", "0"], "--frames must be >= 1, got 0"),
+    (["--frames", "9000"], "--frames must be <= 8192, got 9000"),
+    (["--fps", "0"], "--fps must be a number > 0 (frames per second), got 0.0"),
+    (["--fps", "nan"], "--fps must be a number > 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--max-new-tokens", "-3"], "--max-new-tokens must be >= 1, got -3"),
+    (["--max-dropped-share", "-1"], "--max-dropped-share must be in [0, 1], got -1.0"),
+    (["--judge-url", "http://localhost:8000/v1"], "--judge-url needs --judge-model too"),
+    (["--judge-model", "qwen"], "--judge-model needs --judge-url too"),
+    (["--judge-url", "localhost:8000/v1", "--judge-model", "qwen"], "--judge-url must be an http:// or https://"),
+    (["--frame-sampling", "qwen", "--frames", "1"], "--frame-sampling qwen takes at least 2 frames"),
+    (["--subtitles", "--task", "longvideo_reason"], "longvideo_reason has no subtitle protocol; drop --subtitles"),
+])
+def test_bad_flags_are_named_before_the_model_loads(flags, says, tiny_ckpt, mme_root, tmp_path, capsys, no_model):
+    out = tmp_path / "res" / "vm.json"
+    assert main(["eval", "--task", "videomme", "--data", str(mme_root), "--model", str(tiny_ckpt),
+                 "--out", str(out), *flags]) == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()  # no empty predictions file left behind
+
+
+def test_an_out_that_cannot_take_the_results_is_refused_first(tiny_ckpt, mme_root, tmp_path, capsys, no_model):
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    argv = ["eval", "--task", "videomme", "--data", str(mme_root), "--model", str(tiny_ckpt), "--frames", "2"]
+    assert main([*argv, "--out", str(folder)]) == 2
+    assert f"--out {folder} is a folder; give the path of the results JSON file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir"]  # no outdir.tmp, no predictions
+    (tmp_path / "afile").write_text("x")
+    assert main([*argv, "--out", str(tmp_path / "afile" / "vm.json")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    cfg = tmp_path / "all.yaml"
+    cfg.write_text(f"tasks: [{{task: videomme, data: {mme_root}}}]\n")
+    assert main(["eval", "--task", "all", "--config", str(cfg), "--model", str(tiny_ckpt),
+                 "--out", str(tmp_path / "afile")]) == 2
+    assert f"--out {tmp_path / 'afile'} is a file; with --task all it is the folder" in capsys.readouterr().err
+    cfg.write_text(f"tasks: [{{task: videomme, data: {mme_root}, out: {folder}}}]\n")
+    assert main(["eval", "--task", "all", "--config", str(cfg), "--model", str(tiny_ckpt),
+                 "--out", str(tmp_path / "all")]) == 2
+    assert f"{cfg}: tasks[0] writes to {folder} is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["empty folder", "file"])
+def test_a_model_that_is_not_a_checkpoint_folder_is_named(kind, mme_root, tmp_path, capsys):
+    model = tmp_path / "m"
+    model.mkdir() if kind == "empty folder" else model.write_text("weights?")
+    assert main(["eval", "--task", "videomme", "--data", str(mme_root), "--model", str(model),
+                 "--out", str(tmp_path / "vm.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"--model {model} is {'an' if kind == 'empty folder' else 'a'} {kind}, not a model checkpoint folder" in err
+    assert "llm/ + vision_tower/ + mm_projector/ for vila" in err
+    assert not list(tmp_path.glob("vm*"))
