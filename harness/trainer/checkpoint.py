@@ -90,15 +90,10 @@ def save_checkpoint(
     final = root / f"step_{step:06d}"
     if final.exists():
         raise FileExistsError(f"checkpoint {final} already exists; refusing to overwrite it")
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.iterdir():
-        if _TMP_NAME.match(stale.name):
-            shutil.rmtree(stale)
-
+    _clear_crashed_saves(root)
     tmp = root / f"{final.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
-        model.save_pretrained(tmp / "model")
         state = {
             "step": step,
             "optimizer": optimizer if isinstance(optimizer, dict) else optimizer.state_dict(),
@@ -107,19 +102,7 @@ def save_checkpoint(
             "data_state": data_state,
             "extra": extra or {},
         }
-        torch.save(state, tmp / "trainer_state.pt")
-        files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        meta = {
-            "step": step,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "harness_version": harness.__version__,
-            "files": files,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        # Durable before the rename, and the rename durable before pruning: otherwise a power
-        # loss could leave neither the new checkpoint nor the old ones.
-        _fsync_tree(tmp)
+        _write_tree(tmp, step, model, state)
     except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing behind
         free = shutil.disk_usage(root).free / 2**30
@@ -137,6 +120,28 @@ def save_checkpoint(
             if old != final:
                 shutil.rmtree(old)
     return final
+
+
+def _clear_crashed_saves(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.iterdir():
+        if _TMP_NAME.match(stale.name):
+            shutil.rmtree(stale)
+
+
+def _write_tree(tmp: Path, step: int, model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """The checkpoint's files in `tmp`: the model, the trainer state, and meta.json with each
+    file's size and sha256; fsynced (durable before the rename, and the rename durable
+    before pruning: otherwise a power loss could leave neither the new checkpoint nor the
+    old ones)."""
+    model.save_pretrained(tmp / "model")
+    torch.save(state, tmp / "trainer_state.pt")
+    files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(tmp.rglob("*")) if p.is_file()}
+    meta = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "harness_version": harness.__version__, "files": files}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _fsync_tree(tmp)
 
 
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
