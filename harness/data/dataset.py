@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.records import Record, SkippedLine, read_jsonl
+from harness.data.records import Record, SkippedLine, read_jsonl, video_recipe_problem
 from harness.data.video import VideoClip, VideoDecodeError, load_video
 from harness.errors import HarnessError
 
@@ -66,8 +66,10 @@ class SkipLedger:
     decodes: list[int] = field(default_factory=lambda: [0, 0])  # [failed, attempted], this process's
     totals: list[int] = field(default_factory=lambda: [0, 0])  # [failed, attempted] over the ranks at the last check()
 
-    def skip(self, what: str, why: str) -> None:
-        log.warning("skipping %s: %s", what, why)
+    def skip(self, what: str, why: str, *, logged: bool = False) -> None:
+        """Record a skip; `logged`: its warning was already written (by the record reader)."""
+        if not logged:
+            log.warning("skipping %s: %s", what, why)
         self.skipped.append((what, why))
 
     def decoded(self, failure: tuple[str, str] | None = None) -> None:
@@ -109,10 +111,10 @@ class VideoQADataset:
         self.sampler = sampler
         self.ledger = ledger
         bad: list[SkippedLine] = []
-        self.records: list[Record] = list(read_jsonl(self.path, skipped=bad, usable=_video_record))
+        self.records: list[Record] = list(read_jsonl(self.path, skipped=bad, usable=video_recipe_problem))
         self.malformed = len(bad)  # lines refused when read (logged in the metrics too)
         for line in bad:
-            ledger.skip(f"{self.path}:{line.line}", line.reason)
+            ledger.skip(f"{self.path}:{line.line}", line.reason, logged=True)
         if not self.records:
             raise ValueError(f"dataset split {self.path} holds no valid records")
         read = len(self.records) + len(bad)
@@ -124,7 +126,7 @@ class VideoQADataset:
         return len(self.records)
 
     def video_path(self, record: Record) -> Path:
-        return self.root / record.videos[0]
+        return self.root / record.videos[0]  # its only video: others are refused when read
 
     def load_frames(self, record: Record, num_frames: int | None = None) -> VideoClip | None:
         """Decode the record's sampled frames (`num_frames`, default the dataset's), or None
@@ -136,13 +138,6 @@ class VideoQADataset:
             return None
         self.ledger.decoded()
         return clip
-
-
-def _video_record(rec: Record) -> str | None:
-    """The recipes train and evaluate on video questions; other kinds are refused when read."""
-    if rec.data_type != "video" or not rec.videos:
-        return f"a {rec.data_type} record: the video recipes read video records only"
-    return None
 
 
 class EpochSampler:

@@ -19,7 +19,12 @@ the authors' reward (`examples/reward_function/r1v.py`) compares any answer.
 
 `validate_record(d)` turns a dict into a `Record` or raises `RecordError` naming the record
 and the field. `read_jsonl` yields valid records and skips bad lines with a logged warning
-(path:line and why), counted in `skipped` if given; `strict=True` raises instead.
+(path:line and why), counted in `skipped` if given; `strict=True` raises instead. A file
+whose first lines are not JSON objects at all (a JSON array, a pretty-printed file, a video
+given by mistake) is refused whole, in one line, instead of line by line.
+
+The format allows several `videos` per record; the video recipes take one video per
+question, so `video_recipe_problem` (their `usable` check) refuses the others when read.
 """
 
 from __future__ import annotations
@@ -213,27 +218,67 @@ class SkippedLine:
     reason: str
 
 
+# `usable(rec)`: None when the caller can use a valid record, else (field, why not)
+Usable = Callable[[Record], tuple[str, str] | None]
+# The opening lines that must all fail as JSON objects before a file is refused as not JSON Lines
+NOT_JSONL_LINES = 3
+# RecordError fields of a line that is no JSON object at all (not UTF-8, not JSON, or another JSON value)
+_NOT_AN_OBJECT = ("<bytes>", "<json>", "<record>")
+
+
+def video_recipe_problem(rec: Record) -> tuple[str, str] | None:
+    """Why the video recipes cannot use a valid record (None: they can): they train and
+    evaluate on one video per question, so a text record, or one naming several videos
+    (only the first would be seen), is refused when read."""
+    if rec.data_type != "video" or not rec.videos:
+        return "data_type", f"a {rec.data_type} record: the video recipes read video records only"
+    if len(rec.videos) > 1:
+        return "videos", (f"{len(rec.videos)} videos: the recipes take one video per question; "
+                          "give each video its own record")
+    return None
+
+
 def read_jsonl(path: str | Path, *, strict: bool = False, skipped: list[SkippedLine] | None = None,
-               usable: Callable[[Record], str | None] | None = None) -> Iterator[Record]:
+               usable: Usable | None = None) -> Iterator[Record]:
     """The valid records of a jsonl file (see `read_jsonl_lines`)."""
     return (rec for _, rec in read_jsonl_lines(path, strict=strict, skipped=skipped, usable=usable))
 
 
 def read_jsonl_lines(path: str | Path, *, strict: bool = False, skipped: list[SkippedLine] | None = None,
-                     usable: Callable[[Record], str | None] | None = None) -> Iterator[tuple[str, Record]]:
+                     usable: Usable | None = None) -> Iterator[tuple[str, Record]]:
     """Yield (the line as written, its record) for the valid records of a jsonl file, so a
     caller can copy lines unchanged; blank lines are ignored. `usable(rec)` says
-    why a valid record cannot be used by the caller (None: it can); such a line is skipped
-    and counted like a malformed one, so validation and use agree. A UTF-8 byte-order mark
-    at the start is ignored; an undecodable byte skips its line, named with its number.
+    why a valid record cannot be used by the caller, as (field, reason) (None: it can); such
+    a line is skipped and counted like a malformed one, so validation and use agree. A UTF-8
+    byte-order mark at the start is ignored; an undecodable byte skips its line, named with
+    its number.
 
     A line that is not JSON, breaks the schema, or repeats an earlier problem_id is skipped
-    with a warning and appended to `skipped`; with strict=True it raises RecordError instead
-    (the message has path:line). A missing file raises FileNotFoundError.
+    with one warning and appended to `skipped`; with strict=True it raises RecordError instead
+    (the message has path:line). A file whose first NOT_JSONL_LINES non-blank lines (or all
+    of them, when it has fewer) are no JSON objects raises ValueError saying it is not JSON
+    Lines, with nothing listed line by line. A missing file raises FileNotFoundError.
     """
     path = Path(path)
     seen: dict[str, int] = {}
+    opening: list[tuple[int, bytes, RecordError]] = []  # refused non-objects before the first JSON object
+    in_opening = True
     n_bad = n_lines = 0
+
+    def refuse(lineno: int, err: RecordError) -> None:
+        nonlocal n_bad
+        n_bad += 1
+        log.warning("%s:%d: skipped: %s", path, lineno, err)
+        if skipped is not None:
+            skipped.append(SkippedLine(str(path), lineno, str(err)))
+
+    def end_opening() -> None:  # the file is JSON Lines after all: the held-back lines are refused as usual
+        nonlocal in_opening
+        in_opening = False
+        for held_line, _, held_err in opening:
+            refuse(held_line, held_err)
+        opening.clear()
+
     with path.open("rb") as f:
         for lineno, data in enumerate(f, start=1):
             if lineno == 1 and data.startswith(b"\xef\xbb\xbf"):
@@ -242,33 +287,58 @@ def read_jsonl_lines(path: str | Path, *, strict: bool = False, skipped: list[Sk
                 continue
             n_lines += 1
             try:
-                try:
-                    line = data.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise RecordError(None, "<bytes>", f"not UTF-8 (byte {data[err.start]:#04x} at column "
-                                                       f"{err.start + 1})") from None
-                try:
-                    raw = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise RecordError(None, "<json>", f"not valid JSON ({err.msg} at column {err.colno})") from None
-                rec = validate_record(raw)
-                if rec.problem_id in seen:
-                    raise RecordError(rec.problem_id, "problem_id", f"duplicate of line {seen[rec.problem_id]}")
-                reason = usable(rec) if usable is not None else None
-                if reason is not None:
-                    raise RecordError(rec.problem_id, "data_type", reason)
+                line, rec = _line_record(data, seen, usable)
             except RecordError as err:
                 if strict:
                     raise RecordError(err.problem_id, err.field, err.reason, where=f"{path}:{lineno}") from None
-                n_bad += 1
-                log.warning("%s:%d: skipped: %s", path, lineno, err)
-                if skipped is not None:
-                    skipped.append(SkippedLine(str(path), lineno, str(err)))
+                if in_opening and err.field in _NOT_AN_OBJECT:
+                    # Held back: a file that never starts with an object is refused whole.
+                    opening.append((lineno, data, err))
+                    if len(opening) == NOT_JSONL_LINES:
+                        raise _not_json_lines(path, opening) from None
+                    continue
+                end_opening()
+                refuse(lineno, err)
                 continue
+            end_opening()
             seen[rec.problem_id] = lineno
             yield line.rstrip("\r\n"), rec
+    if opening:  # the whole file (fewer lines than NOT_JSONL_LINES) held no JSON object
+        raise _not_json_lines(path, opening)
     if n_bad:
         log.warning("%s: skipped %d of %d records", path, n_bad, n_lines)
+
+
+def _line_record(data: bytes, seen: dict[str, int], usable: Usable | None) -> tuple[str, Record]:
+    """One line's text and record; RecordError (without the place) when it is refused."""
+    try:
+        line = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RecordError(None, "<bytes>", f"not UTF-8 (byte {data[err.start]:#04x} at column "
+                                           f"{err.start + 1})") from None
+    try:
+        raw = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise RecordError(None, "<json>", f"not valid JSON ({err.msg} at column {err.colno})") from None
+    rec = validate_record(raw)
+    if rec.problem_id in seen:
+        raise RecordError(rec.problem_id, "problem_id", f"duplicate of line {seen[rec.problem_id]}")
+    problem = usable(rec) if usable is not None else None
+    if problem is not None:
+        raise RecordError(rec.problem_id, *problem)
+    return line, rec
+
+
+def _not_json_lines(path: Path, opening: list[tuple[int, bytes, RecordError]]) -> ValueError:
+    lineno, data, err = opening[0]
+    first = data.lstrip()[:1]
+    if first == b"[":
+        fix = f"a JSON array? write one record per line, e.g. jq -c '.[]' {path} > records.jsonl"
+    elif first == b"{":
+        fix = f"a pretty-printed file? write each record on one line, e.g. jq -c . {path} > records.jsonl"
+    else:
+        fix = "give the records file (.jsonl)"
+    return ValueError(f"{path} is not JSON Lines (one JSON object per line): line {lineno}: {err.reason}; {fix}")
 
 
 def write_jsonl(path: str | Path, records: Iterable[Record | Mapping[str, Any]]) -> int:

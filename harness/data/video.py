@@ -16,7 +16,10 @@ lands near the start). MP4, MKV and MPEG-TS seek correctly. Remux AVI to MP4 bef
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,11 +218,13 @@ def qwen_frame_indices(total_frames: int, video_fps: float, *, nframes: int | No
 
 def _open_reader(path: str | Path) -> decord.VideoReader:
     p = Path(path)
-    if not p.exists():
-        raise VideoDecodeError(path, "file not found")
-    if not p.is_file():
+    try:
+        st = p.stat()
+    except OSError as err:
+        raise VideoDecodeError(path, unreachable_reason(p, err)) from None
+    if not stat.S_ISREG(st.st_mode):
         raise VideoDecodeError(path, "not a regular file")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
     try:
         # decord scans every packet on open, so most truncations already fail here.
@@ -232,6 +237,18 @@ def _open_reader(path: str | Path) -> decord.VideoReader:
     if not (math.isfinite(fps) and fps > 0):
         raise VideoDecodeError(path, f"invalid frame rate {fps!r}")
     return reader
+
+
+def unreachable_reason(p: Path, err: OSError) -> str:
+    """Why a video path leads to no file, said as it is: a link that points nowhere or in a
+    circle is not a missing file, and the fix differs."""
+    if err.errno == errno.ELOOP:
+        return "a symlink loop (too many levels of symbolic links); point the link at the video file"
+    if err.errno == errno.ENOENT and p.is_symlink():
+        return f"a broken symlink: its target {os.readlink(p)} does not exist"
+    if err.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "file not found"
+    return f"cannot be read ({err.strerror})"
 
 
 def _first_line(err: BaseException) -> str:

@@ -2,6 +2,7 @@
 sampler is deterministic and resumable."""
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -111,3 +112,80 @@ def test_sampler_covers_each_epoch_and_resumes_exactly():
     assert EpochSampler(7, seed=4).take(7) != first
     with pytest.raises(ValueError, match="does not match"):
         EpochSampler(8, seed=3).load_state(state)
+
+
+# --- what the recipes refuse when they read a split, as `harness sft` shows it -------------
+
+
+def _sft_reading(tmp_path, train: str, *extra: str) -> list[str]:
+    """`harness sft` argv that stops once the split is read (data.max_skip_fraction=0)."""
+    return ["sft", f"data.dir={tmp_path}", f"data.train={train}", "data.eval=null", "data.max_skip_fraction=0",
+            f"run.out_dir={tmp_path / 'run'}", "run.progress=false", "run.tensorboard=false", *extra]
+
+
+def _lines(*rows: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_a_record_with_several_videos_is_refused_with_its_line(tmp_path, capsys):
+    """Was: a record naming two videos trained on the first only, and a second path that does
+    not exist was never noticed. The recipes take one video per question."""
+    from harness.cli import main
+    from tests.data.test_released_lvr import ROW0
+
+    two = {**ROW0, "problem_id": 1, "videos": ["longvila_videos/I_Q3ajyOrcI.mp4", "longvila_videos/NOPE.mp4"]}
+    (tmp_path / "sft.jsonl").write_text(_lines(ROW0, two))
+    assert main(_sft_reading(tmp_path, "sft.jsonl")) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 lines" in err and "sft.jsonl:2" in err and "field 'videos': 2 videos" in err
+
+
+def test_a_refused_line_is_logged_once(tmp_path, capsys, caplog):
+    """Was: logged by the record reader, then again by the skip ledger."""
+    from harness.cli import main
+    from tests.data.test_released_lvr import ROW0
+
+    (tmp_path / "sft.jsonl").write_text(_lines(ROW0, {"problem_id": 1}))
+    with caplog.at_level(logging.WARNING):
+        assert main(_sft_reading(tmp_path, "sft.jsonl")) == 2
+    assert "sft.jsonl:2" in capsys.readouterr().err
+    assert sum("sft.jsonl:2" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("kind", ["array", "pretty", "binary"])
+def test_a_split_that_is_not_json_lines_is_one_line(tmp_path, capsys, caplog, kind):
+    """Was: every line of a pretty-printed JSON array refused and logged twice (486 lines for
+    12 records), ending in "holds no valid records"; a video given by mistake alike."""
+    from harness.cli import main
+    from tests.data.conftest import write_test_video
+    from tests.data.test_released_lvr import ROW0
+
+    rows = [{**ROW0, "problem_id": i} for i in range(12)]
+    name = {"array": "sft.json", "pretty": "sft_pretty.jsonl", "binary": "v.mp4"}[kind]
+    if kind == "array":
+        (tmp_path / name).write_text(json.dumps(rows, indent=2))
+    elif kind == "pretty":
+        (tmp_path / name).write_text("\n".join(json.dumps(r, indent=2) for r in rows))
+    else:
+        write_test_video(tmp_path / name, num_frames=24)
+    with caplog.at_level(logging.WARNING):
+        assert main(_sft_reading(tmp_path, name)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"{tmp_path / name} is not JSON Lines (one JSON object per line): line 1:" in err
+    assert {"array": "jq -c '.[]'", "pretty": "jq -c .", "binary": "give the records file"}[kind] in err
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+
+
+def test_a_bad_first_line_does_not_refuse_a_json_lines_file(tmp_path):
+    """Only a file whose opening lines are all no JSON objects is refused whole; a damaged
+    first line of a real split costs that line, counted like any other."""
+    from tests.data.test_released_lvr import ROW0
+
+    (tmp_path / "longvila_videos").mkdir()
+    (tmp_path / "rl.jsonl").write_text('{"problem_id": 0, "cut off\n' + _lines(*[{**ROW0, "problem_id": i}
+                                                                               for i in range(1, 4)]))
+    ledger = SkipLedger(1.0)
+    ds = VideoQADataset(tmp_path / "rl.jsonl", 4, ledger)
+    assert len(ds.records) == 3 and ds.malformed == 1
+    assert ledger.skipped[0][0].endswith("rl.jsonl:1") and "not valid JSON" in ledger.skipped[0][1]

@@ -108,7 +108,7 @@ def test_video_too_short_for_its_events_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="v0007: .* event slots do not fit"):
         simulate_scene(np.random.default_rng(0), "v0007", 8, 1.0)
     with pytest.raises(ValueError, match="use longer minutes or a higher fps"):
-        synthesize(tmp_path / "out", 2, minutes=(0.02, 0.02), progress=False)
+        synthesize(tmp_path / "out", 3, minutes=(0.02, 0.02), progress=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -210,8 +210,45 @@ def test_tiny_dataset_puts_a_video_in_every_split(tmp_path):
     assert summary.split_videos == {"sft": 1, "rl": 1, "test": 1}
 
 
+def test_too_few_videos_for_the_splits_is_refused(tmp_path, capsys):
+    """Was: `--videos 2` wrote a 0-byte test.jsonl, which every default config then refused
+    ("holds no valid records")."""
+    from harness.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--videos", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--videos" in err and "at least 3" in err and "sft, rl, test" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_zero_fraction_split_needs_no_video(tmp_path):
+    """Only the splits asked for count: two videos for sft and rl, whatever the rounding."""
+    from harness.data.synthetic.dataset import split_videos
+
+    assert [len(m) for m in split_videos(2, 0, (0.9, 0.1, 0.0))] == [1, 1, 0]
+
+
+def test_a_folder_that_holds_a_dataset_is_refused(tmp_path, capsys):
+    """Was: the splits were replaced, the videos re-rendered with other content under the
+    same names, and the files of the larger old dataset left behind."""
+    from harness.cli import main
+
+    old = tmp_path / "data"
+    (old / "videos").mkdir(parents=True)
+    (old / "videos" / "v0000.mp4").write_bytes(b"trained on this")
+    (old / "sft.jsonl").write_text("{}\n")
+    before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    assert main(["data", "synth", "--out", str(old), "--videos", "3", "--minutes", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{old} already holds a dataset (sft.jsonl, videos)" in err and "another folder" in err
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+    empty = tmp_path / "empty"
+    (empty / "videos").mkdir(parents=True)  # an empty folder left by hand is no dataset
+    assert main(["data", "synth", "--out", str(empty), "--videos", "3", "--minutes", "0.1"]) == 0
+
+
 def test_progress_bar(tmp_path, capsys):
-    synthesize(tmp_path, 1, minutes=(0.3, 0.3), progress=True)
+    synthesize(tmp_path, 1, minutes=(0.3, 0.3), split_fractions=(1.0, 0.0, 0.0), progress=True)
     assert "synth videos" in capsys.readouterr().err
 
 
@@ -328,7 +365,7 @@ def test_parse_minutes_and_size():
     ],
 )
 def test_bad_arguments_name_the_argument(tmp_path, kwargs, name):
-    args = {"n_videos": 2, **kwargs}
+    args = {"n_videos": 3, **kwargs}
     with pytest.raises(ValueError, match=name):
         synthesize(tmp_path, args.pop("n_videos"), progress=False, **args)
     assert not (tmp_path / "videos").exists()
@@ -408,7 +445,7 @@ def test_easy_level_from_the_cli_and_bad_difficulty(tmp_path):
     ev = json.loads(next((tmp_path / "e" / "videos").glob("*.events.json")).read_text())
     assert ev["difficulty"] == "easy"
     with pytest.raises(ValueError, match="difficulty"):
-        synthesize(tmp_path / "bad", 2, difficulty="hard", progress=False)
+        synthesize(tmp_path / "bad", 3, difficulty="hard", progress=False)
     assert not (tmp_path / "bad").exists()
 
 
@@ -466,6 +503,6 @@ def test_a_frame_size_the_loader_cannot_read_is_refused_up_front(tmp_path, capsy
 
     if pick_codec() != "libx264":
         pytest.skip("the unreadable size was found with libx264")
-    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--videos", "1", "--minutes", "0.3-0.3",
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--videos", "3", "--minutes", "0.3-0.3",
                  "--size", "48x40"]) == 2
     assert "48x40" in capsys.readouterr().err and not (tmp_path / "d" / "videos").exists()

@@ -248,6 +248,21 @@ def test_bad_files_raise_with_path(make_video, tmp_path, kind: str) -> None:
         assert isinstance(info.value, RuntimeError) and info.value.path == str(path)
 
 
+def test_links_that_lead_nowhere_say_so(tmp_path) -> None:
+    """Was: a symlink loop (and a broken link) was reported as "file not found", which sends
+    the user looking for a file that is there."""
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    gone = tmp_path / "gone.mp4"
+    gone.symlink_to(tmp_path / "nowhere.mp4")
+    with pytest.raises(VideoDecodeError, match="symlink loop"):
+        load_video(loop, 4)
+    with pytest.raises(VideoDecodeError, match="broken symlink: its target .*nowhere.mp4 does not exist"):
+        probe_video(gone)
+    with pytest.raises(VideoDecodeError, match="file not found"):
+        load_video(tmp_path / "missing.mp4", 4)
+
+
 class _ReaderWithBrokenBatch:
     """Wraps a real decord reader; get_batch misbehaves like decord on a damaged file."""
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -60,15 +61,31 @@ def _workers(concurrency: int, backend: Backend) -> int:
     return min(concurrency, backend.max_concurrency or concurrency)
 
 
-def _check_args(clip_seconds, frames_per_clip, questions_per_video, n_options, concurrency) -> None:
-    if not clip_seconds > 0:
-        raise ValueError(f"clip_seconds must be > 0, got {clip_seconds}")
-    for name, value, lo, hi in (("frames_per_clip", frames_per_clip, 1, 256),
-                                ("questions_per_video", questions_per_video, 1, 64),
-                                ("n_options", n_options, MIN_OPTIONS, MAX_OPTIONS),
-                                ("concurrency", concurrency, 1, 1024)):
-        if not isinstance(value, int) or not lo <= value <= hi:
-            raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+# Integer settings of `build_dataset` and their allowed ranges
+INT_SETTINGS = {"frames_per_clip": (1, 256), "questions_per_video": (1, 64), "n_options": (MIN_OPTIONS, MAX_OPTIONS),
+                "concurrency": (1, 1024), "caption_max_tokens": (1, 1_000_000), "reason_max_tokens": (1, 1_000_000)}
+
+
+def check_settings(settings: dict[str, Any], names: dict[str, str] | None = None) -> None:
+    """ValueError naming the first of `build_dataset`'s settings out of range; `names` maps a
+    setting to what the caller calls it (the command line's flags)."""
+    def name(key: str) -> str:
+        return (names or {}).get(key, key)
+
+    def finite(key: str) -> float:
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{name(key)} must be a finite number, got {value!r}")
+        return value
+
+    if not finite("clip_seconds") > 0:
+        raise ValueError(f"{name('clip_seconds')} must be > 0 seconds, got {settings['clip_seconds']!r}")
+    if finite("reason_temperature") < 0:
+        raise ValueError(f"{name('reason_temperature')} must be >= 0, got {settings['reason_temperature']!r}")
+    for key, (lo, hi) in INT_SETTINGS.items():
+        value = settings[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ValueError(f"{name(key)} must be an integer in [{lo}, {hi}], got {value!r}")
 
 
 def caption_stage(videos: list[VideoEntry], captioner: Backend, state: StageState, *,
@@ -225,7 +242,10 @@ def build_dataset(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run (or continue) the whole build; returns the summary that summary.json holds."""
-    _check_args(clip_seconds, frames_per_clip, questions_per_video, n_options, concurrency)
+    check_settings({"clip_seconds": clip_seconds, "frames_per_clip": frames_per_clip,
+                    "questions_per_video": questions_per_video, "n_options": n_options,
+                    "concurrency": concurrency, "caption_max_tokens": caption_max_tokens,
+                    "reason_max_tokens": reason_max_tokens, "reason_temperature": reason_temperature})
     t0 = time.perf_counter()
     out_dir = Path(out_dir).resolve()
     work = out_dir / "work"

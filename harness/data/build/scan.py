@@ -2,10 +2,10 @@
 
 Files are matched by extension (case-insensitive), recursively, hidden files and folders
 left out. Each candidate is probed with decord (open + first frame); one that cannot be
-read is skipped with the reason, and AVI files are skipped outright because decord 0.6
-seeks them wrongly (harness/data/video.py): remux them to mp4 first. Probe results are
-cached in the build's work folder keyed by path, size and mtime, so a rerun over
-thousands of videos does not open them all again.
+read (a symlink that is broken or loops included) is skipped with the reason, and AVI files
+are skipped outright because decord 0.6 seeks them wrongly (harness/data/video.py): remux
+them to mp4 first. Probe results are cached in the build's work folder keyed by path, size
+and mtime, so a rerun over thousands of videos does not open them all again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from harness.data.build.state import StageState, input_sha
-from harness.data.video import VideoDecodeError, probe_video
+from harness.data.video import VideoDecodeError, probe_video, unreachable_reason
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".webm", ".m4v", ".ts", ".mpg", ".mpeg", ".flv"}
 REFUSED_EXTENSIONS = {".avi": "AVI: decord 0.6 seeks AVI files wrongly; remux to mp4 (ffmpeg -i x.avi -c copy x.mp4)"}
@@ -52,7 +52,9 @@ def _candidates(root: Path) -> tuple[list[Path], int]:
     found, ignored = [], 0
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+        # A link that leads nowhere (broken, or a loop) stays a candidate: the scan says why it is skipped.
+        leads_nowhere = p.is_symlink() and not p.exists()
+        if any(part.startswith(".") for part in rel.parts) or not (p.is_file() or leads_nowhere):
             continue
         if p.suffix.lower() in VIDEO_EXTENSIONS or p.suffix.lower() in REFUSED_EXTENSIONS:
             found.append(p)
@@ -75,7 +77,11 @@ def scan_videos(root: str | Path, state: StageState, *, progress: bool = True) -
         if p.suffix.lower() in REFUSED_EXTENSIONS:
             result.skipped[str(rel)] = REFUSED_EXTENSIONS[p.suffix.lower()]
             continue
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError as err:
+            result.skipped[str(rel)] = unreachable_reason(p, err)
+            continue
         fingerprint = f"{st.st_size}-{st.st_mtime_ns}"
         sha = input_sha("probe", fingerprint)
         info = state.get(str(rel), sha)

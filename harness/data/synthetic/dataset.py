@@ -124,12 +124,12 @@ def synthesize(
     minutes: video length range (uniform); size: (width, height); questions cycle through
     the categories temporal, goal, plot, spatial; formats: "harness" (always written) and
     optionally "videomme"; split_fractions: (sft, rl, test), each split with a positive
-    fraction gets at least one video when n_videos >= 3; difficulty: "default", "easy"
+    fraction gets at least one video (n_videos below their number is refused); difficulty: "default", "easy"
     (a 2x2 grid, 3 objects, ~12 events, reasoning by order) or "basic" (one object, answered
     with a word, at most 3 questions per video, no Video-MME layout): see scene.LEVELS; the
     last two are for models trained from scratch; teacher: colour confusions of a simulated
     imperfect CoT teacher applied to the SFT split (basic level only, see teacher.py).
-    ValueError on bad arguments.
+    ValueError on bad arguments; FileExistsError when `out_dir` already holds a dataset.
     """
     t0 = time.perf_counter()
     _check_args(n_videos, seed, minutes, fps, size, questions_per_video, formats, split_fractions)
@@ -141,6 +141,7 @@ def synthesize(
     teacher = tuple(teacher)
     check_confusions(teacher, difficulty)
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
     codec = pick_codec()
     check_decodable(size, fps, codec)  # before any video is rendered
 
@@ -199,7 +200,7 @@ def split_videos(n: int, seed: int, fractions: tuple[float, float, float]) -> li
     by_remainder = sorted(range(3), key=lambda k: (n * fractions[k] - counts[k], -k), reverse=True)
     for k in by_remainder[: n - sum(counts)]:
         counts[k] += 1
-    if n >= 3:
+    if n >= sum(f > 0 for f in fractions):
         # Tiny datasets: every wanted split still gets a video, taken from the largest one.
         for k in range(3):
             if fractions[k] > 0 and counts[k] == 0:
@@ -257,3 +258,19 @@ def _check_args(n_videos, seed, minutes, fps, size, questions_per_video, formats
     fr = tuple(split_fractions)
     if len(fr) != 3 or any(not 0 <= f <= 1 for f in fr) or abs(sum(fr) - 1) > 1e-6:
         raise ValueError(f"split_fractions must be 3 fractions (sft, rl, test) summing to 1, got {split_fractions!r}")
+    wanted = [name for name, f in zip(SPLITS, fr, strict=True) if f > 0]
+    if n_videos < len(wanted):
+        # A split without a video is an empty file that every config reading it then refuses.
+        raise ValueError(f"n_videos (--videos) must be at least {len(wanted)}, one for each split "
+                         f"({', '.join(wanted)}), got {n_videos}")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse a folder that already holds a dataset: re-rendering would give its videos other
+    content under the same names (runs trained on them would point at other videos), and
+    files a smaller dataset does not write would stay behind as stale ones."""
+    found = [name for name in (*(f"{s}.jsonl" for s in SPLITS), "videos", "videomme")
+             if (out_dir / name).is_file() or ((out_dir / name).is_dir() and any((out_dir / name).iterdir()))]
+    if found:
+        raise FileExistsError(f"{out_dir} already holds a dataset ({', '.join(found)}); choose another folder "
+                              "(--out), or remove this one first to synthesise again")

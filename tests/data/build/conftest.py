@@ -53,7 +53,8 @@ def canned_questions(user_text: str) -> str:
 class ScriptedServer:
     """Counts requests by kind (caption / reason / blind), so tests can check that nothing
     was asked twice. `fail_first` answers the first N requests with 503
-    (retries); `on_request(kind, n)` runs before each answer (e.g. to interrupt the run)."""
+    (retries); `on_request(kind, n)` runs before each answer (e.g. to interrupt the run);
+    `reason_reply(user_text)` writes the reasoner's replies."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -61,6 +62,7 @@ class ScriptedServer:
         self.delay = 0.0
         self.on_request: Callable[[str, int], None] | None = None
         self.blind_letter = "A"
+        self.reason_reply: Callable[[str], str] = canned_questions
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -76,7 +78,7 @@ class ScriptedServer:
                        for p in content if p["type"] == "image_url")
             text = f"A red square moves across {n_images} frames and then leaves."
         elif "captions of consecutive clips" in content:
-            kind, text = "reason", canned_questions(content)
+            kind, text = "reason", self.reason_reply(content)
         else:
             kind, text = "blind", self.blind_letter
         with self.lock:

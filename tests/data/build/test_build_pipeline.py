@@ -148,3 +148,77 @@ def test_cli_build_and_failure_exit_codes(build_videos, tmp_path, scripted, caps
 
     assert main(args + ["--split", "0.5,0.6,0.1"]) == 2
     assert "--split must be three fractions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--videos", "NOVIDS", "does not exist; give the folder that holds the videos"),
+    ("--clip-seconds", "-1", "--clip-seconds must be > 0"),
+    ("--clip-seconds", "inf", "--clip-seconds must be a finite number"),
+    ("--options", "1", "--options must be an integer in [2, 10]"),
+    ("--concurrency", "0", "--concurrency must be an integer in [1, 1024]"),
+    ("--frames-per-clip", "0", "--frames-per-clip must be an integer"),
+    ("--reason-max-tokens", "0", "--reason-max-tokens must be an integer"),
+    ("--reason-temperature", "nan", "--reason-temperature must be a finite number"),
+    ("--timeout", "0", "--timeout must be a finite number of seconds > 0"),
+    ("--retries", "-1", "--retries must be >= 0"),
+])
+def test_cli_checks_every_argument_before_opening_a_backend(build_videos, tmp_path, capsys, monkeypatch,
+                                                            flag, value, message):
+    """Was: the servers were contacted first (about 15 s of retries when down), and the bad
+    values and the missing folder were never reported."""
+    import harness.data.build.backends as backends
+
+    def opened(spec, **kw):
+        raise AssertionError(f"backend {spec} opened before the arguments were checked")
+
+    monkeypatch.setattr(backends, "open_backend", opened)
+    args = {"--videos": str(build_videos), "--out": str(tmp_path / "out"), "--captioner": "http://127.0.0.1:9/v1",
+            "--reasoner": "http://127.0.0.1:9/v1", "--no-progress": None}
+    args[flag] = str(tmp_path / "novids") if value == "NOVIDS" else value
+    argv = ["data", "build", *[x for k, v in args.items() for x in (k, v) if x is not None]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_names_kept_work_only_where_there_is_some(build_videos, tmp_path, capsys):
+    """Was: "finished items are kept in OUT/work" when the first server could not be reached
+    and no such folder had been made."""
+    out = tmp_path / "out"
+    argv = ["data", "build", "--videos", str(build_videos), "--out", str(out), "--captioner", "http://127.0.0.1:9/v1",
+            "--reasoner", "http://127.0.0.1:9/v1", "--retries", "0", "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "127.0.0.1:9" in err and "no item was finished yet" in err and "kept in" not in err
+    assert not (out / "work").exists()
+
+
+def test_cli_build_that_keeps_no_question_fails(build_videos, tmp_path, scripted, capsys):
+    """Was: exit 0 with three empty splits. Now what was built is written and the exit is 1."""
+    scripted.reason_reply = lambda text: "I cannot write questions about these captions."
+    out = tmp_path / "out"
+    argv = ["data", "build", "--videos", str(build_videos), "--out", str(out), "--captioner", scripted.url,
+            "--reasoner", scripted.url, "--clip-seconds", "15", "--frames-per-clip", "2", "--no-progress"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "0 kept" in captured.out
+    assert "no question was kept" in captured.err and "dropped.jsonl" in captured.err
+    assert json.loads((out / "summary.json").read_text())["questions"]["kept"] == 0
+    assert (out / "dropped.jsonl").read_text()  # each video's reply, dropped with its reason
+
+
+def test_cli_build_names_links_that_lead_nowhere(build_videos, tmp_path, scripted, capsys):
+    """Was: a symlink loop or a broken link among the videos was passed over without a word."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "v.mp4").write_bytes(next(build_videos.glob("day1/*.mp4")).read_bytes())
+    (videos / "loop.mp4").symlink_to(videos / "loop.mp4")
+    (videos / "gone.mp4").symlink_to(tmp_path / "moved_away.mp4")
+    argv = ["data", "build", "--videos", str(videos), "--out", str(tmp_path / "out"), "--captioner", scripted.url,
+            "--reasoner", scripted.url, "--clip-seconds", "15", "--frames-per-clip", "2", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "videos: 1 usable of 3 found, 2 skipped" in printed
+    assert "skipped loop.mp4: a symlink loop" in printed
+    assert "skipped gone.mp4: a broken symlink" in printed and "moved_away.mp4" in printed
