@@ -51,8 +51,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 MODES = ("baseline", "stage1", "stage12")
 MODE_LABELS = {"baseline": "baseline", "stage1": "MR-SP stage 1", "stage12": "MR-SP stages 1+2"}
 CPU_MMAP_THRESHOLD = 65536  # bytes; see launch()
@@ -91,12 +89,11 @@ class PerfConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> PerfConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        names = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(names)}")
-        cfg = cls(**data)
+        """Through the recipes' typed loader: unknown keys (with the closest), wrong types,
+        YAML mistakes (file and line) and repeated keys are refused the same way."""
+        from harness.config import from_dict, read_yaml
+
+        cfg = from_dict(cls, read_yaml(Path(path)) or {}, str(path))
         cfg.check(str(path))
         return cfg
 
@@ -110,6 +107,11 @@ class PerfConfig:
             raise ValueError(f"{where}: steps={self.steps} leaves no measured step after warmup={self.warmup}")
         if sorted(self.frames) != list(self.frames) or not self.frames:
             raise ValueError(f"{where}: frames must be a non-empty increasing list, got {self.frames}")
+        from harness.config import RLConfig, load_config
+
+        # the RL overrides are checked now, not when the first run starts minutes later
+        load_config(None, [f"{k}={v}" for k, v in self.rl.items()] + [f"parallel.dp_size={self.world_size}"],
+                    RLConfig)
 
 
 def layout_of(mode: str, world: int) -> tuple[int, int, bool]:

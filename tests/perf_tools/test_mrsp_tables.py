@@ -25,7 +25,7 @@ def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="global_prompts=3 must divide"):
         mrsp.PerfConfig.load(bad)
     bad.write_text("frams: [32]\n")
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown key 'frams'.*did you mean 'frames'"):
         mrsp.PerfConfig.load(bad)
     for name in ("cpu-2rank", "cpu-smoke", "8xgpu-longvila-r1-7b", "8xgpu-qwen2_5-vl-7b"):
         pc = mrsp.PerfConfig.load(f"configs/perf/{name}.yaml")
