@@ -42,7 +42,7 @@ class LongVideoReason(Benchmark):
         self.video_dir = Path(video_dir) if video_dir else None
 
     def load(self, root: Path) -> list[Item]:
-        from harness.data.records import SkippedLine, option_lines, read_jsonl
+        from harness.data.records import SkippedLine, option_lines, read_jsonl, video_recipe_problem
 
         root = Path(root)
         path = root if root.is_file() else next((root / n for n in NAMES if (root / n).is_file()), None)
@@ -53,10 +53,8 @@ class LongVideoReason(Benchmark):
             raise FileNotFoundError(f"video folder {videos} does not exist (--video-dir)")
         skipped: list[SkippedLine] = []
         items = []
-        for rec in read_jsonl(path, skipped=skipped):
-            if not rec.videos:
-                self.drop(f"{path} record {rec.problem_id}", "names no video")
-                continue
+        # one video per question, as in training: a record naming several is dropped (listed)
+        for rec in read_jsonl(path, skipped=skipped, usable=video_recipe_problem):
             options: list[str] = []
             if rec.problem_type == "multiple choice":  # the records' own reading, as in training
                 options = list(rec.options) if rec.options else option_lines(rec.problem)

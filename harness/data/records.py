@@ -41,7 +41,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DATA_TYPES = ("video", "image", "text")
-PROBLEM_TYPES = ("multiple choice", "numerical", "OCR", "free-form", "regression")
+# The types the accuracy reward scores (`algos.rewards.accuracy_reward`); a record of any other
+# type is refused when read rather than failing at its first reward or evaluation.
+PROBLEM_TYPES = ("multiple choice", "numerical", "OCR", "free-form")
 CATEGORIES = ("temporal", "goal", "plot", "spatial")
 ANSWER_RE = re.compile(r"^<answer>(.*)</answer>$", re.DOTALL)
 # `problem_type` values of the released files that name a category, not a problem type
@@ -180,7 +182,7 @@ def validate_record(d: Mapping[str, Any]) -> Record:
     if duration is not None and not duration >= 0:
         raise RecordError(pid, "duration", f"must be >= 0 seconds, got {duration!r}")
 
-    if problem_type in ("numerical", "regression"):
+    if problem_type == "numerical":
         from harness.algos.rewards import extract_numbers  # the reward's own reading of a number
 
         if len(set(extract_numbers(m.group(1)))) != 1:

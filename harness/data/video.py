@@ -44,6 +44,10 @@ QWEN_MAX_PIXELS = 28 * 28 * 1280
 _RESIZE_CHUNK = 32
 
 
+class TooFewFrames(ValueError):
+    """A video shorter than the frames a sampler must take from it."""
+
+
 class VideoDecodeError(HarnessError, RuntimeError):
     """A video could not be read. The message names the path and the reason."""
 
@@ -197,7 +201,8 @@ def qwen_frame_indices(total_frames: int, video_fps: float, *, nframes: int | No
     With `nframes`: that count rounded to a multiple of 2. Else `fps` (default 2.0) times
     the duration, clamped to [4, min(max_frames, total)] and floored to a multiple of 2.
     Indices `linspace(0, total - 1, n)` rounded (not truncated, unlike lmms-eval's).
-    Raises ValueError when the count leaves [2, total_frames], as qwen-vl-utils does.
+    Raises ValueError when the count is below 2 (a setting) and TooFewFrames when it is above
+    `total_frames` (the video), as qwen-vl-utils refuses both.
     """
     f = QWEN_FRAME_FACTOR
     if nframes is not None:
@@ -208,8 +213,10 @@ def qwen_frame_indices(total_frames: int, video_fps: float, *, nframes: int | No
         hi = math.floor(min(max_frames, total_frames) / f) * f
         n = min(max(total_frames / video_fps * rate, lo), hi, total_frames)
         n = math.floor(n / f) * f
-    if not f <= n <= total_frames:
-        raise ValueError(f"qwen frame sampling needs {f} <= frames <= {total_frames} (the video's), got {n}")
+    if n < f:
+        raise ValueError(f"qwen frame sampling needs at least {f} frames, got {n}")
+    if n > total_frames:
+        raise TooFewFrames(f"the video has {total_frames} frames; qwen frame sampling takes {n}")
     return torch.linspace(0, total_frames - 1, n).round().long().numpy()
 
 
@@ -330,11 +337,12 @@ def load_video(
     fps = float(reader.get_avg_fps())
     total = len(reader)
     if sampler == "qwen":
-        if sample_fps is None:
-            indices = qwen_frame_indices(total, fps, nframes=num_frames)
-        else:
-            cap = QWEN_MAX_FRAMES if num_frames is None else num_frames
-            indices = qwen_frame_indices(total, fps, fps=sample_fps, max_frames=cap)
+        cap = QWEN_MAX_FRAMES if num_frames is None else num_frames
+        try:
+            indices = (qwen_frame_indices(total, fps, nframes=num_frames) if sample_fps is None
+                       else qwen_frame_indices(total, fps, fps=sample_fps, max_frames=cap))
+        except TooFewFrames as err:  # the video's fault: a counted skip, like an unreadable one
+            raise VideoDecodeError(path, str(err)) from None
     elif sample_fps is None:
         indices = sample_frame_indices(total, num_frames)
     else:

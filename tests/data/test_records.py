@@ -149,3 +149,14 @@ def test_write_jsonl_is_validated_and_atomic(tmp_path):
         write_jsonl(path, [good(), good()])
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_every_problem_type_a_record_may_have_is_one_the_reward_scores():
+    """Validation and use agree: a type the schema accepts but the reward cannot score
+    ("regression" once) would pass the split's check and fail after training."""
+    from harness.algos.rewards import accuracy_reward
+    from harness.data.records import PROBLEM_TYPES
+
+    for kind in PROBLEM_TYPES:
+        key = {"numerical": "<answer>3</answer>", "multiple choice": "<answer>B</answer>"}.get(kind, "<answer>red</answer>")
+        assert accuracy_reward("<think>x</think>" + key, key, kind) == 1.0  # raises on a type it cannot score

@@ -536,3 +536,15 @@ def test_qwen_sampler_in_load_video(make_video):
     assert len(load_video(path, sample_fps=2.0, sampler="qwen").indices) == 8  # 4 s at 2 fps
     with pytest.raises(ValueError, match="frame sampler"):
         load_video(path, 4, sampler="nearest")
+
+
+def test_qwen_sampling_of_a_video_shorter_than_its_frames_is_a_decode_skip(make_video):
+    """A 1-frame video under qwen sampling is the video's problem (a counted skip naming it,
+    as the recipes and eval treat unreadable videos), not a setting error that stops the run;
+    fewer than 2 frames asked is the setting's."""
+    path = make_video(num_frames=1, fps=12)
+    with pytest.raises(VideoDecodeError, match=r"has 1 frames; qwen frame sampling takes 4") as err:
+        load_video(path, 4, sampler="qwen")
+    assert str(path) in str(err.value)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        video.qwen_frame_indices(48, 12.0, nframes=1)

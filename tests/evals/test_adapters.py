@@ -110,6 +110,23 @@ def test_longvideo_reason_reads_records(mme_root):
     assert all(i.video.exists() and i.letters == "ABCD" for i in items)
 
 
+def test_longvideo_reason_drops_a_record_of_several_videos(tmp_path):
+    """One video per question, as in training: a record naming two is dropped with its line
+    (counted in `dropped`), not evaluated on its first video alone."""
+    import json
+
+    from tests.data.test_released_lvr import ROW0
+
+    (tmp_path / "longvila_videos").mkdir()
+    two = {**ROW0, "problem_id": 1, "videos": [ROW0["videos"], "longvila_videos/other.mp4"]}
+    (tmp_path / "test.jsonl").write_text(json.dumps(ROW0) + "\n" + json.dumps(two) + "\n")
+    bench = build_benchmark("longvideo_reason")
+    items = bench.load(tmp_path)
+    assert len(items) == 1
+    assert len(bench.dropped) == 1 and "2 videos" in bench.dropped[0]["reason"]
+    assert bench.dropped[0]["where"].endswith("test.jsonl:2")
+
+
 @pytest.mark.parametrize("task,name,record,missing", [
     ("longvideobench", "lvb_val.json", [{"id": "q1", "video_path": "v.mp4", "question": "Q"}], "candidates"),
     ("videomme", "q.json", [{"question_id": "1", "question": "Q", "options": ["A. a"], "answer": "A"}], "videoID"),
