@@ -175,6 +175,9 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
     defaults = dict(DEFAULTS)
     if args.task != "all":
+        if args.config:  # silently ignoring it would run with settings the user did not ask for
+            raise ValueError(f"--config {args.config} lists tasks for --task all; with --task {args.task} give "
+                             f"the settings as flags (--data, --frames, ...)")
         if not args.data:
             raise ValueError("--data is required (the benchmark's local folder)")
         check_results_path(Path(args.out), "--out")
@@ -184,6 +187,9 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict], dict]:
         return _checked([entry], ["--task"]), defaults
     if not args.config:
         raise ValueError("--task all needs --config (a YAML listing the tasks, see configs/eval/)")
+    if args.subtitles:
+        raise ValueError("--subtitles is for one task; with --task all set `subtitles: true` on the config's "
+                         "entries that want them")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a file; with --task all it is the folder that gets one results "
                          f"file per task")

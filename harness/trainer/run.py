@@ -147,6 +147,13 @@ class Run:
         """Collective end: the main rank writes the final HF-format weights, then evaluates on
         the held-out split (if any) and logs it; every rank waits for it."""
         final: dict[str, float] = {}
+        if self.first_step == self.cfg.run.steps and (self.out / "final").is_dir():
+            # --resume of a finished run: its final weights and evaluation stand (evaluating
+            # again would log a second final row)
+            log.info("%s: %s already ran its %d steps; nothing to do", self.name, self.out, self.cfg.run.steps)
+            if self.main:
+                self.logger.close()
+            return final
         weights = self.strategy.whole_model(self.model)  # collective
         if self.main:
             weights.save_pretrained(self.out / "final")  # first: a failing evaluation must not cost it

@@ -301,3 +301,15 @@ def test_a_model_that_is_not_a_checkpoint_folder_is_named(kind, mme_root, tmp_pa
     assert f"--model {model} is {'an' if kind == 'empty folder' else 'a'} {kind}, not a model checkpoint folder" in err
     assert "llm/ + vision_tower/ + mm_projector/ for vila" in err
     assert not list(tmp_path.glob("vm*"))
+
+
+def test_flags_that_the_chosen_mode_would_ignore_are_refused(mme_root, tmp_path, capsys, no_model):
+    """--config with one task, or --subtitles with --task all, would be silently ignored."""
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"tasks:\n  - {{task: videomme, data: {mme_root}}}\n")
+    assert main(["eval", "--task", "videomme", "--data", str(mme_root), "--config", str(cfg),
+                 "--model", str(tmp_path), "--out", str(tmp_path / "r.json")]) == 2
+    assert "lists tasks for --task all" in capsys.readouterr().err
+    assert main(["eval", "--task", "all", "--config", str(cfg), "--subtitles", "--model", str(tmp_path),
+                 "--out", str(tmp_path / "all")]) == 2
+    assert "set `subtitles: true` on the config's entries" in capsys.readouterr().err

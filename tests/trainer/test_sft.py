@@ -179,3 +179,15 @@ def test_a_start_that_failed_before_its_first_step_does_not_lock_the_out_dir(toy
         "run.steps": 1, "run.save_every": 1, "data.eval": None, "model.size": "tiny"})]
     assert main(argv) == 0
     assert len(read_metrics(out / "metrics.jsonl")) == 1
+
+
+def test_resuming_a_finished_run_changes_nothing(toy_data, tmp_path):
+    """--resume of a run that already ran its steps: no second final evaluation row, the
+    final weights untouched."""
+    cfg = _cfg(toy_data, tmp_path / "run", **{"run.steps": 2, "run.save_every": 2})
+    train_sft(cfg)
+    log = (tmp_path / "run" / "metrics.jsonl").read_text()
+    weights = (tmp_path / "run" / "final" / "llm" / "model.safetensors").read_bytes()
+    train_sft(cfg, resume=True)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == log
+    assert (tmp_path / "run" / "final" / "llm" / "model.safetensors").read_bytes() == weights
