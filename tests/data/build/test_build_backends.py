@@ -3,8 +3,6 @@ clip planning and the video scan."""
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 
@@ -19,6 +17,7 @@ from harness.data.build.backends import (
 from harness.data.build.clips import ClipDecoder, clip_frame_indices, plan_clips
 from harness.data.build.scan import scan_videos
 from harness.data.build.state import ItemError, StageState
+from harness.parallel.launch import free_port
 
 # A template's text is pinned per version: editing one in place changes what every later
 # record was made with, so a change needs a new file (reason_v2.txt) and CURRENT updated.
@@ -76,9 +75,7 @@ def test_client_errors_are_not_retried(scripted):
 
 
 def test_unreachable_server_names_the_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     b = OpenAIBackend(f"http://127.0.0.1:{port}/v1", "m", retries=1, backoff=0.01, timeout=2)
     with pytest.raises(BackendError, match=rf"127.0.0.1:{port}/v1/chat/completions: gave up"):
         b.chat(ChatRequest("s", "t", 4))

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from harness.parallel.launch import free_port
 
 pytest.importorskip("vllm", reason="vllm (the cpu or gpu extra) is not installed")
 
@@ -37,12 +38,6 @@ KNOWN_DROPS = {"malformed_json", "truncated", "malformed_item", "unknown_categor
                "ambiguous_answer", "bad_options", "bad_category", "bad_question", "bad_reasoning",
                "missing_category", "missing_question", "missing_options", "missing_answer",
                "missing_reasoning", "no_captions"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 5) -> str:
@@ -63,7 +58,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def vllm_url(models, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("vllm") / "serve.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
