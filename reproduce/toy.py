@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -115,34 +114,6 @@ def settings_from_args(args: argparse.Namespace, targets: dict[str, Any]) -> Set
         targets, videos=args.videos, teacher_confusion=teacher, sft_steps=args.sft_steps,
         sft_batch=args.sft_batch, rl_steps=args.rl_steps, rl_prompts=args.rl_prompts,
         baseline_steps=args.baseline_steps, eval_questions=args.eval_questions)
-
-
-def _stage(title: str) -> float:
-    print(f"\n== {title}", flush=True)
-    return time.perf_counter()
-
-
-def _is_toy_run(out: Path) -> bool:
-    return any((out / name).exists() for name in ("settings.json", "data", "sft", "rl", "report.md"))
-
-
-def _claim_settings(out: Path, settings: Settings) -> None:
-    """Record the settings in `out`; refuse to reuse stages built with other ones."""
-    path, want = out / "settings.json", dataclasses.asdict(settings)
-    want["teacher_confusion"] = list(want["teacher_confusion"])
-    if path.exists():
-        have = json.loads(path.read_text())
-        if have != want:
-            diff = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(have.keys() | want.keys())
-                             if have.get(k) != want.get(k))
-            raise SystemExit(f"{out} was built with other settings ({diff}); pass --fresh (deletes it) or "
-                             "another --out")
-    elif any(out.iterdir()):
-        if _is_toy_run(out):
-            raise SystemExit(f"{out} holds a toy run without settings.json (an older version); pass --fresh "
-                             "(deletes it) or another --out")
-        raise SystemExit(f"{out} is not empty and not a toy run; choose a new or empty --out")
-    path.write_text(json.dumps(want, indent=1))
 
 
 def _data(out: Path, s: Settings) -> Path:
@@ -233,84 +204,91 @@ def _memory(out: Path, check: MemoryCheck) -> dict[str, Any]:
     return done
 
 
+def claim(out: Path, settings: Settings, *, fresh: bool) -> None:
+    """Make `out` this reproduction's folder (the stage runner's rules: `--fresh` deletes only
+    a toy run; a rerun with other settings is refused, naming each one)."""
+    from harness.stages import open_out
+
+    want = dataclasses.asdict(settings)
+    want["teacher_confusion"] = list(want["teacher_confusion"])
+    open_out(out, want, fresh=fresh, kind="toy")
+
+
 def run(out: Path, settings: Settings, *, fresh: bool, memory: MemoryCheck | None = None) -> dict[str, Any]:
     """All stages; `memory` defaults to targets.yaml's."""
-    from harness.trainer.rl import train_rl
-    from harness.trainer.sft import train_sft
+    from harness.stages import Stage, run_stages
 
     s = settings
     memory = memory or MemoryCheck.from_targets(yaml.safe_load(TARGETS.read_text())["toy"])
-    if fresh and out.exists():
-        if any(out.iterdir()) and not _is_toy_run(out):  # --fresh deletes --out: only a toy run's
-            raise SystemExit(f"{out} is not empty and not a toy run; --fresh will not delete it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _claim_settings(out, s)
+    claim(out, s, fresh=fresh)
     t_start = time.perf_counter()
     split = f"test{s.eval_questions}.jsonl"
-
-    teacher = ", ".join(s.teacher_confusion) or "perfect"
-    t0 = _stage(f"data: {s.videos} basic-level videos, SFT teacher: {teacher}")
-    data = _data(out, s)
-    print(f"   {time.perf_counter() - t0:.0f} s")
-
-    sft_dir, rl_dir, base_dir = out / "sft", out / "rl", out / "rl-baseline"
+    data, sft_dir, rl_dir, base_dir = out / "data", out / "sft", out / "rl", out / "rl-baseline"
     common = [f"data.dir={data}", f"data.eval={split}", "run.progress=true", "run.eval_every=0"]
-    t0 = _stage(f"CoT-SFT, {s.sft_steps} steps x batch {s.sft_batch}, cosine lr")
-    if not (sft_dir / "final").exists():
-        # Batch 32 with a cosine decay: the SFT model learns the teacher's colour distribution
-        # per colour (batch 8 at a constant lr merges the confused pairs, measured in LOG.md).
-        cfg = load_config(SFT_CONFIG, [*common, f"run.out_dir={sft_dir}", f"run.steps={s.sft_steps}",
-                                       f"train.batch_size={s.sft_batch}", "optim.schedule=cosine",
-                                       "optim.min_lr_ratio=0.05"], SFTConfig)
-        train_sft(cfg, resume=(sft_dir / "checkpoints").exists())
-    print(f"   {time.perf_counter() - t0:.0f} s")
-
-    t0 = _stage(f"RL (GRPO, cached video embeddings), {s.rl_steps} steps x {s.rl_prompts} prompts")
-    rl_overrides = [*common, f"model.path={sft_dir / 'final'}", "rollout.engine=hf",
-                    f"train.prompts_per_step={s.rl_prompts}"]
-    if not (rl_dir / "final").exists():
-        cfg = load_config(RL_CONFIG, [*rl_overrides, f"run.out_dir={rl_dir}", f"run.steps={s.rl_steps}"], RLConfig)
-        train_rl(cfg, resume=(rl_dir / "checkpoints").exists())
-    print(f"   {time.perf_counter() - t0:.0f} s")
-
-    t0 = _stage(f"RL baseline (video re-encoded every pass), {s.baseline_steps} steps")
-    if not (base_dir / "final").exists():
-        cfg = load_config(RL_CONFIG, [*rl_overrides, f"run.out_dir={base_dir}", f"run.steps={s.baseline_steps}",
-                                      "train.cache_video_embeds=false", "data.eval=null"], RLConfig)
-        train_rl(cfg, resume=(base_dir / "checkpoints").exists())
-    print(f"   {time.perf_counter() - t0:.0f} s")
-
-    t0 = _stage(f"evaluate on {s.eval_questions} held-out questions")
-    acc = {
-        "untrained": _accuracy(None, data, split, 16, SAMPLES),
-        "sft": _accuracy(sft_dir / "final", data, split, 16, SAMPLES),
-        "rl": _accuracy(rl_dir / "final", data, split, 16, SAMPLES),
-    }
-    frames = {n: _accuracy(rl_dir / "final", data, split, n)["eval/accuracy"] for n in (2, 4, 8)}
-    frames[16] = acc["rl"]["eval/accuracy"]  # greedy, so the same as evaluating 16 frames again
-    print(f"   {time.perf_counter() - t0:.0f} s")
-
-    t0 = _stage(f"memory: largest frame count within {memory.budget_gib} GiB per rank, baseline vs SP 2")
-    mem = _memory(out, memory)
-    print(f"   {time.perf_counter() - t0:.0f} s")
-
+    rl_common = [*common, f"model.path={sft_dir / 'final'}", "rollout.engine=hf", f"train.prompts_per_step={s.rl_prompts}"]
+    teacher = ", ".join(s.teacher_confusion) or "perfect"
+    mem: dict[str, Any] = {}
+    run_stages(out, [
+        Stage("data", f"data: {s.videos} basic-level videos, SFT teacher: {teacher}",
+              lambda: (data / split).exists(), lambda: _data(out, s)),
+        Stage("sft", f"CoT-SFT, {s.sft_steps} steps x batch {s.sft_batch}, cosine lr",
+              lambda: (sft_dir / "final").exists(), lambda: _train(SFT_CONFIG, SFTConfig, sft_dir, [
+                  # Batch 32 with a cosine decay: the SFT model learns the teacher's colour
+                  # distribution per colour (batch 8 at a constant lr merges the confused pairs,
+                  # measured in LOG.md).
+                  *common, f"run.steps={s.sft_steps}", f"train.batch_size={s.sft_batch}", "optim.schedule=cosine",
+                  "optim.min_lr_ratio=0.05"])),
+        Stage("rl", f"RL (GRPO, cached video embeddings), {s.rl_steps} steps x {s.rl_prompts} prompts",
+              lambda: (rl_dir / "final").exists(),
+              lambda: _train(RL_CONFIG, RLConfig, rl_dir, [*rl_common, f"run.steps={s.rl_steps}"])),
+        Stage("baseline", f"RL baseline (video re-encoded every pass), {s.baseline_steps} steps",
+              lambda: (base_dir / "final").exists(),
+              lambda: _train(RL_CONFIG, RLConfig, base_dir, [*rl_common, f"run.steps={s.baseline_steps}",
+                                                             "train.cache_video_embeds=false", "data.eval=null"])),
+        Stage("evaluate", f"evaluate on {s.eval_questions} held-out questions",
+              lambda: (out / "accuracy.json").exists(), lambda: _evaluate(out, data, split)),
+        Stage("memory", f"memory: largest frame count within {memory.budget_gib} GiB per rank, baseline vs SP 2",
+              lambda: False, lambda: mem.update(_memory(out, memory))),  # memory.json: reused while its check holds
+    ])
+    measured = json.loads((out / "accuracy.json").read_text())
+    measured["accuracy_by_frames"] = {int(n): a for n, a in measured["accuracy_by_frames"].items()}
     # Paired: the cached run's first steps are the baseline's steps (same seed, same model,
     # same prompts, the same rollouts), so the two are timed on identical work; later steps
     # of the cached run have other response lengths.
     cached, baseline = _step_seconds(rl_dir, last=s.baseline_steps), _step_seconds(base_dir)
-    results = {
+    return {**measured, "step_seconds": {"mrsp_cache": cached, "baseline": baseline},
+            "memory": mem, "wall_seconds": time.perf_counter() - t_start,
+            "settings": json.loads((out / "settings.json").read_text())}
+
+
+def _train(config: Path, kind, run_dir: Path, overrides: list[str]) -> str:
+    from harness.trainer.rl import train_rl
+    from harness.trainer.sft import train_sft
+
+    cfg = load_config(config, [*overrides, f"run.out_dir={run_dir}"], kind)
+    (train_sft if kind is SFTConfig else train_rl)(cfg, resume=(run_dir / "checkpoints").exists())
+    return f"{run_dir / 'final'}"
+
+
+def _evaluate(out: Path, data: Path, split: str) -> str:
+    """Greedy and sampled held-out accuracy of the three models, and of the RL model at 2 to
+    16 frames; kept in accuracy.json."""
+    acc = {
+        "untrained": _accuracy(None, data, split, 16, SAMPLES),
+        "sft": _accuracy(out / "sft" / "final", data, split, 16, SAMPLES),
+        "rl": _accuracy(out / "rl" / "final", data, split, 16, SAMPLES),
+    }
+    frames = {n: _accuracy(out / "rl" / "final", data, split, n)["eval/accuracy"] for n in (2, 4, 8)}
+    frames[16] = acc["rl"]["eval/accuracy"]  # greedy, so the same as evaluating 16 frames again
+    measured = {
         "accuracy": {k: v["eval/accuracy"] for k, v in acc.items()},
         "format_rate": {k: v["eval/format_rate"] for k, v in acc.items()},
         # Not a claim: the policy's sampled answers (what RL optimises), beside the greedy ones.
         "sampled_accuracy": {k: v["eval/sampled_accuracy"] for k, v in acc.items()},
         "accuracy_by_frames": frames,
-        "step_seconds": {"mrsp_cache": cached, "baseline": baseline},
-        "memory": mem,
-        "wall_seconds": time.perf_counter() - t_start,
-        "settings": json.loads((out / "settings.json").read_text()),
     }
-    return results
+    (out / "accuracy.json").write_text(json.dumps(measured, indent=1))
+    return " / ".join(f"{k} {v:.3f}" for k, v in measured["accuracy"].items())
 
 
 def verdicts(results: dict[str, Any], targets: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
@@ -389,10 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         settings = settings_from_args(args, targets)
-    except ValueError as err:
+        claim(args.out, settings, fresh=args.fresh)  # before any stage: an --out of another run is refused
+    except (ValueError, FileExistsError) as err:
         print(f"python -m reproduce toy: error: {err}", file=sys.stderr)
         return 2
-    results = run(args.out, settings, fresh=args.fresh)
+    results = run(args.out, settings, fresh=False)
     rows = verdicts(results, targets)
     text = report(results, rows)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))

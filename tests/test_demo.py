@@ -44,14 +44,14 @@ def test_demo_quick_runs_every_stage_then_reuses(tmp_path, capsys):
     assert main(["demo", "--quick", "--procs", "1", "--engine", "hf", "--out", str(out)]) == 0
     second = capsys.readouterr().out
     assert second.count("reused what is already built") == 5  # data, model, sft, rl, eval
-    assert "untrained: reused" in second and "rl: reused" in second
     again = json.loads((out / "demo.json").read_text())
     assert all(again["stages"][k] == "reused" for k in ("data", "model", "sft", "rl"))
     assert again["built_seconds"]["sft"] == result["built_seconds"]["sft"] > 0  # the building run's time
 
-    # other settings on the same folder: refused, naming --fresh
-    with pytest.raises(SystemExit, match="--fresh"):
-        main(["demo", "--quick", "--procs", "1", "--engine", "hf", "--seed", "1", "--out", str(out)])
+    # other settings on the same folder: refused, naming --fresh and what differs
+    assert main(["demo", "--quick", "--procs", "1", "--engine", "hf", "--seed", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "seed: 0 -> 1" in err and "--fresh" in err
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ from harness.data.synthetic import synthesize
 from harness.demo.launch import run_rl
 from harness.demo.report import write_report
 from harness.model.build import init_model, load_model
+from harness.stages import Stage, built_seconds, open_out, run_stages
 
 CONFIGS = Path(harness.__file__).resolve().parent.parent / "configs"
 MODELS = ("untrained", "sft", "rl")
@@ -68,102 +69,97 @@ QUICK = DemoSettings(basic_videos=24, mme_videos=1, heldout_questions=4, frames=
 
 def run_demo(out: Path, settings: DemoSettings = FULL, *, fresh: bool = False, seed: int = 0) -> dict:
     t_start = time.perf_counter()
-    out = Path(out)
-    if fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, settings, seed)
-    s = settings
-    stages: dict[str, float | str] = {}  # seconds, or "reused"
+    out, s = Path(out), settings
+    open_out(out, {**asdict(s), "seed": seed}, fresh=fresh, kind="demo")
     basic, mme = out / "data" / "basic", out / "data" / "mme"
     models = {"untrained": out / "model", "sft": out / "sft" / "final", "rl": out / "rl" / "final"}
-
-    # --- 1. data ------------------------------------------------------------------------
-    t0 = _step(1, f"synthesise {s.basic_videos} basic-level videos and {s.mme_videos} in the Video-MME layout")
-    if (basic / "heldout.jsonl").exists() and (mme / "videomme").is_dir():
-        stages["data"] = _reused(t0)
-    else:
-        shutil.rmtree(out / "data", ignore_errors=True)
-        print(synthesize(basic, s.basic_videos, seed=seed, difficulty="basic"))
-        print(synthesize(mme, s.mme_videos, seed=seed, formats=("harness", "videomme"),
-                         split_fractions=(0.0, 0.0, 1.0)))
-        held = list(read_jsonl(basic / "test.jsonl"))[: s.heldout_questions]
-        write_jsonl(basic / "heldout.jsonl", held)
-        stages["data"] = _done(t0, f"held-out: {len(held)} questions -> {basic / 'heldout.jsonl'}")
-
-    # --- 2. model -----------------------------------------------------------------------
-    t0 = _step(2, f"build the toy vila model -> {models['untrained']}")
-    if (models["untrained"] / "config.json").exists():
-        stages["model"] = _reused(t0)
-    else:
-        model = init_model("vila", "toy", seed=seed)
-        model.save_pretrained(models["untrained"])
-        stages["model"] = _done(t0, f"{sum(p.numel() for p in model.parameters()):,} parameters, "
-                                    f"vocabulary {len(model.tokenizer)}")
-
-    # --- 3. CoT-SFT ---------------------------------------------------------------------
-    t0 = _step(3, f"CoT-SFT: {s.sft_steps} steps of batch {s.sft_batch} -> {models['sft']}")
-    if (models["sft"] / "config.json").exists():
-        stages["sft"] = _reused(t0)
-    else:
-        shutil.rmtree(out / "sft", ignore_errors=True)
-        from harness.trainer.sft import train_sft
-
-        train_sft(load_config(CONFIGS / "sft" / "toy-basic.yaml", _overrides({
-            "model.path": models["untrained"], "data.dir": basic, "data.eval": None,
-            "data.num_frames": s.frames, "train.batch_size": s.sft_batch, "optim.warmup_steps": min(20, s.sft_steps),
-            "run.out_dir": out / "sft", "run.steps": s.sft_steps, "run.save_every": s.sft_steps,
-            "run.eval_every": 0, "run.seed": seed, "run.progress": True,
-        }), SFTConfig))
-        stages["sft"] = _done(t0, f"metrics: {out / 'sft' / 'metrics.jsonl'}")
-
-    # --- 4. RL with MR-SP ---------------------------------------------------------------
+    results_of = {name: out / "eval" / f"{name}.json" for name in MODELS}
     layout = f"{s.procs} process{'es' if s.procs > 1 else ''}, sp_size={s.procs}, {s.engine} rollouts"
-    t0 = _step(4, f"RL (GRPO) with MR-SP: {s.rl_steps} steps on {layout}; then {s.baseline_steps} "
-                  f"step(s) of the re-encoding baseline")
-    if (models["rl"] / "config.json").exists() and (out / "rl-baseline" / "final").is_dir():
-        stages["rl"] = _reused(t0)
-    else:
-        shutil.rmtree(out / "rl", ignore_errors=True)
-        shutil.rmtree(out / "rl-baseline", ignore_errors=True)
-        rl = load_config(CONFIGS / "rl" / "toy-basic.yaml", _overrides({
-            "model.path": models["sft"], "data.dir": basic, "data.eval": None, "data.num_frames": s.frames,
-            "parallel.sp_size": s.procs, "rollout.engine": s.engine, "rollout.n": s.rl_n,
-            "rollout.max_new_tokens": s.rl_max_new_tokens, "rollout.vllm_kv_cache_gib": 0.5,
-            "train.prompts_per_step": s.rl_prompts, "run.out_dir": out / "rl", "run.steps": s.rl_steps,
-            "run.save_every": s.rl_steps, "run.eval_every": 0, "run.seed": seed, "run.progress": True,
-        }), RLConfig)
-        baseline = copy.deepcopy(rl)
-        baseline.train.cache_video_embeds = False
-        baseline.run.out_dir, baseline.run.steps = str(out / "rl-baseline"), s.baseline_steps
-        baseline.run.save_every = s.baseline_steps
-        run_rl([rl, baseline], s.procs)
-        stages["rl"] = _done(t0, f"metrics: {out / 'rl' / 'metrics.jsonl'}, {out / 'rl-baseline' / 'metrics.jsonl'}")
-
-    # --- 5. evaluation ------------------------------------------------------------------
-    t0 = _step(5, f"evaluate {', '.join(MODELS)}: {s.heldout_questions} held-out questions, Video-MME "
-                  f"layout with and without subtitles")
-    results = {}
-    cached = all((out / "eval" / f"{name}.json").exists() for name in MODELS)
-    for name in MODELS:
-        results[name] = _evaluate(name, models[name], basic / "heldout.jsonl", mme / "videomme",
-                                  out / "eval", s)
-    stages["eval"] = _reused(t0) if cached else _done(t0, f"results: {out / 'eval'}")
-
-    # --- 6. report ----------------------------------------------------------------------
-    t0 = _step(6, f"report -> {out / 'report.md'}")
-    stages["report"] = 0.0
-    built = _built_seconds(out, stages)
-    summary = {"settings": asdict(s), "seed": seed, "results": results, "stages": stages, "built_seconds": built,
+    stages = run_stages(out, [
+        Stage("data", f"synthesise {s.basic_videos} basic-level videos and {s.mme_videos} in the Video-MME layout",
+              lambda: (basic / "heldout.jsonl").exists() and (mme / "videomme").is_dir(),
+              lambda: _data(out, basic, mme, s, seed)),
+        Stage("model", f"build the toy vila model -> {models['untrained']}",
+              lambda: (models["untrained"] / "config.json").exists(), lambda: _model(models["untrained"], seed)),
+        Stage("sft", f"CoT-SFT: {s.sft_steps} steps of batch {s.sft_batch} -> {models['sft']}",
+              lambda: (models["sft"] / "config.json").exists(), lambda: _sft(out, models, basic, s, seed)),
+        Stage("rl", f"RL (GRPO) with MR-SP: {s.rl_steps} steps on {layout}; then {s.baseline_steps} step(s) of "
+                    f"the re-encoding baseline",
+              lambda: (models["rl"] / "config.json").exists() and (out / "rl-baseline" / "final").is_dir(),
+              lambda: _rl(out, models, basic, s, seed)),
+        Stage("eval", f"evaluate {', '.join(MODELS)}: {s.heldout_questions} held-out questions, Video-MME layout "
+                      f"with and without subtitles",
+              lambda: all(p.exists() for p in results_of.values()),
+              lambda: _evaluate_all(models, basic / "heldout.jsonl", mme / "videomme", out / "eval", s)),
+    ])
+    results = {name: json.loads(path.read_text()) for name, path in results_of.items()}
+    t0 = time.perf_counter()
+    print(f"\n[{len(stages) + 1}] report -> {out / 'report.md'}", flush=True)
+    summary = {"settings": asdict(s), "seed": seed, "results": results, "stages": {**stages, "report": 0.0},
+               "built_seconds": {**built_seconds(out), "report": 0.0},
                "wall_seconds": round(time.perf_counter() - t_start, 1)}
     write_report(out, summary)
     summary["stages"]["report"] = summary["built_seconds"]["report"] = round(time.perf_counter() - t0, 1)
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _done(t0, f"wrote {out / 'report.md'}")
     print(f"\ndemo finished in {summary['wall_seconds']:.0f} s (stages built: "
           f"{', '.join(k for k, v in stages.items() if v != 'reused') or 'none'}); see {out / 'report.md'}")
     return summary
+
+
+# --- stages --------------------------------------------------------------------------------
+
+
+def _data(out: Path, basic: Path, mme: Path, s: DemoSettings, seed: int) -> str:
+    shutil.rmtree(out / "data", ignore_errors=True)  # a half-built set from an interrupted run
+    print(synthesize(basic, s.basic_videos, seed=seed, difficulty="basic"))
+    print(synthesize(mme, s.mme_videos, seed=seed, formats=("harness", "videomme"), split_fractions=(0.0, 0.0, 1.0)))
+    held = list(read_jsonl(basic / "test.jsonl"))[: s.heldout_questions]
+    write_jsonl(basic / "heldout.jsonl", held)
+    return f"held-out: {len(held)} questions -> {basic / 'heldout.jsonl'}"
+
+
+def _model(path: Path, seed: int) -> str:
+    model = init_model("vila", "toy", seed=seed)
+    model.save_pretrained(path)
+    return f"{sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(model.tokenizer)}"
+
+
+def _sft(out: Path, models: dict[str, Path], basic: Path, s: DemoSettings, seed: int) -> str:
+    from harness.trainer.sft import train_sft
+
+    shutil.rmtree(out / "sft", ignore_errors=True)
+    train_sft(load_config(CONFIGS / "sft" / "toy-basic.yaml", _overrides({
+        "model.path": models["untrained"], "data.dir": basic, "data.eval": None,
+        "data.num_frames": s.frames, "train.batch_size": s.sft_batch, "optim.warmup_steps": min(20, s.sft_steps),
+        "run.out_dir": out / "sft", "run.steps": s.sft_steps, "run.save_every": s.sft_steps,
+        "run.eval_every": 0, "run.seed": seed, "run.progress": True,
+    }), SFTConfig))
+    return f"metrics: {out / 'sft' / 'metrics.jsonl'}"
+
+
+def _rl(out: Path, models: dict[str, Path], basic: Path, s: DemoSettings, seed: int) -> str:
+    shutil.rmtree(out / "rl", ignore_errors=True)
+    shutil.rmtree(out / "rl-baseline", ignore_errors=True)
+    rl = load_config(CONFIGS / "rl" / "toy-basic.yaml", _overrides({
+        "model.path": models["sft"], "data.dir": basic, "data.eval": None, "data.num_frames": s.frames,
+        "parallel.sp_size": s.procs, "rollout.engine": s.engine, "rollout.n": s.rl_n,
+        "rollout.max_new_tokens": s.rl_max_new_tokens, "rollout.vllm_kv_cache_gib": 0.5,
+        "train.prompts_per_step": s.rl_prompts, "run.out_dir": out / "rl", "run.steps": s.rl_steps,
+        "run.save_every": s.rl_steps, "run.eval_every": 0, "run.seed": seed, "run.progress": True,
+    }), RLConfig)
+    baseline = copy.deepcopy(rl)
+    baseline.train.cache_video_embeds = False
+    baseline.run.out_dir, baseline.run.steps = str(out / "rl-baseline"), s.baseline_steps
+    baseline.run.save_every = s.baseline_steps
+    run_rl([rl, baseline], s.procs)
+    return f"metrics: {out / 'rl' / 'metrics.jsonl'}, {out / 'rl-baseline' / 'metrics.jsonl'}"
+
+
+def _evaluate_all(models: dict[str, Path], heldout: Path, mme: Path, out: Path, s: DemoSettings) -> str:
+    for name in MODELS:
+        _evaluate(name, models[name], heldout, mme, out, s)
+    return f"results: {out}"
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -215,44 +211,8 @@ def _heldout_accuracy(model, path: Path, s: DemoSettings, desc: str, chunk: int 
     return {"accuracy": acc / n, "format_rate": fmt / n, "questions": int(n)}
 
 
-def _built_seconds(out: Path, stages: dict) -> dict[str, float]:
-    """Seconds each stage took in the run that built it (an earlier run's for reused ones)."""
-    earlier = out / "demo.json"
-    before = json.loads(earlier.read_text()).get("built_seconds", {}) if earlier.exists() else {}
-    return {k: before.get(k, 0.0) if v == "reused" else v for k, v in stages.items()}
-
-
 def _overrides(values: dict) -> list[str]:
     return [f"{k}={'null' if v is None else v}" for k, v in values.items()]
-
-
-def _check_settings(out: Path, s: DemoSettings, seed: int) -> None:
-    """Reusing artefacts built with other settings would mix runs: refuse, naming the fix."""
-    stamp = out / "settings.json"
-    want = {**asdict(s), "seed": seed}
-    if stamp.exists():
-        have = json.loads(stamp.read_text())
-        if have != want:
-            diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
-            raise SystemExit(f"{out} was built with other settings {diff} (built, asked); "
-                             f"add --fresh to rebuild, or choose another --out")
-    stamp.write_text(json.dumps(want, indent=2) + "\n")
-
-
-def _step(n: int, title: str) -> float:
-    print(f"\n[{n}] {title}", flush=True)
-    return time.perf_counter()
-
-
-def _done(t0: float, what: str) -> float:
-    seconds = round(time.perf_counter() - t0, 1)
-    print(f"    {what} ({seconds:.1f} s)", flush=True)
-    return seconds
-
-
-def _reused(t0: float) -> str:
-    _done(t0, "reused what is already built (use --fresh to rebuild)")
-    return "reused"
 
 
 __all__ = ["FULL", "QUICK", "DemoSettings", "run_demo"]

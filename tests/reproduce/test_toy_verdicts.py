@@ -13,8 +13,8 @@ from reproduce.toy import (
     TARGETS,
     MemoryCheck,
     Settings,
-    _claim_settings,
     _step_seconds,
+    claim,
     main,
     report,
     run,
@@ -119,18 +119,18 @@ def test_settings_come_from_the_targets_and_a_changed_setting_is_not_reused(tmp_
     assert s.videos == t["videos"] and s.teacher_confusion == tuple(t["teacher_confusion"])
     assert Settings.from_targets(t, sft_steps=7, rl_steps=None).sft_steps == 7  # None: keep the target
     assert Settings.from_targets(t, teacher_confusion=[]).teacher_confusion == ()
-    _claim_settings(tmp_path, s)
-    _claim_settings(tmp_path, s)  # the same settings: stages are reused
-    with pytest.raises(SystemExit, match=r"other settings \(sft_steps: \d+ -> 7\)"):
-        _claim_settings(tmp_path, Settings.from_targets(t, sft_steps=7))
+    claim(tmp_path, s, fresh=False)
+    claim(tmp_path, s, fresh=False)  # the same settings: stages are reused
+    with pytest.raises(ValueError, match=r"other settings \(sft_steps: \d+ -> 7\)"):
+        claim(tmp_path, Settings.from_targets(t, sft_steps=7), fresh=False)
     saved = json.loads((tmp_path / "settings.json").read_text())
     (tmp_path / "settings.json").write_text(json.dumps({**saved, "retired": 1}))
-    with pytest.raises(SystemExit, match=r"other settings \(retired: 1 -> None\)"):
-        _claim_settings(tmp_path, s)
+    with pytest.raises(ValueError, match=r"other settings \(retired: 1 -> None\)"):
+        claim(tmp_path, s, fresh=False)
     old = tmp_path / "old"
-    (old / "sft").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="without settings.json"):
-        _claim_settings(old, s)
+    (old / "sft").mkdir(parents=True)  # a folder with a run but no settings.json
+    with pytest.raises(FileExistsError, match="holds no toy run"):
+        claim(old, s, fresh=False)
 
 
 def test_report_names_the_imperfect_teacher():
@@ -167,26 +167,8 @@ def test_command_line_overrides_and_bad_settings_are_refused_before_any_file(tmp
 def test_fresh_deletes_only_a_toy_run(tmp_path):
     t = yaml.safe_load(TARGETS.read_text())["toy"]
     (tmp_path / "precious.txt").write_text("not a toy run")
-    with pytest.raises(SystemExit, match="not a toy run; --fresh will not delete it"):
+    with pytest.raises(FileExistsError, match="holds no toy run .*; --fresh will not delete it"):
         run(tmp_path, Settings.from_targets(t), fresh=True)
-    with pytest.raises(SystemExit, match="not a toy run; choose a new or empty --out"):
-        _claim_settings(tmp_path, Settings.from_targets(t))
+    with pytest.raises(FileExistsError, match="holds no toy run; choose a new or empty --out"):
+        claim(tmp_path, Settings.from_targets(t), fresh=False)
     assert (tmp_path / "precious.txt").exists() and not (tmp_path / "settings.json").exists()
-
-
-@pytest.mark.distributed
-@pytest.mark.timeout(300)
-def test_memory_stage_measures_baseline_then_sp2_and_is_reused(tmp_path):
-    """The real stage on perf's model at 4 / 8 frames with a budget nothing fits: the baseline
-    stops at its first count, SP 2 (2 processes) runs from there and stops too; a second call
-    with the same check reuses memory.json."""
-    from reproduce.toy import _memory
-
-    check = MemoryCheck(1e-4, (4, 8))
-    done = _memory(tmp_path, check)
-    assert [(r["mode"], r["frames"], len(r["mem_per_rank_gib"])) for r in done["rows"]] == [
-        ("baseline", 4, 1), ("stage12", 4, 2)]
-    assert all(0 < m < 2 for r in done["rows"] for m in r["mem_per_rank_gib"])
-    assert done["largest_fitting"] == {"baseline": None, "sp2": None}
-    stamp = (tmp_path / "memory.json").stat().st_mtime_ns
-    assert _memory(tmp_path, check) == done and (tmp_path / "memory.json").stat().st_mtime_ns == stamp
