@@ -66,7 +66,7 @@ def run_stages(out: Path, stages: list[Stage]) -> dict[str, float | str]:
         said = stage.build()
         seconds[stage.name] = built[stage.name] = round(time.perf_counter() - start, 1)
         record.write_text(json.dumps(built, indent=1) + "\n")
-        print(f"    {said + ' ' if said else ''}({seconds[stage.name]:.1f} s)", flush=True)
+        print(f"    {f'{said} ' if said else ''}({seconds[stage.name]:.1f} s)", flush=True)
     return seconds
 
 

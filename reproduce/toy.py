@@ -230,7 +230,7 @@ def run(out: Path, settings: Settings, *, fresh: bool, memory: MemoryCheck | Non
     mem: dict[str, Any] = {}
     run_stages(out, [
         Stage("data", f"data: {s.videos} basic-level videos, SFT teacher: {teacher}",
-              lambda: (data / split).exists(), lambda: _data(out, s)),
+              lambda: (data / split).exists(), lambda: f"data: {_data(out, s)}"),
         Stage("sft", f"CoT-SFT, {s.sft_steps} steps x batch {s.sft_batch}, cosine lr",
               lambda: (sft_dir / "final").exists(), lambda: _train(SFT_CONFIG, SFTConfig, sft_dir, [
                   # Batch 32 with a cosine decay: the SFT model learns the teacher's colour
