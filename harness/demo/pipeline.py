@@ -32,7 +32,7 @@ from tqdm import tqdm
 import harness
 from harness.config import RLConfig, SFTConfig, load_config
 from harness.data.records import read_jsonl, write_jsonl
-from harness.data.synthetic import synthesize
+from harness.data.synthetic import parse_confusion, synthesize
 from harness.demo.launch import run_rl
 from harness.demo.report import write_report
 from harness.model.build import init_model, load_model
@@ -44,14 +44,19 @@ MODELS = ("untrained", "sft", "rl")
 
 @dataclass(frozen=True)
 class DemoSettings:
-    basic_videos: int = 1500  # sft 1/3, rl 1/2, test 1/6; 3 questions each
+    """The quick form of the toy reproduction's setting (reproduce/targets.yaml): the SFT
+    split's chain of thought comes from an imperfect teacher that misnames two colours, RL's
+    reward checks the truth, so RL has the teacher's mistakes to correct (reproduce/LOG.md)."""
+
+    basic_videos: int = 3000  # sft 1/3, rl 1/2, test 1/6; 3 questions each
+    teacher_confusion: tuple[str, ...] = ("yellow=green:0.65", "blue=red:0.65")  # TRUE=SAID:RATE
     mme_videos: int = 12  # default level, all in the Video-MME test split, 4 questions each
     heldout_questions: int = 150
     frames: int = 16
-    sft_steps: int = 300
-    sft_batch: int = 8
+    sft_steps: int = 400  # batch 32 with a cosine lr: it keeps the teacher's colours apart
+    sft_batch: int = 32
     rl_steps: int = 20
-    rl_prompts: int = 8  # per step (over all DP ranks' worth: dp=1 here)
+    rl_prompts: int = 16  # per step (over all DP ranks' worth: dp=1 here)
     rl_n: int = 8
     rl_max_new_tokens: int = 48
     baseline_steps: int = 3  # the re-encoding baseline, for the step-time comparison
@@ -112,7 +117,8 @@ def run_demo(out: Path, settings: DemoSettings = FULL, *, fresh: bool = False, s
 
 def _data(out: Path, basic: Path, mme: Path, s: DemoSettings, seed: int) -> str:
     shutil.rmtree(out / "data", ignore_errors=True)  # a half-built set from an interrupted run
-    print(synthesize(basic, s.basic_videos, seed=seed, difficulty="basic"))
+    teacher = tuple(parse_confusion(c) for c in s.teacher_confusion)
+    print(synthesize(basic, s.basic_videos, seed=seed, difficulty="basic", teacher=teacher))
     print(synthesize(mme, s.mme_videos, seed=seed, formats=("harness", "videomme"), split_fractions=(0.0, 0.0, 1.0)))
     held = list(read_jsonl(basic / "test.jsonl"))[: s.heldout_questions]
     write_jsonl(basic / "heldout.jsonl", held)
@@ -132,6 +138,7 @@ def _sft(out: Path, models: dict[str, Path], basic: Path, s: DemoSettings, seed:
     train_sft(load_config(CONFIGS / "sft" / "toy-basic.yaml", _overrides({
         "model.path": models["untrained"], "data.dir": basic, "data.eval": None,
         "data.num_frames": s.frames, "train.batch_size": s.sft_batch, "optim.warmup_steps": min(20, s.sft_steps),
+        "optim.schedule": "cosine", "optim.min_lr_ratio": 0.05,
         "run.out_dir": out / "sft", "run.steps": s.sft_steps, "run.save_every": s.sft_steps,
         "run.eval_every": 0, "run.seed": seed, "run.progress": True,
     }), SFTConfig))

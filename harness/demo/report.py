@@ -97,6 +97,15 @@ def _rl_verdict(res: dict) -> str:
             f"{100 * rl['accuracy']:.1f}% ({delta:+.1f} points; one standard error is about {se:.1f}): {what}.")
 
 
+def _teacher(s: dict) -> str:
+    confusions = s.get("teacher_confusion") or []
+    if not confusions:
+        return "a perfect teacher"
+    return ("an imperfect teacher that misnames colours (" + ", ".join(confusions) + ": TRUE=SAID:RATE per "
+            "video, as model-written CoT data carry perception mistakes); RL's reward and the held-out "
+            "questions use the truth, so RL has those mistakes to correct")
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -117,8 +126,8 @@ def _markdown(summary: dict, rl: list[dict], base: list[dict]) -> str:
         f"Data: {s['basic_videos']} synthetic videos of the *basic* level (one object on screen for a "
         f"quarter of the video; what colour / shape / where, answered with the word), split sft / rl / "
         f"test by video; {s['frames']} frames per video. Model: toy vila (SigLIP-style tower + projector + "
-        f"4-layer Qwen2 LLM), random init. SFT: {s['sft_steps']} steps x batch {s['sft_batch']} "
-        f"(configs/sft/toy-basic.yaml). RL: GRPO, {s['rl_steps']} steps x {s['rl_prompts']} prompts x "
+        f"4-layer Qwen2 LLM), random init. SFT: {s['sft_steps']} steps x batch {s['sft_batch']}, cosine lr "
+        f"(configs/sft/toy-basic.yaml), on reasoning from {_teacher(s)}. RL: GRPO, {s['rl_steps']} steps x {s['rl_prompts']} prompts x "
         f"n={s['rl_n']} (configs/rl/toy-basic.yaml) on {layout}, rollouts on {s['engine']}; each prompt's "
         f"video encoded once per step, split over the SP ranks, and reused by every rollout and "
         f"log-prob pass.",

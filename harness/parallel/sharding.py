@@ -109,10 +109,6 @@ def is_sharded(model: nn.Module) -> bool:
     return getattr(model, _STATE_ATTR, None) is not None
 
 
-def stage_of(model: nn.Module) -> int:
-    return _state(model).stage
-
-
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
     """Clip by the global gradient norm (over every rank's shards); returns that norm.
     A parameter with no gradient counts as a zero gradient."""
