@@ -30,9 +30,9 @@ Stages (same gradient and optimizer sharding; they differ in where full paramete
   policy update) each unit's parameters are freed after its forward and its backward and
   all-gathered when needed again, so the update holds 1/W of the parameters plus one unit.
   `after_step` gathers them again for the no-grad passes that follow (rollout, log-probs,
-  eval, save): the HF rollout engine samples on some ranks only and could not take part
-  in per-unit all-gathers. (A rollout engine with its own weights, vLLM, does not need
-  this; it is the switch to change then.)
+  eval, save): the HF rollout engine samples a different share of prompts (and tokens) on
+  each rank, so it could not take part in per-unit all-gathers. (A rollout engine with its
+  own weights, vLLM, does not need this; it is the switch to change then.)
 
 Gradients are SUMMED over ranks, not averaged: every rank holds part of the loss with
 global normalisers (rl_update.py `update`), as the replicated path's all_reduce assumes. Gloo has

@@ -25,7 +25,7 @@ def choose_engine(choice: str, model: VideoLM) -> str:
 
     Under torch.distributed (world size > 1) `auto` stays on HF: vLLM engines there are
     built on every rank together (vllm_engine.py; the RL recipe does so for DP and SP
-    layouts, only SP leaders sample), a collective start that `vllm` must ask for
+    layouts, each rank sampling its share of its SP group's prompts), a collective start that `vllm` must ask for
     explicitly (tested: dp=2, and dp=1 x sp=2)."""
     if choice == "hf":
         return "hf"

@@ -199,8 +199,8 @@ class VLLMEngine:
         if distributed and tensor_parallel_size != 1:
             raise RolloutEngineError(
                 f"rollout.vllm_tensor_parallel_size={tensor_parallel_size} under torch.distributed: "
-                f"only one engine of tensor parallel size 1 per rank is supported (the trainer "
-                f"samples on SP-group leaders alone; a TP engine needs all its ranks to sample)")
+                f"only one engine of tensor parallel size 1 per rank is supported (each rank samples "
+                f"its own share of prompts; a TP engine needs all its ranks to sample the same ones)")
         if distributed:
             _set_launcher_environment(model)
         from vllm import LLM

@@ -74,7 +74,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
                    **_counters(run, batch, budget, videos, calls_before), **kl_stats, **stats}
         run.end_step(step, metrics, postfix={"reward": f"{metrics['reward/mean']:.3f}",
                                              "acc": f"{metrics['reward/accuracy']:.2f}"})
-    if engine is not None and hasattr(engine, "close"):
+    if hasattr(engine, "close"):
         engine.close()  # vLLM holds memory and process-wide state until closed
     return run.finish()
 
@@ -91,23 +91,21 @@ def _frozen_copy(model: VideoLM, compute_dtype: str | None) -> VideoLM:
     return ref
 
 
-def _start_engine(run: Run) -> RolloutEngine | None:
-    """The rollout engine, holding the policy's current weights. Only the SP group's first
-    rank samples; vLLM under torch.distributed builds its groups over the whole world
-    (collective), so there every rank builds an engine and keeps it synced."""
+def _start_engine(run: Run) -> RolloutEngine:
+    """The rollout engine, holding the policy's current weights: one on every rank (each
+    samples its share of its SP group's prompts; vLLM's construction under torch.distributed
+    is collective over the whole world anyway)."""
     cfg = run.cfg
     kind = choose_engine(cfg.rollout.engine, run.model)
-    if kind == "hf":
-        return build_engine(cfg.rollout, run.model, kind=kind) if run.layout.sp_rank == 0 else None
-    state = run.strategy.full_state_dict(run.model)  # collective where sharded
+    state = run.strategy.full_state_dict(run.model) if kind == "vllm" else None  # collective where sharded
     return build_engine(cfg.rollout, run.model, seed=cfg.run.seed, dtype=cfg.model.compute_dtype, kind=kind,
                         state=state)
 
 
-def _sync(engine: RolloutEngine | None, run: Run) -> None:
+def _sync(engine: RolloutEngine, run: Run) -> None:
     """The policy's new weights into an engine that holds its own copy (collective where
-    the strategy shards: every rank has such an engine then)."""
-    if engine is not None and engine.copies_weights:
+    the strategy shards: every rank has an engine)."""
+    if engine.copies_weights:
         engine.sync_weights(run.model, run.strategy.full_state_dict(run.model))
 
 

@@ -18,6 +18,7 @@ from harness.data.records import Record
 from harness.data.video import VideoClip
 from harness.errors import HarnessError
 from harness.model.interface import PromptEmbeds, VideoLM
+from harness.parallel.comm import chunk_bounds
 from harness.parallel.groups import Layout
 from harness.parallel.reduce import dp_max, dp_min, dp_sum, dp_summer
 from harness.rollout.engine import RolloutEngine, SamplingConfig
@@ -79,7 +80,7 @@ def prompt_embeds(model: VideoLM, videos: StepVideoCache, item: PromptItem) -> P
     return model.build_prompt(item.input_ids, videos.get(item.record.problem_id, item.clip))
 
 
-def collect(run: Run, engine: RolloutEngine | None, videos: StepVideoCache, accuracy_fn, step: int) -> Collection:
+def collect(run: Run, engine: RolloutEngine, videos: StepVideoCache, accuracy_fn, step: int) -> Collection:
     """`train.prompts_per_step` prompts' samples on this rank (with DAPO: of informative
     groups, refilled for at most MAX_REFILL_ROUNDS more rounds). A DAPO refill is per rank;
     every DP rank draws the largest deficit, so the one shared data position advances alike
@@ -172,33 +173,35 @@ def _load_prompts(run: Run, draw: int, use: int) -> list[PromptItem]:
     return items
 
 
-def _rollout(engine: RolloutEngine | None, run: Run, videos: StepVideoCache, items: list[PromptItem],
+def _rollout(engine: RolloutEngine, run: Run, videos: StepVideoCache, items: list[PromptItem],
              seed: int) -> list[Sample]:
-    """G responses per prompt. Under SP, the group's first rank samples and broadcasts, so
-    every rank of the group trains on the same samples in the same order."""
-    if not items:  # the same on every rank of an SP group: they share the DP rank's prompts
-        return []
+    """G responses per prompt. Under SP every rank of the group samples a contiguous share of
+    the group's prompts with its own engine and the shares are gathered in order, so every
+    rank trains on the same samples; each prompt's randomness is keyed by its place in the
+    global draw, so the split changes nothing that is sampled."""
     model, layout, r = run.model, run.layout, run.cfg.rollout
-    with torch.no_grad():
-        # A prompt's randomness is keyed by its place in the global draw, so DP ranks sample
-        # what one process would; the baseline's n one-sample prompts take the cached
-        # run's row keys (key x n + sample), so both sample alike.
-        if videos.reuse:  # one prompt (one encoding) per item, n samples each
-            prompts = [prompt_embeds(model, videos, it) for it in items]
-            keys, per_prompt = tuple(it.position for it in items), r.n
-        else:  # baseline: every rollout encodes the video again
-            prompts = [prompt_embeds(model, videos, it) for it in items for _ in range(r.n)]
-            keys, per_prompt = tuple(it.position * r.n + s for it in items for s in range(r.n)), 1
-        sampling = SamplingConfig(n=per_prompt, temperature=r.temperature, top_p=r.top_p,
-                                  max_new_tokens=r.max_new_tokens, seed=seed, prompt_keys=keys)
-        outs = engine.generate(prompts, sampling) if layout.sp_rank == 0 else None
-        if layout.sp_group is not None:
-            box = [outs]
-            dist.broadcast_object_list(box, src=layout.dp_rank * layout.sp_size, group=layout.sp_group)
-            outs = box[0]
-    owners = [items[o.prompt_index // (r.n // per_prompt)] for o in outs]
-    return [Sample(it, o.token_ids, o.logprobs, model.tokenizer.decode(o.token_ids, skip_special_tokens=True))
-            for it, o in zip(owners, outs, strict=True)]
+    lo, hi = chunk_bounds(len(items), layout.sp_size, layout.sp_rank)
+    mine = items[lo:hi]
+    outs = []
+    if mine:
+        with torch.no_grad():
+            # The baseline's n one-sample prompts take the cached run's row keys (key x n +
+            # sample), so both sample alike.
+            if videos.reuse:  # one prompt (one encoding) per item, n samples each
+                prompts = [prompt_embeds(model, videos, it) for it in mine]
+                keys, per_prompt = tuple(it.position for it in mine), r.n
+            else:  # baseline: every rollout encodes the video again
+                prompts = [prompt_embeds(model, videos, it) for it in mine for _ in range(r.n)]
+                keys, per_prompt = tuple(it.position * r.n + s for it in mine for s in range(r.n)), 1
+            sampling = SamplingConfig(n=per_prompt, temperature=r.temperature, top_p=r.top_p,
+                                      max_new_tokens=r.max_new_tokens, seed=seed, prompt_keys=keys)
+            outs = [(lo + o.prompt_index // (r.n // per_prompt), o) for o in engine.generate(prompts, sampling)]
+    if layout.sp_group is not None:  # every rank's share, in rank order (= item order)
+        shares: list = [None] * layout.sp_size
+        dist.all_gather_object(shares, outs, group=layout.sp_group)
+        outs = [pair for share in shares for pair in share]
+    return [Sample(items[k], o.token_ids, o.logprobs, model.tokenizer.decode(o.token_ids, skip_special_tokens=True))
+            for k, o in outs]
 
 
 def _score(sample: Sample, accuracy_fn, algo: AlgoConfig) -> str | None:

@@ -145,3 +145,17 @@ def test_dp2_reinforce_pp_with_kl_in_reward_and_dr_grpo_loss_trains_as_one_proce
     for a, b in zip(*rows, strict=True):
         for key in ("grad_norm", "loss", "kl"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), (key, a[key], b[key])
+
+
+@pytest.mark.distributed
+def test_every_rank_of_an_sp_group_samples_its_share(toy_data, tmp_path):
+    """Rollout on every rank: under SP 2 with 4 prompts each rank's engine samples 2 of them
+    (not rank 0 all 4), both ranks end with the same samples in the same order, and they
+    are what one engine sampling the whole draw produces."""
+    overrides = _overrides(toy_data, tmp_path / "run", "vila", **{"parallel.sp_size": 2,
+                                                                   "train.prompts_per_step": 4})
+    ranks = run_distributed(workers.sp_rollout_shares, 2, overrides)
+    assert [r["sampled_here"] for r in ranks] == [2, 2]
+    assert ranks[0]["tokens"] == ranks[1]["tokens"] and ranks[0]["owners"] == ranks[1]["owners"]
+    assert ranks[0]["tokens"] == ranks[0]["alone"]
+    assert len(ranks[0]["tokens"]) == 4 * 3  # 4 prompts x rollout.n

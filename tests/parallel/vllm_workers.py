@@ -1,6 +1,6 @@
 """Rank functions for the vLLM-under-torch.distributed tests (module level so that spawn can
 import them). Every rank builds its own engine, as the trainer does under world size > 1 with
-rollout.engine=vllm (with parallel.sp_size > 1 only the SP leaders' engines sample)."""
+rollout.engine=vllm (with parallel.sp_size > 1 each samples its share of its SP group's prompts)."""
 
 from __future__ import annotations
 

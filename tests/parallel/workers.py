@@ -253,3 +253,42 @@ def run_error(rank: int, world: int, recipe: str, overrides: list[str]) -> str |
     except RuntimeError as err:
         return str(err)
     return None
+
+
+def sp_rollout_shares(rank: int, world: int, overrides: list[str]) -> dict:
+    """One RL collection under SP = world: how many prompts this rank's engine sampled, and
+    the step's samples; rank 0 also samples the same draw alone (one engine, no SP) for
+    reference."""
+    from harness.config import RLConfig, load_config
+    from harness.rollout import HFEngine
+    from harness.trainer.rl_collect import collect
+    from harness.trainer.run import open_run
+    from harness.trainer.videos import StepVideoCache
+
+    class CountingEngine(HFEngine):  # the real engine; it also counts the prompts it is given
+        prompts = 0
+
+        def generate(self, prompts, sampling):
+            self.prompts += len(prompts)
+            return super().generate(prompts, sampling)
+
+    cfg = load_config("configs/rl/toy-cpu.yaml", overrides, RLConfig)
+    run = open_run(cfg, resume=False, name="rl")
+    run.start(resume=False)
+    engine = CountingEngine(run.model)
+    videos = StepVideoCache(run.model, reuse=True, sp_group=run.layout.sp_group)
+    batch = collect(run, engine, videos, lambda text, key, kind: 0.5, step=0)
+    out = {"sampled_here": engine.prompts, "tokens": [s.tokens.tolist() for s in batch.samples],
+           "owners": [s.item.record.problem_id for s in batch.samples]}
+    if rank == 0:  # the same prompts, all sampled by one engine: what one process would draw
+        from harness.rollout.engine import SamplingConfig
+        from harness.trainer.rl_collect import _round_seed, prompt_embeds
+
+        items = list({id(s.item): s.item for s in batch.samples}.values())  # in order of first use
+        r = cfg.rollout
+        alone = HFEngine(run.model).generate(
+            [prompt_embeds(run.model, videos, it) for it in items],
+            SamplingConfig(n=r.n, temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens,
+                           seed=_round_seed(cfg, 0, 0), prompt_keys=tuple(it.position for it in items)))
+        out["alone"] = [o.token_ids.tolist() for o in alone]
+    return out

@@ -1,6 +1,6 @@
 """The vLLM engine under torch.distributed (2 gloo processes, `toy` vila): one engine per
 rank in the trainer's world (vLLM's `external_launcher`), as data parallelism uses it, and
-as MR-SP uses it (SP=2: both ranks build one, the SP leader samples).
+as MR-SP uses it (SP=2: both ranks build one, each samples its share of the group's prompts).
 
 Rollout tokens of vLLM and the HF engine agree only under greedy decoding (their samplers
 draw different random numbers), and greedy GRPO groups have zero advantages; so the RL
@@ -101,10 +101,11 @@ def test_dp2_rl_with_vllm_samples_and_trains_as_one_process(runs, toy_data, tmp_
 
 
 @pytest.mark.distributed
-def test_sp2_rl_with_vllm_engine_on_every_rank_leader_samples(runs):
+def test_sp2_rl_with_vllm_engine_on_every_rank(runs):
     """MR-SP with vLLM: SP=2 over the 2 ranks. vLLM's construction is collective, so both
-    ranks build an engine; the SP leader samples and broadcasts; the trainer's SP log-probs
-    of those samples equal vLLM's, and the weights move and reach the engine (sync timed)."""
+    ranks build an engine; with one prompt per step rank 0 samples it and rank 1's share is
+    empty (the gather then carries rank 0's alone); the trainer's SP log-probs of those
+    samples equal vLLM's, and the weights move and reach the engine (sync timed)."""
     folder, results = runs
     sp2 = results[0]["rl"][0]
     assert not isinstance(sp2, str), sp2  # the run's error text, when it was refused
