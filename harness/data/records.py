@@ -224,6 +224,7 @@ class SkippedLine:
 Usable = Callable[[Record], tuple[str, str] | None]
 # The opening lines that must all fail as JSON objects before a file is refused as not JSON Lines
 NOT_JSONL_LINES = 3
+LISTED_LINES = 50  # refused lines named one by one in the log, per file (all are counted and kept)
 # RecordError fields of a line that is no JSON object at all (not UTF-8, not JSON, or another JSON value)
 _NOT_AN_OBJECT = ("<bytes>", "<json>", "<record>")
 
@@ -270,7 +271,11 @@ def read_jsonl_lines(path: str | Path, *, strict: bool = False, skipped: list[Sk
     def refuse(lineno: int, err: RecordError) -> None:
         nonlocal n_bad
         n_bad += 1
-        log.warning("%s:%d: skipped: %s", path, lineno, err)
+        # each refused line is listed up to a cap (all of them are in `skipped` and counted)
+        if n_bad <= LISTED_LINES:
+            log.warning("%s:%d: skipped: %s", path, lineno, err)
+        elif n_bad == LISTED_LINES + 1:
+            log.warning("%s: more lines skipped; the count follows at the end", path)
         if skipped is not None:
             skipped.append(SkippedLine(str(path), lineno, str(err)))
 

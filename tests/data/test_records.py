@@ -11,7 +11,6 @@ import pytest
 from harness.data.records import (
     Record,
     RecordError,
-    SkippedLine,
     read_jsonl,
     validate_record,
     write_jsonl,
@@ -111,7 +110,7 @@ def test_read_jsonl_skips_and_counts_bad_lines(tmp_path, caplog):
         json.dumps(good(problem_id="v0001-q3")),
     ]
     path.write_text("\n".join(lines) + "\n")
-    skipped: list[SkippedLine] = []
+    skipped: list = []
     with caplog.at_level(logging.WARNING):
         recs = list(read_jsonl(path, skipped=skipped))
     assert [r.problem_id for r in recs] == ["v0001-q1", "v0001-q3"]
@@ -160,3 +159,25 @@ def test_every_problem_type_a_record_may_have_is_one_the_reward_scores():
     for kind in PROBLEM_TYPES:
         key = {"numerical": "<answer>3</answer>", "multiple choice": "<answer>B</answer>"}.get(kind, "<answer>red</answer>")
         assert accuracy_reward("<think>x</think>" + key, key, kind) == 1.0  # raises on a type it cannot score
+
+
+def test_a_file_of_many_bad_lines_lists_a_capped_number(tmp_path, caplog):
+    """Thousands of refused lines are all counted and kept in `skipped`, but the log names
+    only the first LISTED_LINES of them, then says the count."""
+    import json as _json
+    import logging
+
+    from harness.data.records import LISTED_LINES, read_jsonl
+
+    good = {"problem_id": "ok", "problem": "What colour?", "data_type": "video", "problem_type": "free-form",
+            "videos": ["v.mp4"], "answer": "<answer>red</answer>"}
+    lines = [_json.dumps(good)] + [_json.dumps({"problem_id": k}) for k in range(200)]
+    path = tmp_path / "split.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    skipped: list = []
+    with caplog.at_level(logging.WARNING):
+        assert [r.problem_id for r in read_jsonl(path, skipped=skipped)] == ["ok"]
+    assert len(skipped) == 200
+    named = [m for m in caplog.messages if ": skipped: " in m]
+    assert len(named) == LISTED_LINES
+    assert caplog.messages[-1].endswith("skipped 200 of 201 records")
