@@ -114,6 +114,8 @@ def _prepare(entries: list[dict], opts: dict, args: argparse.Namespace) -> list[
             raise ValueError(f"{entry['task']}: --frame-sampling qwen takes at least 2 frames (qwen-vl-utils "
                              f"uses a multiple of 2), got frames {settings.frames}")
         bench = build_benchmark(entry["task"], judge, video_dir=entry.get("video_dir"))
+        if bench.needs_judge and judge is not None and not any(b.needs_judge for _, b, _, _ in planned):
+            judge.probe()  # once, before the model loads
         planned.append((entry, bench, settings, load_items(bench, Path(entry["data"]), settings)))
     return planned
 

@@ -60,6 +60,27 @@ class OpenAIJudge:
         self.timeout = timeout
         self.max_tokens = max_tokens
 
+    def probe(self) -> None:
+        """Before any model loads: the endpoint answers, and where it lists its models
+        (`GET .../models`, OpenAI-compatible servers such as `vllm serve` do), it serves this
+        one. JudgeError naming the URL or the model otherwise."""
+        base = self.url.removesuffix("/chat/completions")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(base + "/models", headers=headers),
+                                        timeout=min(self.timeout, 10.0)) as resp:
+                listed = json.loads(resp.read().decode())
+        except urllib.error.HTTPError:
+            return  # it answers, but does not list models: the first verdicts will tell
+        except (urllib.error.URLError, TimeoutError, OSError) as err:
+            raise JudgeError(f"the judge endpoint --judge-url {base} cannot be reached ({getattr(err, 'reason', err)}); "
+                             f"start it or fix the URL (nothing was evaluated)") from err
+        except json.JSONDecodeError:
+            return
+        names = [m.get("id") for m in listed.get("data", []) if isinstance(m, dict)] if isinstance(listed, dict) else []
+        if names and self.model not in names:
+            raise JudgeError(f"the judge endpoint {base} serves {names[:5]}, not --judge-model {self.model!r}")
+
     def describe(self) -> dict:
         # Everything a verdict depends on: a stored verdict from another judge is asked again.
         return {"endpoint": self.url, "model": self.model, "prompt": "video-chatgpt-qa",

@@ -158,3 +158,40 @@ def test_a_judged_task_without_a_judge_stops_before_the_model_loads(anet_root, t
                  "--out", str(tmp_path / "res" / "a.json")]) == 2
     assert "activitynet_qa is scored by an LLM judge: give --judge-url and --judge-model" in capsys.readouterr().err
     assert not (tmp_path / "res").exists()
+
+
+def test_an_unreachable_or_wrong_judge_is_named_before_the_model_loads(anet_root, tmp_path, capsys, no_model):
+    """--judge-url where nothing listens, or a model the endpoint does not serve (it lists its
+    models at GET /models, as vllm serve does): one line before any model loads."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from harness.cli import main
+    from harness.parallel.launch import free_port
+
+    def argv(url, model="judge-7b"):
+        return ["eval", "--task", "activitynet_qa", "--data", str(anet_root), "--model", str(tmp_path),
+                "--out", str(tmp_path / "r.json"), "--judge-url", url, "--judge-model", model]
+
+    assert main(argv(f"http://127.0.0.1:{free_port()}/v1")) == 2
+    assert "cannot be reached" in capsys.readouterr().err
+
+    class Lists(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps({"data": [{"id": "judge-7b"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Lists)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        assert main(argv(f"http://127.0.0.1:{httpd.server_port}/v1", "judge-70b")) == 2
+        assert "serves ['judge-7b'], not --judge-model 'judge-70b'" in capsys.readouterr().err
+    finally:
+        httpd.shutdown()
+    assert not (tmp_path / "r.json").exists()
