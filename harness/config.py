@@ -22,6 +22,8 @@ import yaml
 
 from harness.algos.losses import AGG_MODES
 
+MAX_FRAMES = 8192  # = harness.data.video.MAX_FRAMES (config stays free of the video stack's imports)
+
 T = TypeVar("T")
 
 
@@ -98,6 +100,9 @@ class DataConfig:
 
     def check(self) -> None:
         _positive("data.num_frames", self.num_frames)
+        if self.num_frames > MAX_FRAMES:
+            raise ConfigError(f"data.num_frames must be <= {MAX_FRAMES} (the paper's longest input and the frame "
+                              f"sampler's limit), got {self.num_frames}")
         _non_negative("data.synth_videos", self.synth_videos)
         if not 0 <= self.min_frames <= self.num_frames:
             raise ConfigError(f"data.min_frames must be in [0, data.num_frames={self.num_frames}], got {self.min_frames}")

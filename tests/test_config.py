@@ -103,3 +103,12 @@ def test_every_setting_is_read_by_the_code(kind):
     code = "\n".join(p.read_text() for p in root.rglob("*.py") if p.name != "config.py")
     unread = [key for key, name in _setting_names(kind()) if not re.search(rf"\.{name}\b", code)]
     assert not unread, f"settings no code reads: {unread}"
+
+
+def test_frame_counts_past_the_samplers_limit_are_refused_by_name():
+    from harness.config import MAX_FRAMES
+    from harness.data import video
+
+    assert MAX_FRAMES == video.MAX_FRAMES  # one limit, kept in two light places
+    with pytest.raises(ConfigError, match="data.num_frames must be <= 8192"):
+        load_config(None, ["data.num_frames=9000"], SFTConfig)
