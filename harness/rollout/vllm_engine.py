@@ -55,6 +55,7 @@ thread) and the KV cache size from the harness config, never `VLLM_CPU_KVCACHE_S
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import importlib.util
@@ -77,12 +78,6 @@ CPU_BATCH_TOKENS = 4096  # vLLM's CPU default token budget per engine step
 
 GIB = 1 << 30
 DEFAULT_CPU_KV_CACHE_GIB = 1.0
-# The open engine of this process: an in-process vLLM engine owns process-wide state (its
-# torch.distributed world, the model-parallel groups), so only one can live at a time.
-_open_engine: VLLMEngine | None = None
-# Closed engines that share the trainer's torch.distributed world: shutting one down would
-# destroy that world (see the module docstring), so they live until the process exits.
-_kept_until_exit: list = []
 
 
 def _prepare_environment() -> None:
@@ -205,11 +200,10 @@ class VLLMEngine:
             _set_launcher_environment(model)
         from vllm import LLM
 
-        global _open_engine
-        if _open_engine is not None:
-            log.warning("closing the previous vLLM engine of this process (only one can be open)")
-            _open_engine.close()
+        if not distributed:
+            _check_no_open_engine()
         self.llm = None
+        self._closed = False
         self.shares_trainer_world = distributed  # vLLM's world is the trainer's default group
         self.model = model  # its family hooks build the requests and name the weights
         self.stops = model.stop_token_ids
@@ -259,7 +253,6 @@ class VLLMEngine:
                 f"{gpu_memory_utilization}), max length rollout.vllm_max_model_len="
                 f"{self.max_model_len}"
             ) from err
-        _open_engine = self
         self.sync_weights(model, state)
 
     def _own_precision(self):
@@ -325,17 +318,20 @@ class VLLMEngine:
         group (module docstring), so its memory is freed when the process exits."""
         from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
-        global _open_engine
+        if self._closed:
+            return
+        self._closed = True
         if self.shares_trainer_world and self.llm is not None:
-            _kept_until_exit.append(self.llm)
+            # Handed to the interpreter's exit registry, which holds it until the process
+            # exits: dropped earlier, its finalizer would shut the engine down and with it
+            # the trainer's default process group.
+            atexit.register(_release_at_exit, self.llm)
             log.info("vLLM engine closed; under torch.distributed its memory is freed at process exit")
         self.llm = None
         gc.collect()
         if not self.shares_trainer_world:
             cleanup_dist_env_and_memory()
         self._config_dir.cleanup()
-        if _open_engine is self:
-            _open_engine = None
 
     # --- requests -------------------------------------------------------------------------
 
@@ -378,6 +374,21 @@ class VLLMEngine:
             )
         return RolloutOutput(prompt_index, sample_index, torch.tensor(ids, dtype=torch.long),
                              torch.tensor(logprobs, dtype=torch.float32), finished)
+
+
+def _check_no_open_engine() -> None:
+    """vLLM keeps one in-process engine's state per process (its world and model-parallel
+    groups, vllm/distributed/parallel_state.py); a second engine while one is open would
+    build into it. Outside torch.distributed `close()` resets that state, so it tells."""
+    from vllm.distributed.parallel_state import model_parallel_is_initialized
+
+    if model_parallel_is_initialized():
+        raise RolloutEngineError("another vLLM engine is open in this process (vLLM holds one per process); "
+                                 "close() it before starting another")
+
+
+def _release_at_exit(llm) -> None:
+    """Nothing to do: registering the engine kept it alive until now (see `close`)."""
 
 
 def _set_launcher_environment(model: VideoLM) -> None:

@@ -2,7 +2,8 @@
 vila model (vLLM's CPU attention needs head size >= 32; `tiny` has 16).
 
 One engine serves the module's first tests (an engine start costs seconds); the tests that
-start their own engines come last, since only one in-process engine can be open at a time.
+start their own engines come last and close it first, since only one in-process engine can
+be open at a time.
 """
 
 from __future__ import annotations
@@ -175,12 +176,21 @@ def test_qwen_family_without_vllm_support_says_why(model):
         build_engine(RolloutConfig(engine="vllm"), qwen)
 
 
-# --- tests that start their own engines (they close the module's) ----------------------------
+# --- tests that start their own engines (the module's must be closed first) -------------------
 
 
-def test_engine_start_failure_is_clear(model):
+def test_a_second_engine_while_one_is_open_is_refused_then_starts_after_close(model, engine):
+    """vLLM holds one in-process engine per process: a second one is refused with what to do
+    (not built into the first one's state); after close() the next one starts. A start that
+    fails (no room for the KV cache) leaves nothing open either."""
+    with pytest.raises(RolloutEngineError, match="another vLLM engine is open"):
+        vllm_engine.VLLMEngine(model, kv_cache_gib=0.25)
+    engine.close()
+    engine.close()  # closing twice is harmless (the fixture closes it again)
     with pytest.raises(RolloutEngineError, match="rollout.vllm_kv_cache_gib"):
         vllm_engine.VLLMEngine(model, kv_cache_gib=1e-5)
+    other = vllm_engine.VLLMEngine(copy.deepcopy(model), kv_cache_gib=0.25)
+    other.close()
 
 
 def _rl_cfg(data, out, **extra):
