@@ -60,11 +60,6 @@ def _rl(args: argparse.Namespace) -> int:
 def _recipe(args: argparse.Namespace, kind, train) -> int:
     from harness.config import load_config
 
-    stray = [o for o in args.overrides if "=" not in o]
-    if stray:
-        raise ValueError(f"{stray[0]!r} is not a key=value override"
-                         + (f"; to read it as the config give --config {stray[0]}" if stray[0].endswith(
-                             (".yaml", ".yml")) else ""))
     cfg = load_config(args.config, args.overrides, kind)  # validate before any collective
     if "RANK" in os.environ:  # launched by torchrun
         from harness.parallel.groups import init_distributed

@@ -363,6 +363,9 @@ def load_config(path: str | Path | None, overrides: list[str], schema: type[T]) 
             raise ConfigError(f"{where}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded or {}
     for item in overrides:
+        if "=" not in item:  # e.g. a config file given without --config
+            hint = f"; to read it as the config give --config {item}" if item.endswith((".yaml", ".yml")) else ""
+            raise ConfigError(f"{item!r} is not a key=value override{hint}")
         _check_override_key(schema, item)  # a typo on the command line is not the file's
         apply_override(data, item)
     cfg = from_dict(schema, data, where)

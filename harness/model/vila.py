@@ -187,8 +187,6 @@ class VilaModel(VideoLM):
         ids = [i for i in self.tokenizer(text)["input_ids"] if i not in dropped]
         return torch.tensor(ids)  # [L]
 
-    # --- persistence -------------------------------------------------------------------
-
     # --- vLLM: the Qwen2 LLM alone, fed each prompt's rows -------------------------------
     rollout_inputs = "prompt_embeds"
     rollout_module = "vllm.model_executor.models.qwen2"
@@ -206,6 +204,8 @@ class VilaModel(VideoLM):
         if not torch.equal(prompt.positions.cpu(), torch.arange(len(prompt))):
             raise ValueError("vLLM gives a prompt_embeds prompt positions 0..L-1; this prompt's positions differ")
         return {"prompt_embeds": prompt.embeds.detach()}  # [L, D]
+
+    # --- persistence -------------------------------------------------------------------
 
     def save_pretrained(self, out: str | Path) -> None:
         out = Path(out)

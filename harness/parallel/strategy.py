@@ -49,6 +49,9 @@ class Replicated:
         params = self.trainable(model)
         if not params:
             raise ValueError("nothing to train: every parameter is frozen")
+        return self._adamw(params, **adamw)
+
+    def _adamw(self, params: list[nn.Parameter], **adamw) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, **adamw)
 
     def stand_in_passes(self, passes: int) -> int:
@@ -96,12 +99,9 @@ class Replicated:
 class ZeroOne(Replicated):
     stage = 1
 
-    def optimizer(self, model: nn.Module, **adamw) -> torch.optim.Optimizer:
+    def _adamw(self, params: list[nn.Parameter], **adamw) -> torch.optim.Optimizer:
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
-        params = self.trainable(model)
-        if not params:
-            raise ValueError("nothing to train: every parameter is frozen")
         return ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.AdamW,
                                        process_group=dist.group.WORLD, **adamw)
 

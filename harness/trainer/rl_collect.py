@@ -107,9 +107,11 @@ def collect(run: Run, engine: RolloutEngine, videos: StepVideoCache, accuracy_fn
                 errors, last_error = (errors + 1, err) if err is not None else (errors, last_error)
         if dapo and items:  # (none: this rank is full while another refills)
             new = [s for s, k in zip(new, _informative(new, cfg.algo).tolist(), strict=True) if k]
-            dropped += len(items) - len({id(s.item) for s in new})
+        prompts = len({id(s.item) for s in new})
+        if dapo:
+            dropped += len(items) - prompts
         samples += new
-        kept += len({id(s.item) for s in new})
+        kept += prompts
         if not dapo:
             break
         draw = int(dp_max([want - kept], run.layout)[0])
