@@ -288,6 +288,10 @@ class RLTrainConfig:
     mini_batches: int = 1  # policy updates per step (the batch is split into this many)
     micro_batch: int = 8  # sequences per forward/backward
     cache_video_embeds: bool = True  # False: the non-MR-SP baseline (re-encode every pass)
+    # True: a prompt's responses in one micro-batch share one copy of its [prompt | video]
+    # prefix in every log-prob and update pass (exact; docs/parallel.md). micro_batch a
+    # multiple of rollout.n gives one prefix per prompt. False: one row per response.
+    shared_prefix: bool = True
     freeze_vision: bool = True
     freeze_projector: bool = True
 

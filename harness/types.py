@@ -9,14 +9,12 @@ import torch
 
 @dataclass
 class SequenceBatch:
+    """Packed rows [prompt | response_1 | ... | response_g | padding] (model/batch.py)."""
+
     embeds: torch.Tensor  # [B, L, D]
     positions: torch.Tensor  # [B, L] or [3, B, L]
-    attention_mask: torch.Tensor  # [B, L] long
-    targets: torch.Tensor  # [B, L] token predicted at each position
-    target_mask: torch.Tensor  # [B, L] bool, True on the positions that predict response tokens
-    response_index: torch.Tensor  # [B, R] position in L that predicts response token r
-    response_mask: torch.Tensor  # [B, R] bool
-
-    def response_values(self, per_position: torch.Tensor) -> torch.Tensor:
-        """[B, L] values at the predicting positions -> [B, R] aligned with the responses."""
-        return per_position.gather(1, self.response_index) * self.response_mask
+    segments: torch.Tensor  # [B, L] long: 0 prompt, k >= 1 the row's k-th response, -1 padding
+    response_row: torch.Tensor  # [N] the row holding response n
+    response_index: torch.Tensor  # [N, R] position in that row whose output predicts token r
+    response_tokens: torch.Tensor  # [N, R]
+    response_mask: torch.Tensor  # [N, R] bool

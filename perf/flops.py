@@ -66,6 +66,62 @@ def vila_frame_costs(vision, llm) -> dict[str, float]:
     }
 
 
+def llm_forward_flops(llm, prefix: int, n: int, response: float) -> float:
+    """One forward pass over a prompt of `prefix` tokens and `n` responses of `response`
+    tokens each behind it, the prompt computed once: linear layers over every token,
+    causal attention (a prompt token at i sees i + 1 keys, a response token at j sees the
+    prompt and j + 1 of its own), the LM head over the response tokens."""
+    lin = llm_linear_flops_per_token(llm)
+    attn = 4 * llm.hidden_size * llm.num_hidden_layers  # per query and key, all layers
+    head = 2 * llm.hidden_size * llm.vocab_size
+    prompt = lin * prefix + attn * prefix * (prefix + 1) / 2
+    responses = n * (lin * response + attn * (response * prefix + response * (response + 1) / 2) + head * response)
+    return prompt + responses
+
+
+def step_flops(vision, llm, *, frames: int, prompts: int, prefix: int, n: int, response: float,
+               reference: bool) -> dict[str, float]:
+    """Model FLOPs of one GRPO step: the work the step needs done once, whatever the mode
+    (each video encoded once, each prompt computed once per pass). Rollout ~ one forward
+    (prefill + decode), old-policy and reference log-probs one forward each, the update a
+    forward and a backward (2x). The vision tower is frozen: forward only, once."""
+    costs = vila_frame_costs(vision, llm)
+    encode = prompts * frames * costs["vision_gflop_per_frame"] * 1e9
+    forward = prompts * llm_forward_flops(llm, prefix, n, response)
+    passes = 1 + 1 + (1 if reference else 0) + 3  # rollout, old, ref, update (fwd + bwd)
+    return {"encode": encode, "llm_forward": forward, "total": encode + passes * forward}
+
+
+def measure_matmul_peak(threads: int, size: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of the best of `repeats` [size x size] matmuls: fp32 on `threads` CPU threads,
+    or bf16 on the current GPU (size 8192): what this machine's torch reaches, the
+    denominator of MFU (per GPU on GPU machines)."""
+    import time
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    size = 8192 if cuda else size
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        kw = {"device": "cuda", "dtype": torch.bfloat16} if cuda else {}
+        a, b = torch.randn(size, size, **kw), torch.randn(size, size, **kw)
+        a @ b  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            a @ b
+            if cuda:
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return 2 * size**3 / best
+
+
 def size_costs(size: str, tokenizer_len: int = 1024) -> dict[str, float]:
     from harness.model.configs import vila_configs
 

@@ -1,13 +1,18 @@
 """MR-SP against the baseline, as the paper's efficiency figure measures it: seconds per RL
 step, where the step's time goes, and the per-rank peak memory, for growing frame counts.
 
-Three modes, each on the same `world_size` ranks and the same global batch (prompts x n):
+Four modes, each on the same `world_size` ranks and the same global batch (prompts x n):
 
 | mode | harness settings | what it is |
 |---|---|---|
-| `baseline` | `cache_video_embeds: false`, dp = world, sp = 1 | no embedding cache, no SP: every rollout, log-prob and update pass encodes the video again |
-| `stage1` | `cache_video_embeds: true`, dp = world, sp = 1 | MR-SP stage 1: each video encoded once per step and reused |
-| `stage12` | `cache_video_embeds: true`, dp = 1, sp = world | stages 1 + 2: frames split over the SP group for encoding, sequence parallelism for every LLM pass |
+| `baseline` | `cache_video_embeds: false`, `shared_prefix: false`, dp = world, sp = 1 | no embedding cache, no SP: every rollout, log-prob and update pass encodes the video again |
+| `stage1` | `cache_video_embeds: true`, `shared_prefix: false`, dp = world, sp = 1 | MR-SP stage 1: each video encoded once per step and reused |
+| `stage12` | `cache_video_embeds: true`, `shared_prefix: false`, dp = 1, sp = world | stages 1 + 2: frames split over the SP group for encoding, sequence parallelism for every LLM pass, each rank sampling its share of the prompts |
+| `stage12_shared` | as `stage12`, `shared_prefix: true` (the harness default) | and each prompt's [prompt, video] prefix through the LLM once per pass for all its responses |
+
+Each row also carries the step's model FLOPs (perf/flops.py `step_flops`: the work the step
+needs done once, whatever the mode), the machine's measured matmul peak over the ranks'
+threads, their quotient `limit_sec_per_step` (no step can be faster) and the mode's MFU.
 
 Deviation from the paper, stated in every result: the harness ties frame-split encoding to
 the SP group, so `stage1` spreads the encoding over the ranks by prompt (data parallel)
@@ -51,8 +56,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MODES = ("baseline", "stage1", "stage12")
-MODE_LABELS = {"baseline": "baseline", "stage1": "MR-SP stage 1", "stage12": "MR-SP stages 1+2"}
+MODES = ("baseline", "stage1", "stage12", "stage12_shared")
+MODE_LABELS = {"baseline": "baseline", "stage1": "MR-SP stage 1", "stage12": "MR-SP stages 1+2",
+               "stage12_shared": "MR-SP 1+2, shared prefix"}
 CPU_MMAP_THRESHOLD = 65536  # bytes; see launch()
 TOP_BLOCKS = ("data", "encode", "rollout", "reward", "advantage", "logprob", "update", "sync")
 
@@ -114,18 +120,16 @@ class PerfConfig:
                     RLConfig)
 
 
-def layout_of(mode: str, world: int) -> tuple[int, int, bool]:
-    """(dp_size, sp_size, cache_video_embeds) of a mode."""
-    if mode == "baseline":
-        return world, 1, False
-    if mode == "stage1":
-        return world, 1, True
-    if mode == "stage12":
-        return 1, world, True
-    raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+def layout_of(mode: str, world: int) -> tuple[int, int, bool, bool]:
+    """(dp_size, sp_size, cache_video_embeds, shared_prefix) of a mode."""
+    layouts = {"baseline": (world, 1, False, False), "stage1": (world, 1, True, False),
+               "stage12": (1, world, True, False), "stage12_shared": (1, world, True, True)}
+    if mode not in layouts:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    return layouts[mode]
 
 
-def rl_overrides(pc: PerfConfig, *, dp: int, sp: int, cache: bool, frames: int, steps: int,
+def rl_overrides(pc: PerfConfig, *, dp: int, sp: int, cache: bool, shared: bool, frames: int, steps: int,
                  data_dir: str, model_path: str, out_dir: str) -> list[str]:
     base: dict[str, Any] = {
         "rollout.engine": "hf", "rollout.n": 4, "rollout.max_new_tokens": 16,
@@ -136,7 +140,8 @@ def rl_overrides(pc: PerfConfig, *, dp: int, sp: int, cache: bool, frames: int, 
     base.update({
         "model.family": pc.family, "model.path": model_path,
         "data.dir": data_dir, "data.train": "rl.jsonl", "data.eval": None, "data.num_frames": frames,
-        "train.cache_video_embeds": cache, "train.prompts_per_step": pc.global_prompts // dp,
+        "train.cache_video_embeds": cache, "train.shared_prefix": shared,
+        "train.prompts_per_step": pc.global_prompts // dp,
         "parallel.dp_size": dp, "parallel.sp_size": sp,
         "run.out_dir": out_dir, "run.steps": steps, "run.save_every": 10**6,
         "run.tensorboard": False, "run.progress": False, "run.log_every": 1,
@@ -208,30 +213,36 @@ def _worker(rank: int, world: int, overrides: list[str], time_encode: bool) -> d
     if torch.cuda.is_available():
         out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
         out["step_mem_gib"] = out["peak_cuda_gib"]
-    if time_encode and rank == 0:
-        out["encode_seconds"] = _time_one_encode(cfg)
+    if rank == 0:
+        out.update(_probe(cfg, time_encode))
     return out
 
 
-def _time_one_encode(cfg) -> float:
-    """Seconds to encode one prompt's video on one rank (the cost the baseline pays on every
-    pass; the RL loop times it only in cached modes, where it is its own block)."""
+def _probe(cfg, time_encode: bool) -> dict[str, float]:
+    """On one rank after the run: the prompt's length in tokens (video included) for the
+    step's FLOPs, and with `time_encode` the seconds to encode one prompt's video (the cost
+    the baseline pays on every pass; the RL loop times it only in cached modes)."""
     import torch
 
-    from harness.data.dataset import SkipLedger, VideoQADataset
+    from harness.data.dataset import SkipLedger, VideoQADataset, question_text
     from harness.trainer.common import build_model
 
     model = build_model(cfg.model)
     data = VideoQADataset(Path(cfg.data.dir) / cfg.data.train, cfg.data.num_frames, SkipLedger(1.0))
-    clip = data.load_frames(data.records[0])
+    record = data.records[0]
+    clip = data.load_frames(record)
     times = []
     with torch.no_grad():
-        for _ in range(3):
+        video = model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds)
+        out = {"prompt_tokens": len(model.build_prompt(model.chat_prompt_ids(question_text(record)), video))}
+        for _ in range(3 if time_encode else 0):
             start = time.perf_counter()
             pixels = model.preprocess(clip.frames, clip.timestamps, clip.frame_seconds)
             model.encode_units(pixels)
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    if times:
+        out["encode_seconds"] = statistics.median(times)
+    return out
 
 
 def launch(world: int, overrides: list[str], *, threads: int, time_encode: bool = False) -> list[dict]:
@@ -258,23 +269,27 @@ def summarise_metrics(rows: list[dict], warmup: int) -> dict[str, Any]:
             blocks[name] = statistics.median(values)
     totals = [sum((r.get(k) or 0.0) for k in r if k.startswith("time/") and "/" not in k[5:]) for r in measured]
     calls = [r.get("video/encoder_calls", 0.0) for r in measured]
+    lengths = [r.get("response/length_mean", 0.0) for r in measured]
     return {"sec_per_step": statistics.median(totals), "steps_measured": len(measured),
-            "step_seconds": totals, "blocks": blocks, "encoder_calls": statistics.median(calls)}
+            "step_seconds": totals, "blocks": blocks, "encoder_calls": statistics.median(calls),
+            "response_tokens_mean": statistics.median(lengths)}
 
 
 def run_case(pc: PerfConfig, mode: str, frames: int, *, data_dir: str, model_path: str, work: Path,
-             world: int | None = None, sp: int | None = None, steps: int | None = None) -> dict[str, Any]:
-    """One (mode, frames) run; `world`/`sp` override the mode's layout (memory suite)."""
+             world: int | None = None, sp: int | None = None, steps: int | None = None,
+             peak_flops: float | None = None) -> dict[str, Any]:
+    """One (mode, frames) run; `world`/`sp` override the mode's layout (memory suite);
+    with `peak_flops` (the machine's FLOP/s) the row gets its MFU."""
     from harness.trainer.metrics import read_metrics
 
     world = world or pc.world_size
-    dp, sp_, cache = layout_of(mode, world)
+    dp, sp_, cache, shared = layout_of(mode, world)
     if sp is not None:
         dp, sp_ = world // sp, sp
     steps = steps or pc.steps
     out_dir = work / f"{mode}-w{world}-sp{sp_}-f{frames}"
     shutil.rmtree(out_dir, ignore_errors=True)  # a fresh run: metrics.jsonl refuses old rows
-    overrides = rl_overrides(pc, dp=dp, sp=sp_, cache=cache, frames=frames, steps=steps,
+    overrides = rl_overrides(pc, dp=dp, sp=sp_, cache=cache, shared=shared, frames=frames, steps=steps,
                              data_dir=data_dir, model_path=model_path, out_dir=str(out_dir))
     threads = max(1, (os.cpu_count() or 1) // world)
     started = time.perf_counter()
@@ -290,12 +305,37 @@ def run_case(pc: PerfConfig, mode: str, frames: int, *, data_dir: str, model_pat
            "mem_per_rank_gib": mem, "peak_rss_per_rank_gib": [r["peak_rss_gib"] for r in ranks],
            "rss_start_per_rank_gib": [r["rss_start_gib"] for r in ranks],
            "fits": max(mem) <= pc.budget_gib}
+    row.update(_flops(overrides, model_path, frames, ranks[0]["prompt_tokens"], summary["response_tokens_mean"],
+                      pc.global_prompts, row["sec_per_step"], peak_flops))
     if "encode_seconds" in ranks[0]:
         # The baseline's encoding hides inside rollout/logprob/update: estimate it from the
         # number of encoder calls on rank 0 times the measured cost of one.
         row["encode_seconds_each"] = ranks[0]["encode_seconds"]
         row["blocks"]["encode (inside other blocks, est.)"] = summary["encoder_calls"] * ranks[0]["encode_seconds"]
     return row
+
+
+def _flops(overrides: list[str], model_path: str, frames: int, prompt_tokens: int, response: float,
+           prompts: int, seconds: float, peak: float | None) -> dict[str, Any]:
+    """The step's model FLOPs (perf/flops.py), and against the machine's peak the fastest
+    possible step and the MFU."""
+    from transformers import AutoConfig, SiglipVisionConfig
+
+    from harness.config import RLConfig, load_config
+    from perf.flops import step_flops
+
+    cfg = load_config(None, overrides, RLConfig)
+    if cfg.model.family != "vila":
+        return {}
+    vision = SiglipVisionConfig.from_pretrained(Path(model_path) / "vision_tower")
+    llm = AutoConfig.from_pretrained(Path(model_path) / "llm")
+    flops = step_flops(vision, llm, frames=frames, prompts=prompts, prefix=prompt_tokens, n=cfg.rollout.n,
+                       response=response, reference=cfg.algo.kl_coef > 0 or cfg.algo.kl_in_reward)
+    out: dict[str, Any] = {"prompt_tokens": prompt_tokens, "model_gflop_per_step": flops["total"] / 1e9}
+    if peak:
+        out.update({"peak_gflops": peak / 1e9, "limit_sec_per_step": flops["total"] / peak,
+                    "mfu": flops["total"] / (seconds * peak)})
+    return out
 
 
 # --- the sweep ----------------------------------------------------------------------------
@@ -323,7 +363,12 @@ def prepare(pc: PerfConfig, work: Path) -> tuple[str, str]:
 
 def sweep(pc: PerfConfig, work: Path, modes: tuple[str, ...] = MODES, log=print) -> list[dict]:
     """Every mode at every frame count, side by side, until each mode exceeds the budget."""
+    from perf.flops import measure_matmul_peak
+
     data_dir, model_path = prepare(pc, work)
+    # CPU: the ranks share the machine's cores; GPU: one device per rank
+    peak = measure_matmul_peak(os.cpu_count() or 1) * (pc.world_size if _cuda() else 1)
+    log(f"matmul peak (all ranks): {peak / 1e9:.1f} GFLOP/s")
     rows: list[dict] = []
     over: dict[str, int] = {}
     for frames in pc.frames:
@@ -333,7 +378,7 @@ def sweep(pc: PerfConfig, work: Path, modes: tuple[str, ...] = MODES, log=print)
                              "reason": f"over the {pc.budget_gib} GiB budget at {over[mode]} frames",
                              "fits": False})
                 continue
-            row = run_case(pc, mode, frames, data_dir=data_dir, model_path=model_path, work=work)
+            row = run_case(pc, mode, frames, data_dir=data_dir, model_path=model_path, work=work, peak_flops=peak)
             if not row["fits"]:
                 over[mode] = frames
                 if row["status"] == "ok":
@@ -343,6 +388,12 @@ def sweep(pc: PerfConfig, work: Path, modes: tuple[str, ...] = MODES, log=print)
         if len(over) == len(modes):
             break
     return rows
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def memory_sweep(pc: PerfConfig, work: Path, log=print) -> list[dict]:
@@ -377,7 +428,7 @@ def speedups(rows: list[dict]) -> dict[int, dict[str, float | None]]:
     for frames in sorted({r["frames"] for r in rows}):
         base = by.get(("baseline", frames))
         out[frames] = {}
-        for mode in ("stage1", "stage12"):
+        for mode in MODES[1:]:
             r = by.get((mode, frames))
             ok = base and r and base.get("fits") and r.get("fits")
             out[frames][mode] = base["sec_per_step"] / r["sec_per_step"] if ok else None
@@ -419,18 +470,24 @@ def efficiency_table(rows: list[dict]) -> str:
     """Markdown: seconds per step per mode and frame count, with the speedups."""
     by = {(r["mode"], r["frames"]): r for r in rows}
     sp = speedups(rows)
-    head = "| frames | " + " | ".join(MODE_LABELS[m] + " (s/step)" for m in MODES) + " | speedup stage 1 | speedup 1+2 |"
-    lines = [head, "|" + "---|" * (len(MODES) + 3)]
+    head = ("| frames | " + " | ".join(MODE_LABELS[m] + " (s/step)" for m in MODES) + " | "
+            + " | ".join(f"speedup {MODE_LABELS[m]}" for m in MODES[1:]) + " | MFU (" + ", ".join(MODES) + ") |")
+    lines = [head, "|" + "---|" * (2 * len(MODES) + 1)]
     for frames in sorted({r["frames"] for r in rows}):
         cells = [str(frames)]
         for m in MODES:
             r = by.get((m, frames))
             cells.append(_cell(r))
-        for m in ("stage1", "stage12"):
+        for m in MODES[1:]:
             v = sp[frames].get(m)
             cells.append("–" if v is None else f"{v:.2f}x")
+        cells.append(", ".join(_mfu_cell(by.get((m, frames))) for m in MODES))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _mfu_cell(r: dict | None) -> str:
+    return f"{100 * r['mfu']:.1f}%" if r and r.get("mfu") is not None else "–"
 
 
 def _cell(r: dict | None) -> str:

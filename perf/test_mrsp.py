@@ -66,8 +66,9 @@ def _record_efficiency(result: dict, pc) -> None:
     for frames in sorted({r["frames"] for r in result["rows"]}):
         parts = [mrsp._cell(by.get((m, frames))) for m in mrsp.MODES]
         sp = result["speedups"][str(frames)]
-        ratio = "/".join("–" if sp[m] is None else f"{sp[m]:.2f}x" for m in ("stage1", "stage12"))
-        cells.append(f"{frames}: {' / '.join(parts)} ({ratio})")
+        ratio = "/".join("–" if sp[m] is None else f"{sp[m]:.2f}x" for m in mrsp.MODES[1:])
+        mfu = "/".join(mrsp._mfu_cell(by.get((m, frames))) for m in mrsp.MODES)
+        cells.append(f"{frames}: {' / '.join(parts)} ({ratio}; MFU {mfu})")
     append_row(README, "mrsp", [
         result["date"], result["machine"], short_versions(result["versions"]),
         f"{pc.world_size} ranks; {result['model']['text']}", f"{pc.budget_gib} GiB",

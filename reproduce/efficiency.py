@@ -1,5 +1,7 @@
 """The paper's efficiency figure from our perf run: seconds per RL step against frames for the
-baseline, MR-SP stage 1 and MR-SP stages 1+2, OOM marked, beside the paper's 8xA100 numbers.
+baseline, MR-SP stage 1, MR-SP stages 1+2 and stages 1+2 with the shared-prefix passes, OOM
+marked, with the machine's limit (step FLOPs / measured matmul peak), beside the paper's
+8xA100 numbers (its three modes).
 
     python -m perf.mrsp --config configs/perf/cpu-2rank.yaml --out perf/results/mrsp.json   (or tox -e perf)
     python -m reproduce efficiency --perf perf/results/mrsp.json [--out reproduce/efficiency.png]
@@ -20,10 +22,12 @@ from typing import Any
 
 from reproduce import paper
 
-MODES = ("baseline", "stage1", "stage12")
+MODES = ("baseline", "stage1", "stage12", "stage12_shared")  # ours; the paper measured the first three
+PAPER_MODES = MODES[:3]
 LABELS = {"baseline": "baseline (no cache, no SP)", "stage1": "MR-SP stage 1 (cache)",
-          "stage12": "MR-SP stages 1+2 (cache + SP)"}
-STYLE = {"baseline": ("tab:red", "o"), "stage1": ("tab:blue", "s"), "stage12": ("tab:green", "^")}
+          "stage12": "MR-SP stages 1+2 (cache + SP)", "stage12_shared": "MR-SP 1+2 + shared prefix"}
+STYLE = {"baseline": ("tab:red", "o"), "stage1": ("tab:blue", "s"), "stage12": ("tab:green", "^"),
+         "stage12_shared": ("tab:purple", "D")}
 
 
 def load_perf(path: str | Path) -> dict[str, Any]:
@@ -38,7 +42,7 @@ def load_perf(path: str | Path) -> dict[str, Any]:
 
 def series(rows: list[dict]) -> dict[str, dict[str, list]]:
     """mode -> {"frames": [...], "seconds": [...] (fitting runs), "oom": [frames...]}"""
-    out = {m: {"frames": [], "seconds": [], "oom": []} for m in MODES}
+    out = {m: {"frames": [], "seconds": [], "oom": []} for m in MODES if any(r["mode"] == m for r in rows)}
     for r in sorted(rows, key=lambda r: r["frames"]):
         s = out.setdefault(r["mode"], {"frames": [], "seconds": [], "oom": []})
         if r.get("status") == "ok" and r.get("fits", True):
@@ -49,10 +53,20 @@ def series(rows: list[dict]) -> dict[str, dict[str, list]]:
     return out
 
 
+def limit_series(rows: list[dict]) -> dict[str, list]:
+    """The fastest step the machine's matmul peak allows at each frame count (perf rows'
+    `limit_sec_per_step`: the step's model FLOPs over the peak)."""
+    by: dict[int, float] = {}
+    for r in rows:
+        if r.get("limit_sec_per_step") is not None:
+            by[r["frames"]] = r["limit_sec_per_step"]
+    return {"frames": sorted(by), "seconds": [by[f] for f in sorted(by)]}
+
+
 def paper_series(model: str) -> dict[str, dict[str, list]]:
-    out = {m: {"frames": [], "seconds": [], "oom": []} for m in MODES}
+    out = {m: {"frames": [], "seconds": [], "oom": []} for m in PAPER_MODES}
     for frames, values in sorted(paper.EFFICIENCY[model].items()):
-        for m, v in zip(MODES, values, strict=True):
+        for m, v in zip(PAPER_MODES, values, strict=True):
             if v is None:
                 out[m]["oom"].append(frames)
             else:
@@ -61,10 +75,13 @@ def paper_series(model: str) -> dict[str, dict[str, list]]:
     return out
 
 
-def _draw(ax, data: dict[str, dict[str, list]], title: str, ylabel: str) -> None:
+def _draw(ax, data: dict[str, dict[str, list]], title: str, ylabel: str, limit: dict | None = None) -> None:
     top = max((max(s["seconds"]) for s in data.values() if s["seconds"]), default=1.0)
     all_frames = sorted({f for s in data.values() for f in s["frames"] + s["oom"]})
-    for m in MODES:
+    if limit and limit["frames"]:
+        ax.plot(limit["frames"], limit["seconds"], linestyle="--", color="grey",
+                label="limit: step FLOPs / measured matmul peak")
+    for m in data:
         color, marker = STYLE[m]
         s = data[m]
         if s["frames"]:
@@ -95,7 +112,8 @@ def plot(perf: dict[str, Any], out: str | Path) -> Path:
     model = perf.get("model", {}).get("text", "")
     _draw(axes[0], series(perf["rows"]),
           f"ours: {perf.get('machine_kind', '?')}, {perf.get('world_size', '?')} ranks, "
-          f"budget {perf.get('budget_gib', '?')} GiB/rank\n{_wrap(model)}", "seconds per RL step")
+          f"budget {perf.get('budget_gib', '?')} GiB/rank\n{_wrap(model)}", "seconds per RL step",
+          limit=limit_series(perf["rows"]))
     _draw(axes[1], paper_series(paper.TARGET), f"paper: {paper.TARGET}, {paper.EFFICIENCY_HARDWARE}",
           "seconds per RL step")
     fig.suptitle(f"MR-SP efficiency: ours ({perf.get('date', '')}) beside the paper", fontsize=11)
@@ -120,31 +138,35 @@ def _wrap(text: str, width: int = 80) -> str:
 
 def markdown(perf: dict[str, Any]) -> str:
     ours = series(perf["rows"])
-    lines = ["| source | frames | baseline | stage 1 | stages 1+2 | baseline / stage 1 | baseline / stages 1+2 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| source | frames | baseline | stage 1 | stages 1+2 | 1+2 + shared prefix | baseline / stage 1 "
+             "| baseline / stages 1+2 | baseline / 1+2 + shared prefix |", "|---|---|---|---|---|---|---|---|---|"]
 
     def cells(data, frames):
         vals = []
         for m in MODES:
-            s = data[m]
-            vals.append(s["seconds"][s["frames"].index(frames)] if frames in s["frames"] else None)
+            s = data.get(m)
+            if s and frames in s["frames"]:
+                vals.append(s["seconds"][s["frames"].index(frames)])
+            else:
+                vals.append("OOM" if s and frames in s["oom"] else None)  # None: not measured
         return vals
 
     def fmt(v):
-        return "OOM" if v is None else f"{v:.3g}"
+        return "–" if v is None else v if isinstance(v, str) else f"{v:.3g}"
 
     def ratio(a, b):
-        return "–" if a is None or b is None else f"{a / b:.2f}x"
+        return f"{a / b:.2f}x" if isinstance(a, float | int) and isinstance(b, float | int) else "–"
+
+    def line(source, frames, v):
+        return (f"| {source} | {frames} | " + " | ".join(fmt(x) for x in v) + " | "
+                + " | ".join(ratio(v[0], x) for x in v[1:]) + " |")
 
     for frames in sorted({f for s in ours.values() for f in s["frames"] + s["oom"]}):
-        v = cells(ours, frames)
-        lines.append(f"| ours | {frames} | " + " | ".join(fmt(x) for x in v) + f" | {ratio(v[0], v[1])} | {ratio(v[0], v[2])} |")
+        lines.append(line("ours", frames, cells(ours, frames)))
     for model in paper.EFFICIENCY:
         data = paper_series(model)
         for frames in sorted(paper.EFFICIENCY[model]):
-            v = cells(data, frames)
-            lines.append(f"| paper {model} | {frames} | " + " | ".join(fmt(x) for x in v)
-                         + f" | {ratio(v[0], v[1])} | {ratio(v[0], v[2])} |")
+            lines.append(line(f"paper {model}", frames, cells(data, frames)))
     return "\n".join(lines)
 
 

@@ -1,10 +1,13 @@
-"""Pack (prompt, response) pairs into one right-padded batch for scoring and training, and
-the one masked log-prob routine over such a batch (training, scoring, tests and evaluation
-all go through it; `sp.py` is its sequence-parallel form).
+"""Pack prompts and their responses into right-padded rows for scoring and training, and the
+one log-prob routine over such a batch (training, scoring, tests and evaluation all go
+through it; `sp.py` is its sequence-parallel form).
 
-Each row is [prompt | response]; positions are the prompt's own (1-D or 3-D) followed by
-the response's continuation (`next_positions`), exactly what the rollout engine used when
-it sampled the response. Targets sit one position early (position t predicts token t+1).
+A row is [prompt | response_1 | ... | response_g]: one response per row (`pack_sequences`),
+or all of a prompt's responses behind one copy of it (`pack_groups`, the shared-prefix
+passes; attention.py keeps the responses apart). Every response's positions continue the
+prompt's own (1-D or 3-D, `next_positions`), exactly what the rollout engine used when it
+sampled it. The output at position t predicts the token after it: the prompt's last
+position predicts the first token of every response in the row.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from harness.model.attention import ROWS_ATTENTION, RowLayout, attention_implementation
 from harness.model.positions import next_positions
 from harness.types import SequenceBatch
 
@@ -21,38 +25,72 @@ if TYPE_CHECKING:  # interface.py scores single responses through this module
 
 
 def pack_sequences(model: VideoLM, prompts: list[PromptEmbeds], responses: list[torch.Tensor]) -> SequenceBatch:
+    """One row per (prompt, response) pair."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    lengths = [len(p) + r.shape[0] for p, r in zip(prompts, responses, strict=True)]
-    b, width = len(prompts), max(lengths)
-    r_max = max(r.shape[0] for r in responses)
-    d = prompts[0].embeds.shape[-1]
+    return pack_groups(model, prompts, [[r] for r in responses])
+
+
+def pack_groups(model: VideoLM, prompts: list[PromptEmbeds], responses: list[list[torch.Tensor]]) -> SequenceBatch:
+    """One row per prompt, holding all of `responses[i]` behind prompt i; the batch's
+    responses are numbered row by row."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} response lists")
+    if any(not rs for rs in responses):
+        raise ValueError("every prompt needs at least one response")
+    lengths = [len(p) + sum(r.shape[0] for r in rs) for p, rs in zip(prompts, responses, strict=True)]
+    flat = [r for rs in responses for r in rs]
+    b, width, n, r_max = len(prompts), max(lengths), len(flat), max(r.shape[0] for r in flat)
     three_d = prompts[0].positions.dim() == 2
     dev = prompts[0].embeds.device
-    embeds = prompts[0].embeds.new_zeros(b, width, d)  # [B, L, D]
+    embeds = prompts[0].embeds.new_zeros(b, width, prompts[0].embeds.shape[-1])  # [B, L, D]
     positions = torch.zeros((3, b, width) if three_d else (b, width), dtype=torch.long, device=dev)
-    attention = torch.zeros(b, width, dtype=torch.long, device=dev)
-    targets = torch.zeros(b, width, dtype=torch.long, device=dev)
-    target_mask = torch.zeros(b, width, dtype=torch.bool, device=dev)
-    response_index = torch.zeros(b, r_max, dtype=torch.long, device=dev)
-    response_mask = torch.zeros(b, r_max, dtype=torch.bool, device=dev)
-    for i, (prompt, resp) in enumerate(zip(prompts, responses, strict=True)):
-        p, r = len(prompt), resp.shape[0]
-        resp = resp.to(dev)
-        embeds[i, :p] = prompt.embeds
-        embeds[i, p : p + r] = model.embed_tokens(resp)
-        pos = torch.cat([prompt.positions, next_positions(prompt.positions, r).to(dev)], dim=-1)
-        positions[..., i, : p + r] = pos
-        attention[i, : p + r] = 1
-        targets[i, p - 1 : p + r - 1] = resp
-        target_mask[i, p - 1 : p + r - 1] = True
-        response_index[i, :r] = torch.arange(p - 1, p + r - 1, device=dev)
-        response_mask[i, :r] = True
-    return SequenceBatch(embeds, positions, attention, targets, target_mask, response_index, response_mask)
+    segments = torch.full((b, width), -1, dtype=torch.long, device=dev)  # [B, L]
+    response_row = torch.zeros(n, dtype=torch.long, device=dev)  # [N]
+    response_index = torch.zeros(n, r_max, dtype=torch.long, device=dev)  # [N, R]
+    response_tokens = torch.zeros(n, r_max, dtype=torch.long, device=dev)  # [N, R]
+    response_mask = torch.zeros(n, r_max, dtype=torch.bool, device=dev)  # [N, R]
+    k = 0
+    for row, (prompt, resps) in enumerate(zip(prompts, responses, strict=True)):
+        p = len(prompt)
+        embeds[row, :p] = prompt.embeds
+        positions[..., row, :p] = prompt.positions
+        segments[row, :p] = 0
+        joined = torch.cat(resps).to(dev)
+        embeds[row, p : p + joined.shape[0]] = model.embed_tokens(joined)
+        at = p
+        for g, resp in enumerate(resps, start=1):
+            r = resp.shape[0]
+            positions[..., row, at : at + r] = next_positions(prompt.positions, r).to(dev)
+            segments[row, at : at + r] = g
+            response_row[k] = row
+            # token 0 is predicted by the prompt's last position, token j by the response's j-1
+            response_index[k, :r] = torch.cat([torch.tensor([p - 1], device=dev),
+                                               torch.arange(at, at + r - 1, device=dev)])[:r]
+            response_tokens[k, :r] = resp.to(dev)
+            response_mask[k, :r] = True
+            at += r
+            k += 1
+    return SequenceBatch(embeds, positions, segments, response_row, response_index, response_tokens, response_mask)
 
 
 def response_logprobs(model: VideoLM, batch: SequenceBatch) -> torch.Tensor:
-    """Log-probs [B, R] of every response token (zero on padding)."""
-    full = model.token_logprobs(batch.embeds, batch.positions, batch.attention_mask,
-                                batch.targets, batch.target_mask)  # [B, L]
-    return batch.response_values(full)
+    """Log-probs [N, R] of every response token (zero on padding); differentiable."""
+    with attention_implementation(model.language_model, ROWS_ATTENTION):
+        hidden = model.language_model(inputs_embeds=batch.embeds, position_ids=batch.positions, attention_mask=None,
+                                      use_cache=False, row_layout=RowLayout(batch.segments)
+                                      ).last_hidden_state  # [B, L, D]
+    return logprobs_at(model, hidden, batch, batch.response_index, batch.response_mask)
+
+
+def logprobs_at(model: VideoLM, hidden: torch.Tensor, batch: SequenceBatch, index: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+    """Log-probs [N, R] of the response tokens under `mask`, each read from the output
+    hidden[response_row, index] ([B, L', D]; `index` [N, R] into L'). Logits are formed
+    only there, so the [B, L, vocab] tensor never exists for long video prompts."""
+    rows = batch.response_row[:, None].expand_as(index)  # [N, R]
+    logits = model.lm_head(hidden[rows[mask], index[mask]]).float()  # [T, V]
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, batch.response_tokens[mask].unsqueeze(-1))  # [T, 1]
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)  # [N, R]
+    out[mask] = picked.squeeze(-1)
+    return out

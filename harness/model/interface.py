@@ -11,7 +11,8 @@ A video goes through three steps, kept apart so that MR-SP can split and cache t
    embeddings with the video's rows spliced in at the single video placeholder, plus the
    positions the LLM must use (1-D or 3-D), computed on the full sequence.
 
-Then `token_logprobs` scores given tokens and `generate` samples from `PromptEmbeds`.
+Responses are scored by `model/batch.py` (packed rows) and `response_logprobs` (one
+sequence, the reference); rollout engines sample from `PromptEmbeds`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.model.positions import next_positions
 from harness.model.tokenizer import VIDEO_TOKEN
 
 
@@ -250,41 +252,21 @@ class VideoLM(nn.Module, ABC):
 
     # --- scoring -----------------------------------------------------------------------
 
-    def hidden_states(
-        self, embeds: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """embeds [B, L, D], positions [B, L] or [3, B, L], attention_mask [B, L] -> [B, L, D]."""
-        out = self.language_model(
-            inputs_embeds=embeds, position_ids=positions, attention_mask=attention_mask, use_cache=False
-        )
-        return out.last_hidden_state
-
-    def token_logprobs(
-        self,
-        embeds: torch.Tensor,
-        positions: torch.Tensor,
-        attention_mask: torch.Tensor,
-        targets: torch.Tensor,
-        target_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """log p(targets[b, t] | sequence up to t) for the masked positions.
-
-        embeds [B, L, D]; targets [B, L] is the token that follows position t (so the last
-        prompt position predicts the first response token); target_mask [B, L] bool.
-        Returns [B, L] float32, zero where unmasked. Logits are formed only at masked
-        positions, so the [B, L, vocab] tensor never exists for long video prompts.
-        """
-        hidden = self.hidden_states(embeds, positions, attention_mask)  # [B, L, D]
-        targets, target_mask = targets.to(hidden.device), target_mask.to(hidden.device)
-        selected = hidden[target_mask]  # [N, D]
-        logits = self.lm_head(selected).float()  # [N, V]
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[target_mask].unsqueeze(-1))
-        out = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)  # [B, L]
-        out[target_mask] = logp.squeeze(-1)
-        return out
+    def hidden_states(self, embeds: torch.Tensor, positions: torch.Tensor,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The LLM's own forward: embeds [B, L, D], positions [B, L] or [3, B, L],
+        attention_mask [B, L] (None: no padding) -> [B, L, D]."""
+        return self.language_model(inputs_embeds=embeds, position_ids=positions, attention_mask=attention_mask,
+                                   use_cache=False).last_hidden_state
 
     def response_logprobs(self, prompt: PromptEmbeds, response_ids: torch.Tensor) -> torch.Tensor:
-        """Log-probs [R] of one response given its prompt (a batch of one, for tests and eval)."""
-        from harness.model.batch import pack_sequences, response_logprobs
-
-        return response_logprobs(self, pack_sequences(self, [prompt], [response_ids]))[0]  # [R]
+        """Log-probs [R] of one response given its prompt, through the LLM's own attention
+        on one unpadded sequence: the plain reference every packed and sequence-parallel
+        pass is tested against (training scores batches through model/batch.py)."""
+        response_ids = response_ids.to(prompt.embeds.device)
+        p, r = len(prompt), response_ids.shape[0]
+        embeds = torch.cat([prompt.embeds, self.embed_tokens(response_ids)])  # [L, D]
+        positions = torch.cat([prompt.positions, next_positions(prompt.positions, r).to(prompt.embeds.device)], -1)
+        hidden = self.hidden_states(embeds[None], positions.unsqueeze(-2))[0]  # [L, D]
+        logits = self.lm_head(hidden[p - 1 : p + r - 1]).float()  # [R, V]
+        return torch.log_softmax(logits, dim=-1).gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)  # [R]

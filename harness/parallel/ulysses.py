@@ -5,16 +5,17 @@ every layer; only attention needs the whole sequence, so it trades the sequence 
 a head split with one all-to-all before (q, k, v: [B, H, L/P, d] -> [B, H/P, L, d]) and one
 after. Activations outside attention stay at L/P per rank.
 
-The causal + key-padding mask is built here from the FULL sequence's padding mask, which
-the caller passes as `sp_key_padding` ([B, L] bool, True = real token); the mask a model
-builds from its local slice would be wrong.
+The mask belongs to the whole sequence, so the attention proper is the caller's `attend`
+(model/attention.py's packed-row attention): a mask a model builds from its local slice
+would be wrong.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from harness.parallel.comm import all_to_all
 
@@ -38,12 +39,12 @@ def ulysses_attention(
     query: torch.Tensor,  # [B, H, Lc, d]
     key: torch.Tensor,  # [B, Hkv, Lc, d]
     value: torch.Tensor,  # [B, Hkv, Lc, d]
-    key_padding: torch.Tensor,  # [B, L] bool over the full (padded) sequence
-    scaling: float,
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     group: dist.ProcessGroup,
 ) -> torch.Tensor:
-    """Causal attention over the full sequence for this rank's slice of queries;
-    returns [B, Lc, H, d] (the layout HF attention modules expect back)."""
+    """Attention over the full sequence for this rank's slice of queries: `attend` maps the
+    whole sequence's q, k, v for this rank's heads ([B, H/P, L, d], KV heads matched to the
+    query's) to its output; returns [B, Lc, H, d] (the layout HF attention modules expect)."""
     sp = dist.get_world_size(group)
     rep = spread_kv_heads(key.shape[1], query.shape[1], sp)
     if rep > 1:
@@ -54,22 +55,6 @@ def ulysses_attention(
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    length = q.shape[2]
-    real = key_padding.sum(1)  # [B]
-    if torch.equal(key_padding, torch.arange(length, device=q.device)[None] < real[:, None]):
-        # Padding only at the end (as the trainer packs): under the causal mask a real query
-        # sees only real keys, so the plain causal kernel is exact for every position that is
-        # used (padding queries' outputs never are). It avoids the [B, L, L] mask below,
-        # which sends SDPA down its math path: O(L^2) memory per layer and ~2.5x the time on CPU
-        # (found by perf/test_mrsp.py).
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)  # [B, H/P, L, d]
-        out = all_to_all(out, 2, 1, group)  # [B, H, Lc, d]
-        return out.transpose(1, 2).contiguous()  # [B, Lc, H, d]
-    causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()  # [L, L]
-    allowed = causal[None] & key_padding[:, None, :]  # [B, L, L]
-    # A padding query may see no key at all; let it see itself so softmax stays finite
-    # (its output is never used).
-    allowed |= torch.eye(length, dtype=torch.bool, device=q.device)[None]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None], scale=scaling)  # [B, H/P, L, d]
+    out = attend(q, k, v)  # [B, H/P, L, d]
     out = all_to_all(out, 2, 1, group)  # [B, H, Lc, d]
     return out.transpose(1, 2).contiguous()  # [B, Lc, H, d]

@@ -58,9 +58,9 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         budget.check(batch, run.layout)
         samples, timer = batch.samples, run.timer
         with timer.block("logprob"):
-            old_logp = score_samples(run.model, videos, samples, cfg.train.micro_batch, run.layout)
-            ref_logp = (score_samples(reference, videos, samples, cfg.train.micro_batch, run.layout)
-                        if reference is not None else None)
+            passes = (cfg.train.micro_batch, run.layout, cfg.train.shared_prefix)
+            old_logp = score_samples(run.model, videos, samples, *passes)
+            ref_logp = score_samples(reference, videos, samples, *passes) if reference is not None else None
         with timer.block("advantage"):
             adv, kl_stats = advantages(samples, old_logp, ref_logp, cfg.algo, run.layout)  # [N, R]
         kl_term = None if cfg.algo.kl_in_reward else ref_logp  # the KL is either a loss term or in the reward

@@ -7,20 +7,20 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from harness.algos import advantages as adv_fns
 from harness.algos.kl import kl_estimate, kl_loss
 from harness.algos.losses import masked_mean, policy_loss
 from harness.config import AlgoConfig
-from harness.model.batch import pack_sequences, response_logprobs
+from harness.model.batch import pack_groups, response_logprobs
 from harness.model.interface import VideoLM
-from harness.model.sp import padded_length, sp_local_logprobs, sp_token_logprobs
+from harness.model.sp import sp_local_logprobs, sp_response_logprobs
 from harness.parallel.groups import Layout
 from harness.parallel.reduce import dp_max, dp_sum, world_sum
 from harness.trainer.rl_collect import Sample, group_ids, prompt_embeds
 from harness.trainer.run import Run
 from harness.trainer.videos import StepVideoCache
+from harness.types import SequenceBatch
 
 PER_TOKEN_STATS = ("pg/clip_frac", "pg/dual_clip_frac", "pg/approx_kl", "entropy")
 
@@ -58,21 +58,35 @@ def _response_mask(samples: list[Sample], width: int) -> torch.Tensor:
 
 
 def score_samples(model: VideoLM, videos: StepVideoCache, samples: list[Sample], micro: int,
-                  layout: Layout) -> torch.Tensor:
+                  layout: Layout, share_prefix: bool) -> torch.Tensor:
     """Log-probs [N, R_max] of every sample's response under `model` (no grad); the
     sequence is split across the SP group when there is one (MR-SP stage 2)."""
     r_max = max(s.tokens.shape[0] for s in samples)
     out = torch.zeros(len(samples), r_max, device=model.device)
     with torch.no_grad():  # no collectives under ZeRO-2/3: weights are gathered for no-grad passes
         for idx in _chunks(len(samples), micro):
-            batch = pack_sequences(model, [prompt_embeds(model, videos, samples[i].item) for i in idx],
-                                   [samples[i].tokens for i in idx])
+            batch = pack_samples(model, videos, samples, idx, share_prefix)
             if layout.sp_group is None:
                 logp = response_logprobs(model, batch)  # [b, R]
             else:
-                logp = batch.response_values(sp_token_logprobs(model, batch, layout.sp_group))
+                logp = sp_response_logprobs(model, batch, layout.sp_group)
             out[idx.start : idx.stop, : logp.shape[1]] = logp
     return out
+
+
+def pack_samples(model: VideoLM, videos: StepVideoCache, samples: list[Sample], rows: range,
+                 share_prefix: bool) -> SequenceBatch:
+    """The samples `rows` packed for one pass, in their order: with `share_prefix`, each run
+    of consecutive samples answering the same prompt shares one row (one copy of the
+    prompt and its video); otherwise one row per sample."""
+    runs: list[list[int]] = []
+    for i in rows:
+        if share_prefix and runs and samples[runs[-1][0]].item is samples[i].item:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    prompts = [prompt_embeds(model, videos, samples[run[0]].item) for run in runs]
+    return pack_groups(model, prompts, [[samples[i].tokens for i in run] for run in runs])
 
 
 def update(run: Run, videos: StepVideoCache, samples: list[Sample], adv: torch.Tensor, old_logp: torch.Tensor,
@@ -119,8 +133,7 @@ def micro_loss(run: Run, videos: StepVideoCache, samples: list[Sample], rows: ra
     summed over its tokens. `ref_logp`: the reference's, for a KL loss term (None: none)."""
     policy, a, layout = run.model, run.cfg.algo, run.layout
     norm = {"num_tokens": int(counts[0]), "num_seqs": int(counts[1]), "horizon": run.cfg.rollout.max_new_tokens}
-    batch = pack_sequences(policy, [prompt_embeds(policy, videos, samples[i].item) for i in rows],
-                           [samples[i].tokens for i in rows])
+    batch = pack_samples(policy, videos, samples, rows, run.cfg.train.shared_prefix)
     logp, mask = _policy_logprobs(policy, batch, layout)  # [b, R]
     width = logp.shape[1]
     old = old_logp[rows.start : rows.stop, :width]
@@ -167,19 +180,15 @@ def sample_metrics(samples: list[Sample], old_logp: torch.Tensor, layout: Layout
     }
 
 
-def _policy_logprobs(policy: VideoLM, batch, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+def _policy_logprobs(policy: VideoLM, batch: SequenceBatch, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable response log-probs [b, R] and the mask of the tokens this rank owns.
 
-    Under SP each rank scores only the positions of its sequence slice: the other
+    Under SP each rank scores only the tokens predicted from its sequence slice: the other
     tokens are zero here and masked out, and the losses of the ranks add up to the
     full loss (their gradients are summed across the group after backward)."""
     if layout.sp_group is None:
         return response_logprobs(policy, batch), batch.response_mask
-    local, start, _ = sp_local_logprobs(policy, batch, layout.sp_group)  # [b, Lc]
-    total = padded_length(batch.targets.shape[1], layout.sp_size)
-    full = F.pad(local, (start, total - start - local.shape[1]))  # [b, L_pad], zeros off-slice
-    owned = (batch.response_index >= start) & (batch.response_index < start + local.shape[1])
-    return full.gather(1, batch.response_index), batch.response_mask & owned
+    return sp_local_logprobs(policy, batch, layout.sp_group)
 
 
 def _chunks(n: int, size: int) -> list[range]:

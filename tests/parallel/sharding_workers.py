@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from harness.config import OptimConfig
+from harness.model.batch import response_logprobs
 from harness.model.build import init_model
 from harness.parallel import sharding
 from harness.parallel.groups import build_layout
@@ -24,8 +25,7 @@ CASES = [(4, 5, 7), (6, 3, 4)]  # (frames, question length, response length)
 def _loss(model, seed: int) -> torch.Tensor:
     """A weighted sum of log-probs over one rank's batch: each rank's part of the loss."""
     batch = _batch(model, CASES, seed)
-    logp = model.token_logprobs(batch.embeds, batch.positions, batch.attention_mask, batch.targets,
-                                batch.target_mask)  # [B, L]
+    logp = response_logprobs(model, batch)  # [N, R]
     weights = torch.randn(logp.shape, generator=torch.Generator().manual_seed(seed))
     return (logp * weights).sum() * 1e-2
 

@@ -39,4 +39,5 @@ def test_pitfall3_group_statistics_follow_group_ids_not_adjacency():
 def test_pitfall4_last_rank_slice_scores_its_own_tokens(family):
     for res in run_distributed(workers.pitfall_last_rank_slice, 2, family):
         assert res["boundary_in_video"] and res["odd_length"], res  # the case is the risky one
+        assert res["last_slice_tokens"] > 0, res
         assert res["last_slice_err"] < 1e-4, res

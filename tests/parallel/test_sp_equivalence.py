@@ -77,3 +77,27 @@ def test_stage2_equivalence_over_drawn_lengths(cases):
     """Hypothesis draws prompt (frames, question) and response lengths; SP=2 equals SP=1."""
     for res in run_distributed(workers.stage2_logprobs_and_grads, 2, "vila", cases, 7):
         assert res["logp_err"] < 1e-4 and res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stage2_shared_prefix_equals_single_process(family):
+    """Each prompt's responses behind one copy of it, split over the SP group: the
+    log-probs and gradients of separate single-process sequences."""
+    cases = [(4, 7, (3, 1, 5)), (2, 20, (6,)), (6, 3, (2, 9))]
+    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 3, True):
+        assert res["missing"] == []
+        assert res["logp_err"] < 1e-4, res
+        assert res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res
+
+
+@pytest.mark.distributed
+@settings(max_examples=3, deadline=None, derandomize=True)
+@given(cases=st.lists(st.tuples(st.sampled_from([2, 4, 6]), st.integers(1, 40),
+                                st.lists(st.integers(1, 12), min_size=1, max_size=5).map(tuple)),
+                      min_size=1, max_size=3),
+       family=st.sampled_from(FAMILIES))
+def test_stage2_shared_prefix_over_drawn_lengths(cases, family):
+    """Hypothesis draws prompts, G and response lengths; SP=2 shared-prefix equals SP=1."""
+    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 11, True):
+        assert res["logp_err"] < 1e-4 and res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from harness.model.batch import pack_sequences
+from harness.model.batch import pack_groups, pack_sequences
 from harness.model.build import init_model
-from harness.model.sp import sp_local_logprobs, sp_token_logprobs
+from harness.model.sp import sp_local_logprobs, sp_response_logprobs
 from harness.parallel.encode import encode_split
 from harness.parallel.groups import build_layout
 
@@ -38,45 +38,62 @@ def stage1_encode(rank: int, world: int, family: str, frame_counts: list[int]) -
     return errors
 
 
-def _batch(model, cases, seed):
-    """cases: list of (frames, question_len, response_len)."""
+def _samples(model, cases, seed):
+    """cases: list of (frames, question_len, response lengths): an int for one response, a
+    tuple for a prompt with several. Returns (prompts [P], responses [P][g])."""
     rng = np.random.default_rng(seed)
     prompts, responses = [], []
-    for k, (frames, q_len, r_len) in enumerate(cases):
+    for k, (frames, q_len, r_lens) in enumerate(cases):
         video = model.encode_video(_video(model, seed * 100 + k, frames))
-        ids = model.chat_prompt_ids("x" * q_len)
-        prompts.append(model.build_prompt(ids, video))
-        responses.append(torch.from_numpy(rng.integers(5, 500, r_len)))
-    return pack_sequences(model, prompts, responses)
+        prompts.append(model.build_prompt(model.chat_prompt_ids("x" * q_len), video))
+        lens = (r_lens,) if isinstance(r_lens, int) else r_lens
+        responses.append([torch.from_numpy(rng.integers(5, 500, r)) for r in lens])
+    return prompts, responses
 
 
-def stage2_logprobs_and_grads(rank: int, world: int, family: str, cases: list, seed: int) -> dict:
-    """SP log-probs vs single-process log-probs, and the gradients of a weighted sum."""
+def _batch(model, cases, seed, share: bool = False):
+    """The packed batch of `cases`: each prompt's responses behind one copy of it (`share`),
+    or one row per response."""
+    prompts, responses = _samples(model, cases, seed)
+    if share:
+        return pack_groups(model, prompts, responses)
+    return pack_sequences(model, [p for p, rs in zip(prompts, responses, strict=True) for _ in rs],
+                          [r for rs in responses for r in rs])
+
+
+def _reference(model, cases, seed) -> torch.Tensor:
+    """[N, R] log-probs of every response, one unpadded sequence at a time through the LLM's
+    own attention: the plain single-process computation."""
+    prompts, responses = _samples(model, cases, seed)
+    rows = [model.response_logprobs(p, r) for p, rs in zip(prompts, responses, strict=True) for r in rs]
+    out = torch.zeros(len(rows), max(r.shape[0] for r in rows))
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out
+
+
+def stage2_logprobs_and_grads(rank: int, world: int, family: str, cases: list, seed: int,
+                              share: bool = False) -> dict:
+    """SP log-probs vs single-process ones, and the gradients of a weighted sum."""
     layout = build_layout(1, world)
     model = init_model(family, "tiny", seed=0)
-    batch = _batch(model, cases, seed)
-    weights = torch.from_numpy(np.random.default_rng(seed + 1).normal(size=batch.targets.shape)).float()
-
-    # single process
     model.zero_grad()
-    ref = model.token_logprobs(batch.embeds, batch.positions, batch.attention_mask, batch.targets, batch.target_mask)
+    ref = _reference(model, cases, seed)  # [N, R]
+    weights = torch.from_numpy(np.random.default_rng(seed + 1).normal(size=ref.shape)).float()
     (ref * weights).sum().backward()
     ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    # sequence parallel: each rank's loss covers its own positions; gradients summed over ranks
+    # sequence parallel: each rank's loss covers the tokens it owns; gradients summed over ranks
     model.zero_grad()
-    batch = _batch(model, cases, seed)  # fresh graph
-    local, start, end = sp_local_logprobs(model, batch, layout.sp_group)
-    w = torch.zeros_like(local)
-    w[:, : end - start] = weights[:, start:end]
-    (local * w).sum().backward()
+    local, _ = sp_local_logprobs(model, _batch(model, cases, seed, share), layout.sp_group)
+    (local * weights).sum().backward()
     grads = {}
     for n, p in model.named_parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad, group=layout.sp_group)
             grads[n] = p.grad
     with torch.no_grad():
-        full = sp_token_logprobs(model, _batch(model, cases, seed), layout.sp_group)
+        full = sp_response_logprobs(model, _batch(model, cases, seed, share), layout.sp_group)
     logp_err = float((full - ref.detach()).abs().max())
     grad_err = max(float((grads[n] - g).abs().max()) for n, g in ref_grads.items())
     grad_scale = max(float(g.abs().max()) for g in ref_grads.values())
@@ -90,19 +107,18 @@ def stage2_batch_invariance(rank: int, world: int, family: str, cases: list, see
     layout = build_layout(1, world)
     model = init_model(family, "tiny", seed=0)
     with torch.no_grad():
-        whole = sp_token_logprobs(model, _batch(model, cases, seed), layout.sp_group)
-        whole_resp = _batch(model, cases, seed).response_values(whole)  # [N, R]
+        whole_resp = sp_response_logprobs(model, _batch(model, cases, seed), layout.sp_group)  # [N, R]
         errs = []
         for micro in (1, 2, 4):
             for lo in range(0, len(cases), micro):
                 part_cases = cases[lo : lo + micro]
                 b = _batch_subset(model, cases, seed, range(lo, lo + len(part_cases)))
-                resp = b.response_values(sp_token_logprobs(model, b, layout.sp_group))
+                resp = sp_response_logprobs(model, b, layout.sp_group)
                 width = resp.shape[1]
                 errs.append(float((resp - whole_resp[lo : lo + len(part_cases), :width]).abs().max()))
         perm = list(np.random.default_rng(seed).permutation(len(cases)))
         b = _batch_subset(model, cases, seed, perm)
-        resp = b.response_values(sp_token_logprobs(model, b, layout.sp_group))
+        resp = sp_response_logprobs(model, b, layout.sp_group)
         width = resp.shape[1]
         errs.append(float((resp - whole_resp[perm, :width]).abs().max()))
     return {"max_err": max(errs)}
@@ -150,10 +166,10 @@ def pitfall_positions(rank: int, world: int) -> dict:
         prompt = model.build_prompt(model.chat_prompt_ids("where did it go?"), video)
         (out,) = HFEngine(model).generate([prompt], SamplingConfig(n=1, max_new_tokens=6, seed=1))
         batch = pack_sequences(model, [prompt], [out.token_ids])
-        sp = batch.response_values(sp_token_logprobs(model, batch, layout.sp_group))[0]
+        sp = sp_response_logprobs(model, batch, layout.sp_group)[0]
         length = batch.positions.shape[-1]
         batch.positions = torch.arange(length).expand(3, 1, length).clone()  # what a 1-D trainer uses
-        wrong = batch.response_values(sp_token_logprobs(model, batch, layout.sp_group))[0]
+        wrong = sp_response_logprobs(model, batch, layout.sp_group)[0]
     return {"gap": float((sp - out.logprobs).abs().max()), "gap_1d": float((wrong - out.logprobs).abs().max())}
 
 
@@ -197,12 +213,14 @@ def pitfall_last_rank_slice(rank: int, world: int, family: str) -> dict:
                 break
         response = torch.arange(5, 5 + r_len)
         batch = pack_sequences(model, [prompt], [response])
-        ref = model.token_logprobs(batch.embeds, batch.positions, batch.attention_mask, batch.targets, batch.target_mask)
-        sp = sp_token_logprobs(model, batch, layout.sp_group)
+        ref = model.response_logprobs(prompt, response)  # [R]
+        sp = sp_response_logprobs(model, batch, layout.sp_group)[0]  # [R]
     half = -(-length // world)
     start, end = prompt.video_span
+    on_last = batch.response_index[0] >= half  # tokens predicted from the last rank's slice
     return {"boundary_in_video": start < half < end, "odd_length": length % world != 0,
-            "last_slice_err": float((sp[:, half:] - ref[:, half:]).abs().max())}
+            "last_slice_tokens": int(on_last.sum()),
+            "last_slice_err": float((sp[on_last] - ref[on_last]).abs().max())}
 
 
 def rl_run_resume(rank: int, world: int, first: list[str], second: list[str]) -> dict:

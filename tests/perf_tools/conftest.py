@@ -17,9 +17,11 @@ def _row(mode, frames, sec, mem, fits=True, calls=2.0, status=None):
 def sweep_rows():
     return [
         _row("baseline", 32, 2.0, 0.3, calls=16.0), _row("stage1", 32, 1.0, 0.3), _row("stage12", 32, 1.5, 0.2),
+        dict(_row("stage12_shared", 32, 0.5, 0.2), mfu=0.25),
         _row("baseline", 64, 4.0, 1.2, fits=False, calls=16.0), _row("stage1", 64, 2.0, 0.6),
-        _row("stage12", 64, 2.5, 0.4),
+        _row("stage12", 64, 2.5, 0.4), _row("stage12_shared", 64, 1.0, 0.3),
         {"mode": "baseline", "frames": 128, "status": "oom", "reason": "over the 1.0 GiB budget at 64 frames",
          "fits": False},
         _row("stage1", 128, 4.0, 1.1, fits=False), _row("stage12", 128, 5.0, 0.8),
+        _row("stage12_shared", 128, 2.0, 0.6),
     ]

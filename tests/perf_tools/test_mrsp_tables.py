@@ -10,13 +10,15 @@ from perf.flops import size_costs
 
 
 def test_layouts_and_overrides():
-    assert mrsp.layout_of("baseline", 2) == (2, 1, False)
-    assert mrsp.layout_of("stage1", 2) == (2, 1, True)
-    assert mrsp.layout_of("stage12", 2) == (1, 2, True)
+    assert mrsp.layout_of("baseline", 2) == (2, 1, False, False)
+    assert mrsp.layout_of("stage1", 2) == (2, 1, True, False)
+    assert mrsp.layout_of("stage12", 2) == (1, 2, True, False)
+    assert mrsp.layout_of("stage12_shared", 2) == (1, 2, True, True)
     pc = mrsp.PerfConfig(rl={"rollout.n": 3})
-    o = mrsp.rl_overrides(pc, dp=1, sp=2, cache=True, frames=64, steps=2, data_dir="d", model_path="m", out_dir="o")
+    o = mrsp.rl_overrides(pc, dp=1, sp=2, cache=True, shared=True, frames=64, steps=2, data_dir="d",
+                          model_path="m", out_dir="o")
     assert "rollout.n=3" in o and "train.prompts_per_step=2" in o and "parallel.sp_size=2" in o
-    assert "data.eval=null" in o and "train.cache_video_embeds=true" in o
+    assert "data.eval=null" in o and "train.cache_video_embeds=true" in o and "train.shared_prefix=true" in o
 
 
 def test_config_validation(tmp_path):
@@ -30,8 +32,8 @@ def test_config_validation(tmp_path):
     for name in ("cpu-2rank", "cpu-smoke", "8xgpu-longvila-r1-7b", "8xgpu-qwen2_5-vl-7b"):
         pc = mrsp.PerfConfig.load(f"configs/perf/{name}.yaml")
         for mode in mrsp.MODES:  # the RL configs each mode would run are valid
-            dp, sp, cache = mrsp.layout_of(mode, pc.world_size)
-            overrides = mrsp.rl_overrides(pc, dp=dp, sp=sp, cache=cache, frames=pc.frames[0], steps=2,
+            dp, sp, cache, shared = mrsp.layout_of(mode, pc.world_size)
+            overrides = mrsp.rl_overrides(pc, dp=dp, sp=sp, cache=cache, shared=shared, frames=pc.frames[0], steps=2,
                                           data_dir="d", model_path="m", out_dir="o")
             load_config(None, overrides, RLConfig)
 
@@ -53,16 +55,16 @@ def test_summarise_metrics_skips_warmup_and_sums_top_level_blocks():
 
 def test_speedups_tables_and_figures(sweep_rows):
     sp = mrsp.speedups(sweep_rows)
-    assert sp[32] == {"stage1": 2.0, "stage12": pytest.approx(4 / 3)}
-    assert sp[64] == {"stage1": None, "stage12": None}  # the baseline did not fit
-    assert mrsp.largest_fitting(sweep_rows) == {"baseline": 32, "stage1": 64, "stage12": 128}
+    assert sp[32] == {"stage1": 2.0, "stage12": pytest.approx(4 / 3), "stage12_shared": 4.0}
+    assert sp[64] == {"stage1": None, "stage12": None, "stage12_shared": None}  # the baseline did not fit
+    assert mrsp.largest_fitting(sweep_rows) == {"baseline": 32, "stage1": 64, "stage12": 128, "stage12_shared": 128}
     table = mrsp.efficiency_table(sweep_rows)
-    assert "| 32 | 2.00 | 1.00 | 1.50 | 2.00x | 1.33x |" in table
-    assert "| 64 | 4.00 (OOM: 1.20 GiB) | 2.00 | 2.50 | – | – |" in table
-    assert "| 128 | OOM | 4.00 (OOM: 1.10 GiB) | 5.00 | – | – |" in table
+    assert "| 32 | 2.00 | 1.00 | 1.50 | 0.50 | 2.00x | 1.33x | 4.00x | –, –, –, 25.0% |" in table
+    assert "| 64 | 4.00 (OOM: 1.20 GiB) | 2.00 | 2.50 | 1.00 | – | – | – |" in table
+    assert "| 128 | OOM | 4.00 (OOM: 1.10 GiB) | 5.00 | 2.00 | – | – | – |" in table
     breakdown = mrsp.breakdown_table(sweep_rows)
     assert breakdown.splitlines()[0].startswith("| mode | frames | data | encode | rollout |")
-    assert len(breakdown.splitlines()) == 2 + 8  # every run that has blocks
+    assert len(breakdown.splitlines()) == 2 + 11  # every run that has blocks
     pc = mrsp.PerfConfig()
     figs = mrsp.figures(sweep_rows, pc)
     assert figs["mrsp/stage1/f32/sec_per_step"] == figure(1.0, "s", "lower", pc.thresholds["time"])
@@ -115,3 +117,29 @@ def test_anon_peak_sees_a_freed_allocation_and_not_library_pages():
         time.sleep(0.02)
         del block
     assert 0.055 < busy.peak - busy.start < 0.09, busy.peak - busy.start
+
+
+def test_forward_flops_of_one_response_are_one_sequence_and_sharing_saves_the_prompt():
+    from harness.model.configs import vila_configs
+    from perf.flops import llm_forward_flops, llm_linear_flops_per_token, step_flops
+
+    vision, llm = vila_configs("perf", 1024)
+    lin, head = llm_linear_flops_per_token(llm), 2 * llm.hidden_size * llm.vocab_size
+    attn = 4 * llm.hidden_size * llm.num_hidden_layers
+    p, r = 300, 40
+    whole = lin * (p + r) + attn * (p + r) * (p + r + 1) / 2 + head * r  # one causal sequence
+    assert llm_forward_flops(llm, p, 1, r) == pytest.approx(whole)
+    # G responses behind one prompt: the prompt's cost once, each response's as if alone
+    g = 8
+    assert llm_forward_flops(llm, p, g, r) == pytest.approx(g * whole - (g - 1) * (lin * p + attn * p * (p + 1) / 2))
+    step = step_flops(vision, llm, frames=32, prompts=2, prefix=p, n=g, response=r, reference=True)
+    assert step["total"] == pytest.approx(step["encode"] + 6 * step["llm_forward"])
+    no_ref = step_flops(vision, llm, frames=32, prompts=2, prefix=p, n=g, response=r, reference=False)
+    assert no_ref["total"] == pytest.approx(no_ref["encode"] + 5 * no_ref["llm_forward"])
+
+
+def test_matmul_peak_is_a_plausible_rate():
+    from perf.flops import measure_matmul_peak
+
+    peak = measure_matmul_peak(1, size=256, repeats=2)
+    assert 1e8 < peak < 1e13  # FLOP/s of one CPU thread: more than 0.1 GFLOP/s, less than 10 TFLOP/s

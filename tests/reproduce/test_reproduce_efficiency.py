@@ -21,7 +21,8 @@ def perf_json(tmp_path):
                  row("stage12", 64, 2.6),
                  {"mode": "baseline", "frames": 128, "status": "oom", "fits": False},
                  {"mode": "stage1", "frames": 128, "status": "failed", "error": "x", "fits": False},
-                 row("stage12", 128, 5.0)],
+                 row("stage12", 128, 5.0), dict(row("stage12_shared", 32, 0.5), limit_sec_per_step=0.1),
+                 dict(row("stage12_shared", 64, 0.8), limit_sec_per_step=0.2), row("stage12_shared", 128, 1.6)],
     }
     path = tmp_path / "mrsp.json"
     path.write_text(json.dumps(data))
@@ -42,10 +43,12 @@ def test_main_writes_png_and_prints_both(perf_json, tmp_path, capsys):
     assert efficiency.main(["--perf", str(perf_json), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     text = capsys.readouterr().out
-    assert "| ours | 32 | 2 | 1 | 1.5 | 2.00x | 1.33x |" in text
-    assert "| ours | 64 | OOM | 2 | 2.6 | – | – |" in text
-    assert "| paper LongVILA-R1-7B | 512 | 576 | 278 | 279 | 2.07x | 2.06x |" in text
-    assert "| paper LongVILA-R1-7B | 1024 | OOM | OOM | 460 | – | – |" in text
+    assert "| ours | 32 | 2 | 1 | 1.5 | 0.5 | 2.00x | 1.33x | 4.00x |" in text
+    assert "| ours | 64 | OOM | 2 | 2.6 | 0.8 | – | – | – |" in text
+    assert "| paper LongVILA-R1-7B | 512 | 576 | 278 | 279 | – | 2.07x | 2.06x | – |" in text
+    assert "| paper LongVILA-R1-7B | 1024 | OOM | OOM | 460 | – | – | – | – |" in text
+    assert efficiency.limit_series(json.loads(perf_json.read_text())["rows"]) == {"frames": [32, 64],
+                                                                                  "seconds": [0.1, 0.2]}
 
 
 def test_bad_input(tmp_path, capsys):

@@ -25,13 +25,9 @@ def _loss(model, ids: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(length).expand(b, length)  # [B, L]
     if model.family == "qwen2_5_vl":
         positions = positions.expand(3, b, length)  # [3, B, L] M-RoPE, all axes equal for text
-    targets = torch.roll(ids, -1, dims=1)  # [B, L]
-    mask = torch.ones(b, length, dtype=torch.bool)
-    mask[:, -1] = False
-    logp = model.token_logprobs(
-        model.embed_tokens(ids), positions, torch.ones(b, length, dtype=torch.long), targets, mask
-    )  # [B, L]
-    return -logp.sum() / mask.sum()
+    hidden = model.hidden_states(model.embed_tokens(ids), positions)[:, :-1]  # [B, L-1, D]
+    logp = torch.log_softmax(model.lm_head(hidden).float(), -1).gather(-1, ids[:, 1:, None])  # [B, L-1, 1]
+    return -logp.mean()
 
 
 def _fresh(family: str = "vila", seed: int = 0):
