@@ -49,12 +49,24 @@ def ulysses_attention(
     rep = spread_kv_heads(key.shape[1], query.shape[1], sp)
     if rep > 1:
         key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
-    q = all_to_all(query, 1, 2, group)  # [B, H/P, L, d]
-    k = all_to_all(key, 1, 2, group)  # [B, Hkv'/P, L, d]
-    v = all_to_all(value, 1, 2, group)
+    q, k, v = _exchange_qkv(query, key, value, group)  # [B, H/P, L, d], [B, Hkv'/P, L, d] x 2
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     out = attend(q, k, v)  # [B, H/P, L, d]
     out = all_to_all(out, 2, 1, group)  # [B, H, Lc, d]
     return out.transpose(1, 2).contiguous()  # [B, Lc, H, d]
+
+
+def _exchange_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, group: dist.ProcessGroup
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One all-to-all for q, k and v together (not three: each collective costs a round of
+    latency per layer, forward and backward). Each rank's piece holds its heads of all
+    three: [B, P, (H + 2 Hkv) / P, Lc, d] -> [B, (H + 2 Hkv) / P, L, d], split back."""
+    sp = dist.get_world_size(group)
+    b, h, lc, d = query.shape
+    hkv = key.shape[1]
+    parts = [x.reshape(b, sp, x.shape[1] // sp, lc, d) for x in (query, key, value)]
+    fused = torch.cat(parts, dim=2).reshape(b, h + 2 * hkv, lc, d)  # rank r's heads contiguous
+    out = all_to_all(fused, 1, 2, group)  # [B, (H + 2 Hkv) / P, L, d]
+    return out.split([h // sp, hkv // sp, hkv // sp], dim=1)
