@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,4 +54,15 @@ def _entry(rank: int, world: int, port: int, threads: int, backend: str | None, 
     try:
         torch.save(fn(rank, world, *args), Path(out) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        _teardown()
+
+
+def _teardown() -> None:
+    """Destroy the process groups, unless a vLLM engine shares them: its shutdown (when
+    the process exits and releases the engine, harness/rollout/vllm_engine.py) destroys
+    them itself and fails on groups destroyed before it. Under torchrun nobody destroys
+    them earlier, so both launchers end alike."""
+    state = sys.modules.get("vllm.distributed.parallel_state")  # imported only where an engine ran
+    if state is not None and state.model_parallel_is_initialized():
+        return
+    dist.destroy_process_group()

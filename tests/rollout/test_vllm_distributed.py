@@ -12,6 +12,9 @@ tests (vLLM's import and engine starts are most of the time).
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from harness.config import RLConfig, load_config
@@ -49,7 +52,24 @@ def runs(toy_data, tmp_path_factory):
              "dapo": {"algo.dapo": True, "algo.kl_coef": 0.0, "train.prompts_per_step": 2,
                       "algo.reward_fn": "tests.trainer.reward_fns:uniform_for_answer_a"}}
     overrides = [_overrides(toy_data, out / name, **extra[name]) for name in RUNS]
-    return out, run_distributed(vllm_workers.engines_then_rl_runs, 2, overrides)
+    # the ranks' stderr, to the end of their processes (engines are released at exit)
+    with tempfile.TemporaryFile(mode="w+") as err:
+        saved = os.dup(2)
+        os.dup2(err.fileno(), 2)
+        try:
+            results = run_distributed(vllm_workers.engines_then_rl_runs, 2, overrides)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        return out, results, err.read()
+
+
+@pytest.mark.distributed
+def test_ranks_with_engines_end_without_a_traceback(runs):
+    """The engines' shutdown at process exit destroys the process groups they share; the
+    launcher does not destroy them first (it once did: 'Invalid process group specified')."""
+    assert "Traceback" not in runs[2], runs[2][-3000:]
 
 
 @pytest.mark.distributed
@@ -68,7 +88,7 @@ def test_one_engine_per_rank_greedy_equals_hf_and_the_world_survives(runs):
 
 @pytest.mark.distributed
 def test_dp2_rl_with_vllm_zero2_equals_replicated(runs):
-    folder, results = runs
+    folder, results, _ = runs
     _sp2, plain, zero2, _dapo = results[0]["rl"]
     for name in ("plain", "zero2"):
         rows = [r for r in read_metrics(folder / name / "metrics.jsonl") if "reward/mean" in r]
@@ -85,7 +105,7 @@ def test_dp2_rl_with_vllm_samples_and_trains_as_one_process(runs, toy_data, tmp_
     """vLLM seeds each request by the prompt's place in the step's global draw: 2 DP ranks of
     1 prompt each sample what one process with both prompts samples (same rewards), and end
     with its weights and its pre-clip gradient norms."""
-    folder, results = runs
+    folder, results, _ = runs
     plain = results[0]["rl"][1]
     cfg = _overrides(toy_data, tmp_path / "single", **{"parallel.dp_size": 1, "train.prompts_per_step": 2})
     train_rl(load_config("configs/rl/toy-cpu.yaml", cfg, RLConfig))
@@ -106,7 +126,7 @@ def test_sp2_rl_with_vllm_engine_on_every_rank(runs):
     ranks build an engine; with one prompt per step rank 0 samples it and rank 1's share is
     empty (the gather then carries rank 0's alone); the trainer's SP log-probs of those
     samples equal vLLM's, and the weights move and reach the engine (sync timed)."""
-    folder, results = runs
+    folder, results, _ = runs
     sp2 = results[0]["rl"][0]
     assert not isinstance(sp2, str), sp2  # the run's error text, when it was refused
     rows = [r for r in read_metrics(folder / "sp2" / "metrics.jsonl") if "reward/mean" in r]
@@ -122,7 +142,7 @@ def test_dp2_dapo_with_vllm_refills_per_rank(runs):
     """DAPO on 2 DP ranks with vLLM engines: groups of questions keyed "A" have uniform
     rewards and are dropped; the ranks refill unevenly (`data/passed_over` > 0), so one of
     them sits out a sampling round, and both go on stepping together."""
-    folder, results = runs
+    folder, results, _ = runs
     dapo = results[0]["rl"][3]
     assert not isinstance(dapo, str), dapo
     rows = [r for r in read_metrics(folder / "dapo" / "metrics.jsonl") if "reward/mean" in r]
