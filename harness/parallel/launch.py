@@ -61,7 +61,10 @@ def _teardown() -> None:
     """Destroy the process groups, unless a vLLM engine shares them: its shutdown (when
     the process exits and releases the engine, harness/rollout/vllm_engine.py) destroys
     them itself and fails on groups destroyed before it. Under torchrun nobody destroys
-    them earlier, so both launchers end alike."""
+    them earlier, so both launchers end alike. An engine alone in a world of one process
+    shuts its world down when closed (nothing left to destroy)."""
+    if not dist.is_initialized():
+        return
     state = sys.modules.get("vllm.distributed.parallel_state")  # imported only where an engine ran
     if state is not None and state.model_parallel_is_initialized():
         return
