@@ -82,6 +82,9 @@ class PerfConfig:
     memory_steps: int = 1
     memory_frames: list[int] | None = None  # None: `frames`
     rl: dict[str, Any] = field(default_factory=dict)  # RLConfig overrides, `key.sub: value`
+    # train.micro_batch of the shared-prefix mode (None: rl's): at real scale one row per
+    # response (micro_batch 1) is what fits without sharing, one group per row with it
+    shared_micro_batch: int | None = None
     record: bool = True  # append rows to perf/README.md
     results_dir: str = "perf/results"  # where the suites write their JSON
     # rollout suite (single process): prompts with video, samples each, new tokens, frames
@@ -146,6 +149,8 @@ def rl_overrides(pc: PerfConfig, *, dp: int, sp: int, cache: bool, shared: bool,
         "run.out_dir": out_dir, "run.steps": steps, "run.save_every": 10**6,
         "run.tensorboard": False, "run.progress": False, "run.log_every": 1,
     })
+    if shared and pc.shared_micro_batch:
+        base["train.micro_batch"] = pc.shared_micro_batch
     return [f"{k}={_yaml_value(v)}" for k, v in base.items()]
 
 

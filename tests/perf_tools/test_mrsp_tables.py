@@ -143,3 +143,11 @@ def test_matmul_peak_is_a_plausible_rate():
 
     peak = measure_matmul_peak(1, size=256, repeats=2)
     assert 1e8 < peak < 1e13  # FLOP/s of one CPU thread: more than 0.1 GFLOP/s, less than 10 TFLOP/s
+
+
+def test_shared_micro_batch_applies_to_the_shared_mode_only():
+    pc = mrsp.PerfConfig(rl={"train.micro_batch": 1}, shared_micro_batch=8)
+    common = {"dp": 1, "sp": 2, "cache": True, "frames": 64, "steps": 2, "data_dir": "d", "model_path": "m",
+              "out_dir": "o"}
+    assert "train.micro_batch=8" in mrsp.rl_overrides(pc, shared=True, **common)
+    assert "train.micro_batch=1" in mrsp.rl_overrides(pc, shared=False, **common)

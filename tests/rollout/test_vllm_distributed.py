@@ -152,3 +152,13 @@ def test_dp2_dapo_with_vllm_refills_per_rank(runs):
     assert sum(r["data/passed_over"] for r in rows) > 0
     start = init_model("vila", "toy", seed=0).state_dict()
     assert max(float((dapo[k] - start[k]).abs().max()) for k in dapo) > 0
+
+
+@pytest.mark.distributed
+def test_a_world_of_one_with_an_engine_ends_cleanly(toy_data, tmp_path):
+    """One spawned rank: the engine's world of one is shut down with the engine; the
+    launcher then has nothing left to destroy (it once raised, failing the perf memory suite)."""
+    from tests.parallel import workers
+
+    state = run_distributed(workers.rl_run, 1, _overrides(toy_data, tmp_path / "one", **{"parallel.dp_size": 1}))[0]
+    assert state and all(v.isfinite().all() for v in state.values())
