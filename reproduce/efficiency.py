@@ -99,7 +99,7 @@ def _draw(ax, data: dict[str, dict[str, list]], title: str, ylabel: str, limit: 
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.93))  # below the OOM note, clear of the lines
 
 
 def plot(perf: dict[str, Any], out: str | Path) -> Path:
