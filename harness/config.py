@@ -47,6 +47,9 @@ class ModelConfig:
     # weights would not move at all (tests/trainer/test_precision.py shows both).
     compute_dtype: str | None = None
     device: str = "auto"  # auto: cuda when available, else cpu
+    # Recompute decoder (and vision) layer activations in backward instead of storing them:
+    # training passes hold about one layer's activations instead of all (docs/parallel.md)
+    activation_checkpointing: bool = False
     # qwen2_5_vl: video frame area bounds [min, max, total] in pixels (qwen-vl-utils'
     # VIDEO_MIN/MAX/TOTAL_PIXELS); null: the checkpoint's, else Qwen's defaults
     # [100352, 602112, 90316800]. Long-RL's setting is [100352, 100352, 90316800] (60 tokens

@@ -14,23 +14,30 @@ mask tensor), then only the response queries against all keys with a [Q, L] bool
 (prefix, or same response and not later). The mask is O(response tokens x L), never O(L^2).
 
 The attention plugs into transformers through its AttentionInterface registry (the
-extension point for custom attention) as `harness_rows`; the layout travels as the forward
-call's `row_layout` keyword. `sp.py` runs the same function inside Ulysses attention.
+extension point for custom attention) as `harness`, set once on the LLM when the model is
+built (`VideoLM.use_harness_attention`): a forward call given `row_layout` gets the packed-row
+attention (inside Ulysses attention when it also gets `sp_group`, MR-SP stage 2); any other
+call (generation with its KV cache, the one-sequence reference) gets transformers' own SDPA
+attention and mask, unchanged. The choice travels with the call, not with a switch on the
+config, so activation checkpointing's recomputation in backward sees the same attention.
+Packed calls pass an all-ones padding mask: transformers then builds no mask at all (the
+layout is the mask) and does not guess packed sequences from the positions.
 """
 
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-ROWS_ATTENTION = "harness_rows"
+from harness.parallel.ulysses import ulysses_attention
+
+ATTENTION_NAME = "harness"
 
 
 @dataclass
@@ -104,32 +111,31 @@ def repeat_kv_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x if x.shape[1] == heads else x.repeat_interleave(heads // x.shape[1], dim=1)
 
 
-def _hf_rows_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                       row_layout: RowLayout | None = None, **kwargs):
-    if row_layout is None:
-        raise RuntimeError(f"{ROWS_ATTENTION} attention needs the row_layout keyword argument")
+def _hf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                  row_layout: RowLayout | None = None, sp_group=None, **kwargs):
+    """query [B, H, L, d], key/value [B, Hkv, L, d] -> ([B, L, H, d], None), what HF
+    attention modules expect back."""
+    if row_layout is None:  # an ordinary call: transformers' own attention
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, scaling=scaling,
+                                               dropout=dropout, **kwargs)
     if dropout:
         raise ValueError("attention dropout is not supported by the packed-row attention")
+    if sp_group is not None:
+
+        def attend(q, k, v):  # the whole sequence, this rank's heads: [B, H/P, L, d]
+            return rows_attention(q, k, v, row_layout, scaling)
+
+        return ulysses_attention(query, key, value, attend, sp_group), None
     heads = query.shape[1]
     out = rows_attention(query, repeat_kv_heads(key, heads), repeat_kv_heads(value, heads), row_layout, scaling)
-    return out.transpose(1, 2).contiguous(), None  # [B, L, H, d], the layout HF modules expect
+    return out.transpose(1, 2).contiguous(), None
 
 
-def _no_mask(*args, **kwargs):
-    return None  # the row layout is the mask
+AttentionInterface.register(ATTENTION_NAME, _hf_attention)
+AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)  # the masks of the calls SDPA serves
 
 
-AttentionInterface.register(ROWS_ATTENTION, _hf_rows_attention)
-AttentionMaskInterface.register(ROWS_ATTENTION, _no_mask)
-
-
-@contextmanager
-def attention_implementation(llm: nn.Module, name: str):
-    """Run `llm` (a transformers decoder) with the registered attention `name`."""
-    config = llm.config
-    before = config._attn_implementation
-    config._attn_implementation = name
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
+def packed_call_mask(embeds: torch.Tensor) -> torch.Tensor:
+    """[B, L] all-ones padding mask for a packed call ([B, L, D] inputs): see the module
+    docstring (the row layout carries the real mask)."""
+    return torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness.model.attention import ROWS_ATTENTION, RowLayout, attention_implementation
+from harness.model.attention import RowLayout, packed_call_mask
 from harness.model.positions import next_positions
 from harness.types import SequenceBatch
 
@@ -76,10 +76,9 @@ def pack_groups(model: VideoLM, prompts: list[PromptEmbeds], responses: list[lis
 
 def response_logprobs(model: VideoLM, batch: SequenceBatch) -> torch.Tensor:
     """Log-probs [N, R] of every response token (zero on padding); differentiable."""
-    with attention_implementation(model.language_model, ROWS_ATTENTION):
-        hidden = model.language_model(inputs_embeds=batch.embeds, position_ids=batch.positions, attention_mask=None,
-                                      use_cache=False, row_layout=RowLayout(batch.segments)
-                                      ).last_hidden_state  # [B, L, D]
+    hidden = model.language_model(inputs_embeds=batch.embeds, position_ids=batch.positions,
+                                  attention_mask=packed_call_mask(batch.embeds), use_cache=False,
+                                  row_layout=RowLayout(batch.segments)).last_hidden_state  # [B, L, D]
     return logprobs_at(model, hidden, batch, batch.response_index, batch.response_mask)
 
 

@@ -41,6 +41,7 @@ def init_model(family: str, size: str, seed: int = 0) -> VideoLM:
             }
             config = qwen_vl_config(size, n, ids)  # validates family/size
             model = QwenVLModel.from_config(config, tokenizer, *QWEN_PIXELS[size])
+    model.use_harness_attention()
     return model.eval()
 
 
@@ -62,7 +63,9 @@ def detect_family(path: str | Path) -> str:
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> VideoLM:
     family = detect_family(path)
     cls = VilaModel if family == "vila" else QwenVLModel
-    return cls.from_pretrained(path, dtype=dtype).eval()
+    model = cls.from_pretrained(path, dtype=dtype)
+    model.use_harness_attention()
+    return model.eval()
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

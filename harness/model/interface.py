@@ -190,6 +190,25 @@ class VideoLM(nn.Module, ABC):
         for p in projector_module.parameters():  # after the tower: qwen's merger lives inside it
             p.requires_grad_(projector)
 
+    def use_harness_attention(self) -> None:
+        """Route the LLM's attention through model/attention.py: packed-row (and Ulysses)
+        attention for calls that pass a row layout, transformers' SDPA for all others."""
+        from harness.model.attention import ATTENTION_NAME
+
+        self.language_model.set_attn_implementation(ATTENTION_NAME)
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute each decoder layer's (and vision-tower layer's) activations during the
+        backward pass instead of keeping them: memory for about one more forward of
+        compute. transformers' own mechanism (non-reentrant torch.utils.checkpoint), active
+        only in training mode with gradients on, so scoring and rollout passes are unchanged."""
+        tower, _ = self.vision_modules()
+        for module in (self.language_model, tower):
+            if on:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                module.gradient_checkpointing_disable()
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

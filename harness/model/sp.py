@@ -9,46 +9,19 @@ add up to the full loss (differentiable `sp_local_logprobs`), and a sum over the
 assembles the full [N, R] log-probs for scoring passes (`sp_response_logprobs`).
 
 Inside attention, after the all-to-all, every rank holds the whole sequence for its heads
-and runs the packed-row attention of attention.py (shared prefix included) on it. The
-attention is plugged in through transformers' AttentionInterface registry under the name
-`harness_ulysses`; the SP group and the full row layout travel as keyword arguments.
+and runs the packed-row attention of attention.py (shared prefix included) on it; the SP
+group and the full row layout travel as keyword arguments of the forward call.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface
 
-from harness.model.attention import RowLayout, attention_implementation, rows_attention
+from harness.model.attention import RowLayout, packed_call_mask
 from harness.model.batch import logprobs_at
 from harness.model.interface import VideoLM
-from harness.parallel.ulysses import ulysses_attention
 from harness.types import SequenceBatch
-
-ATTENTION_NAME = "harness_ulysses"
-
-
-def _hf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                  sp_group=None, row_layout: RowLayout | None = None, **kwargs):
-    if sp_group is None or row_layout is None:
-        raise RuntimeError(f"{ATTENTION_NAME} attention needs sp_group and row_layout keyword arguments")
-    if dropout:
-        raise ValueError("attention dropout is not supported under sequence parallelism")
-
-    def attend(q, k, v):  # the whole sequence, this rank's heads: [B, H/P, L, d]
-        return rows_attention(q, k, v, row_layout, scaling)
-
-    return ulysses_attention(query, key, value, attend, sp_group), None
-
-
-def _no_mask(*args, **kwargs):
-    return None  # the row layout of the whole sequence is the mask
-
-
-AttentionInterface.register(ATTENTION_NAME, _hf_attention)
-AttentionMaskInterface.register(ATTENTION_NAME, _no_mask)
 
 
 def padded_length(length: int, sp: int) -> int:
@@ -74,11 +47,9 @@ def sp_local_logprobs(model: VideoLM, batch: SequenceBatch, group: dist.ProcessG
 
     embeds = cut(batch.embeds, 1)  # [B, Lc, D]
     positions = cut(batch.positions, batch.positions.dim() - 1)  # [B, Lc] or [3, B, Lc]
-    with attention_implementation(model.language_model, ATTENTION_NAME):
-        hidden = model.language_model(inputs_embeds=embeds, position_ids=positions, attention_mask=None,
-                                      use_cache=False, sp_group=group,
-                                      row_layout=RowLayout(batch.segments).padded(total)
-                                      ).last_hidden_state  # [B, Lc, D]
+    hidden = model.language_model(inputs_embeds=embeds, position_ids=positions, attention_mask=packed_call_mask(embeds),
+                                  use_cache=False, sp_group=group, row_layout=RowLayout(batch.segments).padded(total)
+                                  ).last_hidden_state  # [B, Lc, D]
     index = batch.response_index
     owned = batch.response_mask & (index >= start) & (index < start + chunk)  # [N, R]
     return logprobs_at(model, hidden, batch, index - start, owned), owned

@@ -68,6 +68,7 @@ def build_model(cfg: ModelConfig) -> VideoLM:
         raise ValueError(f"model.path {cfg.path} holds a {model.family} model but model.family={cfg.family}")
     if cfg.video_pixels is not None:
         model.preprocess_cfg.update(zip(VIDEO_KEYS, map(int, cfg.video_pixels), strict=True))
+    model.set_activation_checkpointing(cfg.activation_checkpointing)
     return model.to(device=resolve_device(cfg), dtype=dtype)
 
 

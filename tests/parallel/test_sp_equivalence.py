@@ -92,6 +92,15 @@ def test_stage2_shared_prefix_equals_single_process(family):
 
 
 @pytest.mark.distributed
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stage2_with_activation_checkpointing_equals_single_process(family):
+    cases = [(4, 7, (3, 1, 5)), (2, 20, (6,))]
+    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 5, True, True):
+        assert res["missing"] == []
+        assert res["logp_err"] < 1e-4 and res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res
+
+
+@pytest.mark.distributed
 @settings(max_examples=3, deadline=None, derandomize=True)
 @given(cases=st.lists(st.tuples(st.sampled_from([2, 4, 6]), st.integers(1, 40),
                                 st.lists(st.integers(1, 12), min_size=1, max_size=5).map(tuple)),

@@ -73,8 +73,10 @@ def _reference(model, cases, seed) -> torch.Tensor:
 
 
 def stage2_logprobs_and_grads(rank: int, world: int, family: str, cases: list, seed: int,
-                              share: bool = False) -> dict:
-    """SP log-probs vs single-process ones, and the gradients of a weighted sum."""
+                              share: bool = False, checkpointing: bool = False) -> dict:
+    """SP log-probs vs single-process ones, and the gradients of a weighted sum (the SP
+    passes with activation checkpointing when asked: its recomputation runs the all-to-alls
+    again in backward)."""
     layout = build_layout(1, world)
     model = init_model(family, "tiny", seed=0)
     model.zero_grad()
@@ -85,6 +87,9 @@ def stage2_logprobs_and_grads(rank: int, world: int, family: str, cases: list, s
 
     # sequence parallel: each rank's loss covers the tokens it owns; gradients summed over ranks
     model.zero_grad()
+    if checkpointing:
+        model.set_activation_checkpointing(True)
+        model.train()
     local, _ = sp_local_logprobs(model, _batch(model, cases, seed, share), layout.sp_group)
     (local * weights).sum().backward()
     grads = {}
