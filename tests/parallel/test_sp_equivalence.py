@@ -81,23 +81,16 @@ def test_stage2_equivalence_over_drawn_lengths(cases):
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("family", FAMILIES)
-def test_stage2_shared_prefix_equals_single_process(family):
-    """Each prompt's responses behind one copy of it, split over the SP group: the
-    log-probs and gradients of separate single-process sequences."""
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_stage2_shared_prefix_equals_single_process(family, checkpointing):
+    """Each prompt's responses behind one copy of it, split over the SP group (and with
+    activation checkpointing, whose recomputation runs the all-to-alls again): the log-probs
+    and gradients of separate single-process sequences."""
     cases = [(4, 7, (3, 1, 5)), (2, 20, (6,)), (6, 3, (2, 9))]
-    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 3, True):
+    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 3, True, checkpointing):
         assert res["missing"] == []
         assert res["logp_err"] < 1e-4, res
         assert res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res
-
-
-@pytest.mark.distributed
-@pytest.mark.parametrize("family", FAMILIES)
-def test_stage2_with_activation_checkpointing_equals_single_process(family):
-    cases = [(4, 7, (3, 1, 5)), (2, 20, (6,))]
-    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 5, True, True):
-        assert res["missing"] == []
-        assert res["logp_err"] < 1e-4 and res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res
 
 
 @pytest.mark.distributed
