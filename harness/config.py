@@ -90,6 +90,10 @@ class DataConfig:
     train: str = "sft.jsonl"
     eval: str | None = "test.jsonl"
     num_frames: int = 16  # uniform sampling; the paper's default scales this to 512+
+    # > 0: frames at this rate over the whole video (the paper's "configurable FPS"), with
+    # num_frames as the cap (a longer video is sampled uniformly at num_frames): the sampler
+    # `harness eval --fps` uses. null: always num_frames, spread uniformly.
+    fps: float | None = None
     # SFT only: >0 draws each example's frame count uniformly from [min_frames, num_frames]
     # (seeded by run.seed, step and position, so a resumed run draws the same), so the model
     # learns to answer from however many frames it is given; 0: always num_frames.
@@ -106,6 +110,8 @@ class DataConfig:
         if self.num_frames > MAX_FRAMES:
             raise ConfigError(f"data.num_frames must be <= {MAX_FRAMES} (the paper's longest input and the frame "
                               f"sampler's limit), got {self.num_frames}")
+        if self.fps is not None:
+            _positive("data.fps", self.fps)
         _non_negative("data.synth_videos", self.synth_videos)
         if not 0 <= self.min_frames <= self.num_frames:
             raise ConfigError(f"data.min_frames must be in [0, data.num_frames={self.num_frames}], got {self.min_frames}")

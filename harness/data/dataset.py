@@ -97,10 +97,11 @@ class VideoQADataset:
     """Records of one jsonl split; videos are decoded on demand (`load_frames`)."""
 
     def __init__(self, path: str | Path, num_frames: int, ledger: SkipLedger,
-                 video_dir: str | Path | None = None, sampler: str = "uniform"):
+                 video_dir: str | Path | None = None, sampler: str = "uniform", fps: float | None = None):
         """`video_dir`: where the records' video paths are relative to (the released
         LongVideo-Reason keeps its videos apart from its jsonl files); default the split's
-        own folder. `sampler`: which frames (`harness.data.video.load_video`)."""
+        own folder. `sampler`: which frames (`harness.data.video.load_video`); `fps`: at
+        this rate with `num_frames` as the cap, else `num_frames` spread over the video."""
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"dataset split {self.path} does not exist")
@@ -109,6 +110,7 @@ class VideoQADataset:
             raise FileNotFoundError(f"video folder {self.root} does not exist (data.video_dir / data.eval_video_dir)")
         self.num_frames = num_frames
         self.sampler = sampler
+        self.fps = fps
         self.ledger = ledger
         bad: list[SkippedLine] = []
         self.records: list[Record] = list(read_jsonl(self.path, skipped=bad, usable=video_recipe_problem))
@@ -129,10 +131,12 @@ class VideoQADataset:
         return self.root / record.videos[0]  # its only video: others are refused when read
 
     def load_frames(self, record: Record, num_frames: int | None = None) -> VideoClip | None:
-        """Decode the record's sampled frames (`num_frames`, default the dataset's), or None
+        """Decode the record's sampled frames (`num_frames`, default the dataset's: the count,
+        or the cap when sampling at `fps`), or None
         (recorded in the ledger) when the video cannot be decoded."""
         try:
-            clip = load_video(self.video_path(record), num_frames or self.num_frames, sampler=self.sampler)
+            clip = load_video(self.video_path(record), num_frames or self.num_frames, sample_fps=self.fps,
+                              sampler=self.sampler)
         except VideoDecodeError as err:
             self.ledger.decoded(failure=(f"{record.problem_id} ({self.video_path(record)})", str(err)))
             return None

@@ -56,9 +56,10 @@ def check_frame_counts(model: VideoLM, data: DataConfig) -> None:
     """A video encoder that pools t frames into one unit (VILA's TSPVideoEncoder) needs
     every frame count to be a multiple of t: said before any video is decoded."""
     t = model.frames_per_unit
-    if t > 1 and (data.num_frames % t or data.min_frames):
+    if t > 1 and (data.num_frames % t or data.min_frames or data.fps):
         raise ValueError(f"the model's video encoder pools {t} frames per unit: data.num_frames must be a "
-                         f"multiple of {t} (got {data.num_frames}) and data.min_frames 0 (got {data.min_frames})")
+                         f"multiple of {t} (got {data.num_frames}), data.min_frames 0 (got {data.min_frames}) "
+                         f"and data.fps null (got {data.fps}: a rate gives any count)")
 
 
 def build_model(cfg: ModelConfig) -> VideoLM:

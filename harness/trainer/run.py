@@ -184,11 +184,11 @@ def open_run(cfg: SFTConfig | RLConfig, resume: bool, name: str) -> Run:
     root = prepare_data(cfg.data)
     d = cfg.data
     train = VideoQADataset(root / d.train, d.num_frames, SkipLedger(d.max_skip_fraction), d.video_dir,
-                           d.frame_sampling)
+                           d.frame_sampling, d.fps)
     # Its own ledger: only the main rank evaluates, and the training ledger's tally must be
     # the same on every rank of a data-parallel group (SkipLedger).
     held_out = (VideoQADataset(root / d.eval, d.num_frames, SkipLedger(d.max_skip_fraction),
-                               d.eval_video_dir or d.video_dir, d.frame_sampling) if d.eval else None)
+                               d.eval_video_dir or d.video_dir, d.frame_sampling, d.fps) if d.eval else None)
     model = build_model(cfg.model)
     check_frame_counts(model, d)
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)

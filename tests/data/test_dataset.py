@@ -2,9 +2,11 @@
 sampler is deterministic and resumable."""
 
 import json
+import math
 import logging
 import shutil
 
+import numpy as np
 import pytest
 
 from harness.data.dataset import (
@@ -189,3 +191,17 @@ def test_a_bad_first_line_does_not_refuse_a_json_lines_file(tmp_path):
     ds = VideoQADataset(tmp_path / "rl.jsonl", 4, ledger)
     assert len(ds.records) == 3 and ds.malformed == 1
     assert ledger.skipped[0][0].endswith("rl.jsonl:1") and "not valid JSON" in ledger.skipped[0][1]
+
+
+@pytest.mark.parametrize(("fps", "cap"), [(1.0, 64), (0.25, 64), (4.0, 16)])
+def test_fps_sampling_takes_frames_at_the_rate_with_num_frames_as_cap(data, fps, cap):
+    """data.fps: frames k / fps seconds apart over the whole video, at most num_frames; the
+    video's own length and rate decide the count (12 s synthetic videos)."""
+    ds = VideoQADataset(data / "test.jsonl", cap, SkipLedger(0.1), fps=fps)
+    clip = ds.load_frames(ds.records[0])
+    expected = min(cap, math.ceil(clip.duration * fps - 1e-9))
+    assert len(clip.timestamps) == expected
+    if expected < cap:  # at the rate: consecutive frames 1 / fps seconds apart (within a frame)
+        assert np.allclose(np.diff(clip.timestamps), 1 / fps, atol=1 / clip.video_fps)
+    uniform = VideoQADataset(data / "test.jsonl", cap, SkipLedger(0.1)).load_frames(ds.records[0])
+    assert len(uniform.timestamps) == cap

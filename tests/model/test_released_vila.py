@@ -186,7 +186,7 @@ def test_tsp_encoder_pools_frames(tmp_path):
 
     assert model.frames_per_unit == 2
     check_frame_counts(model, DataConfig(num_frames=4))
-    for bad in (DataConfig(num_frames=5), DataConfig(num_frames=4, min_frames=2)):
+    for bad in (DataConfig(num_frames=5), DataConfig(num_frames=4, min_frames=2), DataConfig(num_frames=4, fps=1.0)):
         with pytest.raises(ValueError, match="pools 2 frames"):
             check_frame_counts(model, bad)
 
