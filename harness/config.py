@@ -217,6 +217,10 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = 0.6  # GPU share for weights + KV cache (authors: 0.6)
     vllm_tensor_parallel_size: int = 1  # GPUs per engine (authors: 2)
     vllm_max_model_len: int | None = None  # prompt + response; None: the model's max positions
+    # GPU: release vLLM's weights and KV cache after each step's rollouts, for the log-prob
+    # and update passes (vLLM sleep mode; woken by the weight sync). CPU: vLLM has no sleep
+    # mode; the engine says so and keeps its memory.
+    vllm_sleep: bool = True
 
     def check(self) -> None:
         _one_of("rollout.engine", self.engine, ("auto", "vllm", "hf"))

@@ -61,4 +61,5 @@ def build_engine(cfg: RolloutConfig, model: VideoLM, seed: int = 0, dtype: str |
         max_model_len=cfg.vllm_max_model_len,
         seed=seed,
         dtype=dtype,
+        sleep=cfg.vllm_sleep,
     )

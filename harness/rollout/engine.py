@@ -84,6 +84,11 @@ class RolloutEngine(Protocol):
         prompt 1, ...; `len(prompts) * sampling.n` outputs in all."""
         ...
 
+    def release(self) -> None:
+        """The step's sampling is over until the next `sync_weights`: an engine holding
+        memory of its own may give it back to the training passes (vLLM's sleep on GPU)."""
+        ...
+
     def sync_weights(self, model: VideoLM, state: Mapping[str, torch.Tensor] | None = None) -> None:
         """Make the engine sample from `model`'s current weights (after an optimizer step).
         `state`: the model's whole state dict when the caller holds the model sharded (the

@@ -73,6 +73,9 @@ class HFEngine:
 
     copies_weights = False
 
+    def release(self) -> None:
+        """Nothing to give back: this engine holds no memory beyond the trainer's model."""
+
     def sync_weights(self, model: nn.Module, state=None) -> None:
         """Nothing to copy: this engine samples from the trainer's own module, so an optimizer
         step is visible at once. A different module is an error, since it would not be used."""

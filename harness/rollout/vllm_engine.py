@@ -45,6 +45,15 @@ must be the whole default group, and torch has one default group per process), a
 parallel engines spanning ranks (every rank of a TP group would have to call `generate` with
 the same prompts).
 
+Sleep (`sleep=True`, `rollout.vllm_sleep`): on GPU the engine is built with vLLM's sleep
+mode (its CuMem allocator) and `release()`, called once the step's rollouts are done,
+discards its weights and KV cache (`LLM.sleep(level=2)`) so that the log-prob and update
+passes have that memory; the next `sync_weights` wakes the weights, loads the new ones and
+then wakes the KV cache, as the authors' trainer does around every update. Level 2 (not 1,
+which keeps a CPU copy of the weights) because the weights are replaced at every sync anyway.
+vLLM has no sleep mode on CPU (`Platform.is_sleep_mode_available`): there the engine says so
+once and `release()` does nothing.
+
 Environment: vLLM reads its settings from environment variables at import; the engine
 sets the few it needs itself (`_prepare_environment`), so users never export any:
 `VLLM_ENABLE_V1_MULTIPROCESSING=0` (engine core in this process, so `collective_rpc`
@@ -180,8 +189,10 @@ class VLLMEngine:
         seed: int = 0,
         dtype: str | None = None,
         state: Mapping[str, torch.Tensor] | None = None,
+        sleep: bool = False,
     ) -> None:
-        """`kv_cache_gib`: KV cache space (on CPU, None means 1 GiB; on GPU, None means
+        """`sleep`: release weights and KV cache between rollouts (GPU only; module
+        docstring). `kv_cache_gib`: KV cache space (on CPU, None means 1 GiB; on GPU, None means
         `gpu_memory_utilization` of the device, shared with the trainer). `max_model_len`:
         longest prompt + response (None: the model's max positions). `dtype`: the engine's
         weights (None: the trainer's; with fp32 master weights pass the compute dtype).
@@ -213,6 +224,12 @@ class VLLMEngine:
         self._device_type = model.device.type
         if on_cpu and kv_cache_gib is None:
             kv_cache_gib = DEFAULT_CPU_KV_CACHE_GIB
+        self.sleeps = sleep and not on_cpu
+        self.asleep = False
+        self.last_release_gib = 0.0  # device memory the last release() gave back
+        if sleep and on_cpu:
+            log.info("rollout.vllm_sleep: vLLM has no sleep mode on CPU (it needs CUDA's CuMem allocator); "
+                     "the engine keeps its weights and KV cache between rollouts")
         self._config_dir = tempfile.TemporaryDirectory(prefix="harness-vllm-")
         self.max_model_len = _write_config(model, self._config_dir.name, max_model_len)
         multimodal = model.rollout_inputs == "video_embeds"
@@ -244,6 +261,7 @@ class VLLMEngine:
                     enable_prompt_embeds=not multimodal,
                     enable_mm_embeds=multimodal,
                     limit_mm_per_prompt={"video": 1, "image": 0} if multimodal else None,
+                    enable_sleep_mode=self.sleeps,
                 )
         except Exception as err:  # vLLM raises ValueError/RuntimeError subclasses of many kinds
             self.close()  # what vLLM set up before failing, so that a next engine can start
@@ -266,6 +284,9 @@ class VLLMEngine:
         """`sampling.n` responses per prompt in one request each, grouped by prompt."""
         if self.llm is None:
             raise RolloutEngineError("this vLLM engine was closed")
+        if self.asleep:
+            raise RolloutEngineError("the vLLM engine is asleep (released after the last rollout); "
+                                     "sync_weights wakes it with the new weights")
         longest = max((len(p) for p in prompts), default=0)
         if longest + sampling.max_new_tokens > self.max_model_len:
             # vLLM would silently cut such responses short instead.
@@ -299,10 +320,15 @@ class VLLMEngine:
             raise RolloutEngineError("this vLLM engine was closed")
         start = time.perf_counter()
         weights = llm_weights(model, model.state_dict() if state is None else state)
+        if self.asleep:  # weights first: the KV cache is not needed to load them
+            self.llm.wake_up(tags=["weights"])
         with self._own_precision():
             self.llm.collective_rpc(
                 "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
             )
+        if self.asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
         if not self.llm.reset_prefix_cache():
             raise RolloutEngineError("vLLM could not reset its prefix cache after a weight sync "
                                      "(requests still running?); its KV blocks would be stale")
@@ -310,6 +336,17 @@ class VLLMEngine:
             self.llm.reset_mm_cache()
             self.llm.llm_engine.reset_encoder_cache()
         self.last_sync_seconds = time.perf_counter() - start
+
+    def release(self) -> None:
+        """The step's rollouts are done: with sleep mode (GPU), give back the engine's weights
+        and KV cache until the next `sync_weights`; otherwise nothing (the reason was logged
+        when the engine started)."""
+        if not self.sleeps or self.asleep or self.llm is None:
+            return
+        free_before = torch.cuda.mem_get_info()[0]
+        self.llm.sleep(level=2)
+        self.asleep = True
+        self.last_release_gib = (torch.cuda.mem_get_info()[0] - free_before) / GIB
 
     def close(self) -> None:
         """Free the engine and vLLM's process-wide state (its torch.distributed world of one),

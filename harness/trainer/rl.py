@@ -55,6 +55,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         videos.new_step()
         calls_before = videos.encoder_calls
         batch = collect(run, engine, videos, accuracy_fn, step)
+        engine.release()  # vLLM's weights and KV cache back to the passes below (GPU)
         budget.check(batch, run.layout)
         samples, timer = batch.samples, run.timer
         with timer.block("logprob"):

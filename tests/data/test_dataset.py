@@ -2,8 +2,8 @@
 sampler is deterministic and resumable."""
 
 import json
-import math
 import logging
+import math
 import shutil
 
 import numpy as np

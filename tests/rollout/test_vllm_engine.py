@@ -209,9 +209,11 @@ def _tree_digest(folder) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_rl_with_vllm_logs_logprob_gap_and_a_failure_keeps_the_checkpoint(toy_data, tmp_path):
+def test_rl_with_vllm_logs_logprob_gap_and_a_failure_keeps_the_checkpoint(toy_data, tmp_path, caplog):
     out = tmp_path / "run"
-    train_rl(_rl_cfg(toy_data, out))
+    with caplog.at_level(logging.INFO, logger="harness.rollout.vllm_engine"):
+        train_rl(_rl_cfg(toy_data, out))  # rollout.vllm_sleep defaults to true: on CPU a said no-op
+    assert any("no sleep mode on CPU" in r.getMessage() for r in caplog.records)
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/mean" in r]
     assert len(rows) == 2
     for row in rows:
