@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video-dir", dest="video_dir",
                    help="where the videos are, for a release that keeps them apart from its annotations "
                         "(longvideo_reason: the folder holding longvila_videos/)")
+    p.add_argument("--embed-cache", dest="embed_cache",
+                   help="a folder for video embeddings: each video decoded and encoded once across runs "
+                        "(content-keyed; RL runs with train.embed_cache_dir and the same sampler share it)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -109,6 +112,7 @@ def _prepare(entries: list[dict], opts: dict, args: argparse.Namespace) -> list[
             progress=not args.no_progress,
             max_dropped_share=args.max_dropped_share,
             frame_sampler=args.frame_sampler,
+            embed_cache=args.embed_cache,
         )
         if settings.frame_sampler == "qwen" and settings.frames < 2:
             raise ValueError(f"{entry['task']}: --frame-sampling qwen takes at least 2 frames (qwen-vl-utils "

@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from evals.base import Benchmark, Item
@@ -38,6 +39,8 @@ from evals.model import HarnessVLM, VideoQuery
 from evals.subtitles import read_srt, subtitle_block
 from harness.data.video import VideoDecodeError, load_video
 from harness.errors import HarnessError
+from harness.model.interface import VideoEmbeds
+from harness.trainer.videos import DiskEmbeds
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,9 @@ class EvalSettings:
     # counts as failed (0: any dropped record fails it; the results are written either way).
     max_dropped_share: float = 0.0
     frame_sampler: str = "uniform"  # or "qwen" (harness.data.video.load_video)
+    # a folder of the on-disk embedding cache (harness/trainer/videos.py): each video decoded
+    # and encoded once across runs; RL runs with the same sampler share its entries
+    embed_cache: str | None = None
 
 
 class EvalIncomplete(HarnessError, RuntimeError):
@@ -141,24 +147,26 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
     bar = tqdm(total=len(items), initial=len(done), desc=f"eval {bench.name}", unit="q",
                disable=not s.progress)
     pending: list[tuple[Item, str, VideoQuery]] = []
+    disk = (DiskEmbeds(s.embed_cache, model.model, {"num_frames": s.frames, "fps": s.sample_fps,
+                                                    "frame_sampling": s.frame_sampler})
+            if s.embed_cache and todo else None)
     with pred_file.open("a", encoding="utf-8") as f:
         if f.tell() and not _ends_with_newline(pred_file):
             f.write("\n")  # a run killed mid-line: its fragment stays alone on its line
         rejudged = _rejudge(done, bench, by_qid, judge, f)
         for video, its in todo.items():
             try:
-                clip = load_video(video, s.frames, sample_fps=s.sample_fps, sampler=s.frame_sampler)
+                embeds, indices, video_fps = _encoded(video, s, model, disk)
             except VideoDecodeError as err:
                 log.warning("skipping %d questions: %s", len(its), err)
                 missing.append({"video": str(video), "reason": err.reason, "questions": [i.qid for i in its]})
                 bar.update(len(its))
                 continue
-            embeds = model.encode(clip)
             for it in its:
                 block = None
                 if s.subtitles:
                     cues = read_srt(it.subtitle) if it.subtitle else None
-                    block = subtitle_block(cues, clip.indices, clip.video_fps)
+                    block = subtitle_block(cues, indices, video_fps)
                 text = bench.prompt(it, block)
                 pending.append((it, text, VideoQuery(text, embeds)))
             while len(pending) >= model.batch_size:
@@ -183,6 +191,7 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
             "reused_predictions": reused,
             "rejudged": rejudged,
             "unreadable_lines": unreadable,
+            "embed_cache_hits": None if disk is None else disk.cache.hits,
         },
         "dropped_records": bench.dropped[:200],
         "missing_videos": missing,
@@ -193,6 +202,22 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
     _write_results(out, results)
     _check_complete(bench, results, s.max_dropped_share, out)
     return results
+
+
+def _encoded(video: Path, s: EvalSettings, model: HarnessVLM, disk: DiskEmbeds | None
+             ) -> tuple[VideoEmbeds, np.ndarray, float]:
+    """The video's embeddings, its sampled frames' indices and its fps (for subtitles): from
+    the on-disk cache, or decoded, encoded (and stored)."""
+    key = None if disk is None else disk.key(video)
+    found = None if disk is None else disk.read(key)
+    if found is not None:
+        embeds, meta = found
+        return embeds, np.asarray(meta["indices"], dtype=np.int64), float(meta["video_fps"])
+    clip = load_video(video, s.frames, sample_fps=s.sample_fps, sampler=s.frame_sampler)
+    embeds = model.encode(clip)
+    if key is not None:
+        disk.write(key, embeds, clip)
+    return embeds, clip.indices, clip.video_fps
 
 
 def _check_complete(bench: Benchmark, results: dict, max_share: float, out: Path) -> None:

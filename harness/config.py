@@ -307,11 +307,22 @@ class RLTrainConfig:
     shared_prefix: bool = True
     freeze_vision: bool = True
     freeze_projector: bool = True
+    # A folder for the on-disk embedding cache (content-keyed, shareable between runs and with
+    # `harness eval --embed-cache`): each video is decoded and encoded once across epochs and
+    # runs. Needs the frozen encoder and the step cache above. null: encode every step.
+    embed_cache_dir: str | None = None
 
     def check(self) -> None:
         _positive("train.prompts_per_step", self.prompts_per_step)
         _positive("train.mini_batches", self.mini_batches)
         _positive("train.micro_batch", self.micro_batch)
+        if self.embed_cache_dir is not None:
+            if not self.cache_video_embeds:
+                raise ConfigError("train.embed_cache_dir needs train.cache_video_embeds=true (false is the "
+                                  "baseline that encodes every pass again)")
+            if not (self.freeze_vision and self.freeze_projector):
+                raise ConfigError("train.embed_cache_dir needs train.freeze_vision and train.freeze_projector "
+                                  "true: a trained encoder's embeddings change every step")
 
 
 @dataclass

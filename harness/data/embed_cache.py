@@ -151,17 +151,23 @@ class EmbedCache:
 
     def get(self, key: str, *, device: str | torch.device = "cpu") -> torch.Tensor | None:
         """The stored tensor for `key` on `device`, or None (missing, or damaged and deleted)."""
+        found = self.get_with_meta(key, device=device)
+        return None if found is None else found[0]
+
+    def get_with_meta(self, key: str, *, device: str | torch.device = "cpu"
+                      ) -> tuple[torch.Tensor, dict] | None:
+        """(tensor on `device`, the `meta` given to `put`), or None as `get`."""
         path = self.path_for(key)
         if not path.exists():
             self.misses += 1
             return None
-        tensor, problem = self._read(path, key)
+        tensor, problem, meta = self._read(path, key)
         if problem is not None:
             self._discard(path, problem)
             self.misses += 1
             return None
         self.hits += 1
-        return tensor.to(device)
+        return tensor.to(device), meta
 
     def put(self, key: str, tensor: torch.Tensor, meta: Mapping[str, object] | None = None) -> Path:
         """Store `tensor` under `key` atomically; `meta` (JSON-serialisable) is kept alongside."""
@@ -210,31 +216,36 @@ class EmbedCache:
 
     # -------------------------------------------------------------------------- internals
 
-    def _read(self, path: Path, key: str) -> tuple[torch.Tensor | None, str | None]:
-        """(tensor, None) when the entry is sound, else (None, why it is not)."""
+    def _read(self, path: Path, key: str) -> tuple[torch.Tensor | None, str | None, dict]:
+        """(tensor, None, meta) when the entry is sound, else (None, why it is not, {})."""
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
                 names = list(f.keys())
                 if names != [_TENSOR_NAME]:
-                    return None, f"unexpected tensors {names}"
+                    return None, f"unexpected tensors {names}", {}
                 tensor = f.get_tensor(_TENSOR_NAME)
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            return None, f"unreadable safetensors file ({type(err).__name__}: {err})"
+            return None, f"unreadable safetensors file ({type(err).__name__}: {err})", {}
         if metadata.get("format_version") != str(CACHE_FORMAT_VERSION):
             return (
                 None,
                 f"format version {metadata.get('format_version')!r} != {CACHE_FORMAT_VERSION}",
+                {},
             )
         if metadata.get("key") != key:
-            return None, f"stored key {metadata.get('key')!r} differs from requested key"
+            return None, f"stored key {metadata.get('key')!r} differs from requested key", {}
         if metadata.get("shape") != json.dumps(list(tensor.shape)) or metadata.get("dtype") != str(
             tensor.dtype
         ):
-            return None, "stored shape/dtype do not match the tensor"
+            return None, "stored shape/dtype do not match the tensor", {}
         if metadata.get("sha256") != _tensor_sha256(tensor):
-            return None, "checksum mismatch"
-        return tensor, None
+            return None, "checksum mismatch", {}
+        try:
+            meta = json.loads(metadata.get("meta", "{}"))
+        except json.JSONDecodeError as err:
+            return None, f"unreadable meta ({err})", {}
+        return tensor, None, meta
 
     def _discard(self, path: Path, reason: str) -> None:
         logger.warning("embedding cache: discarding %s: %s", path, reason)

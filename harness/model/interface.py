@@ -114,6 +114,12 @@ class VideoLM(nn.Module, ABC):
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
         """(rows, cols) of one unit's tokens as the LLM sees them."""
 
+    @abstractmethod
+    def encoder_settings(self) -> dict:
+        """Everything besides the vision weights that decides a video's embeddings from its
+        frames (resizing, normalisation, pooling, the tower's config), JSON-serialisable: part
+        of the on-disk embedding cache's key (harness/trainer/videos.py)."""
+
     def encode_video(self, pixels: VideoPixels) -> VideoEmbeds:
         return VideoEmbeds(self.encode_units(pixels), self.token_grid(pixels), pixels.seconds_per_unit)
 

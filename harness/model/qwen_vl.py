@@ -101,6 +101,10 @@ class QwenVLModel(VideoLM):
         seconds = spacing * v.temporal_patch_size
         return VideoPixels(units, len(frames), seconds, (h, w))
 
+    def encoder_settings(self) -> dict:
+        return {"family": self.family, "preprocess": self.preprocess_cfg, "video_pixels": list(self.video_pixels),
+                "tower": self._vision.to_diff_dict()}
+
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
         h, w = pixels.grid_hw
         m = self._vision.spatial_merge_size

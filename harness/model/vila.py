@@ -26,6 +26,7 @@ What the released code does, and this class reproduces (NVlabs/Long-RL
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -135,6 +136,11 @@ class VilaModel(VideoLM):
         grid = self.patch_grid
         spacing = mean_spacing(timestamps) if frame_seconds is None else frame_seconds
         return VideoPixels(units, len(frames), spacing * t, (grid, grid))
+
+    def encoder_settings(self) -> dict:
+        return {"family": self.family, "image_mean": list(self.image_mean), "image_std": list(self.image_std),
+                "spec": dataclasses.asdict(self.spec),
+                "tower": self.vision_tower.config.to_diff_dict(), "projector_merge": self.mm_projector.merge}
 
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
         side = _merged_side(self.spec, self.vision_tower.config, self.mm_projector.merge)

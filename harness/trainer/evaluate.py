@@ -18,31 +18,46 @@ from harness.algos.rewards import accuracy_reward, format_reward
 from harness.config import RunConfig
 from harness.data.dataset import VideoQADataset, question_text
 from harness.data.records import Record
-from harness.model.interface import PromptEmbeds, VideoLM
+from harness.model.interface import PromptEmbeds, VideoEmbeds, VideoLM
 from harness.rollout.engine import SamplingConfig
 from harness.rollout.hf_engine import HFEngine
+from harness.trainer.videos import DiskEmbeds
 
 
-def prompt_batches(model: VideoLM, dataset: VideoQADataset, batch_prompts: int
+def prompt_batches(model: VideoLM, dataset: VideoQADataset, batch_prompts: int, disk: DiskEmbeds | None = None
                    ) -> Iterator[tuple[int, list[Record], list[PromptEmbeds]]]:
     """(start index, records, prompt embeddings) per `batch_prompts` records; records whose
-    video cannot be read are left out (the dataset's ledger counts them)."""
+    video cannot be read are left out (the dataset's ledger counts them). `disk`: videos
+    read from (and stored to) the on-disk embedding cache."""
     records = dataset.records
     for start in range(0, len(records), batch_prompts):
         chunk, prompts = [], []
         for rec in records[start : start + batch_prompts]:
-            clip = dataset.load_frames(rec)
-            if clip is None:
+            video = _video(model, dataset, rec, disk)
+            if video is None:
                 continue
-            video = model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds)
             prompts.append(model.build_prompt(model.chat_prompt_ids(question_text(rec)), video))
             chunk.append(rec)
         yield start, chunk, prompts
 
 
+def _video(model: VideoLM, dataset: VideoQADataset, rec: Record, disk: DiskEmbeds | None) -> VideoEmbeds | None:
+    key = None if disk is None else disk.key(dataset.video_path(rec))
+    found = None if key is None else disk.read(key)
+    if found is not None:
+        return found[0]
+    clip = dataset.load_frames(rec)
+    if clip is None:
+        return None
+    video = model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds)
+    if key is not None:
+        disk.write(key, video, clip)
+    return video
+
+
 def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: int,
                       batch_prompts: int = 16, samples: int = 0, temperature: float = 1.0,
-                      seed: int = 0) -> dict[str, float]:
+                      seed: int = 0, disk: DiskEmbeds | None = None) -> dict[str, float]:
     """`eval/accuracy`, `eval/acc_<category>`, `eval/format_rate`, `eval/questions` from greedy
     answers; with `samples` > 0 also `eval/sampled_accuracy` and `eval/sampled_format_rate`:
     means over `samples` answers per question drawn at `temperature` (seeded: reproducible)."""
@@ -54,7 +69,7 @@ def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: i
     formats: list[float] = []
     sampled_hits: list[float] = []
     sampled_formats: list[float] = []
-    for start, chunk, prompts in prompt_batches(model, dataset, batch_prompts):
+    for start, chunk, prompts in prompt_batches(model, dataset, batch_prompts, disk):
         for rec, out in zip(chunk, engine.generate(prompts, greedy), strict=True):
             text = model.tokenizer.decode(out.token_ids, skip_special_tokens=True)
             acc = accuracy_reward(text, rec.answer, rec.problem_type)
@@ -79,7 +94,8 @@ def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: i
     return result
 
 
-def evaluate_run(model: VideoLM, dataset: VideoQADataset, run: RunConfig) -> dict[str, float]:
+def evaluate_run(model: VideoLM, dataset: VideoQADataset, run: RunConfig,
+                 disk: DiskEmbeds | None = None) -> dict[str, float]:
     """`evaluate_accuracy` with a recipe's `run.eval_*` settings."""
     return evaluate_accuracy(model, dataset, run.eval_max_new_tokens, samples=run.eval_samples,
-                             temperature=run.eval_temperature, seed=run.seed)
+                             temperature=run.eval_temperature, seed=run.seed, disk=disk)

@@ -34,7 +34,7 @@ from harness.trainer.common import compute_precision
 from harness.trainer.rl_collect import Collection, RewardBudget, collect
 from harness.trainer.rl_update import advantages, sample_metrics, score_samples, update
 from harness.trainer.run import Run, open_run
-from harness.trainer.videos import StepVideoCache
+from harness.trainer.videos import DiskEmbeds, StepVideoCache
 
 
 def train_rl(cfg: RLConfig, resume: bool = False) -> dict[str, float]:
@@ -47,13 +47,15 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
     accuracy_fn = load_reward_fn(cfg.algo.reward_fn) if cfg.algo.reward_fn else accuracy_reward
     run = open_run(cfg, resume, "rl")
     reference = _frozen_copy(run.model, cfg.model.compute_dtype) if cfg.algo.kl_coef > 0 else None
+    run.embeds = disk = _disk_cache(run)  # fingerprints the encoder before the strategy wraps the model
     run.start(resume)
     engine = _start_engine(run)
-    videos = StepVideoCache(run.model, reuse=cfg.train.cache_video_embeds, sp_group=run.layout.sp_group)
+    videos = StepVideoCache(run.model, reuse=cfg.train.cache_video_embeds, sp_group=run.layout.sp_group,
+                            disk=disk)
     budget = RewardBudget(cfg)
     for step in run.steps():
         videos.new_step()
-        calls_before = videos.encoder_calls
+        calls_before, hits_before = videos.encoder_calls, videos.disk_hits
         batch = collect(run, engine, videos, accuracy_fn, step)
         engine.release()  # vLLM's weights and KV cache back to the passes below (GPU)
         budget.check(batch, run.layout)
@@ -72,7 +74,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         with timer.block("sync"):
             _sync(engine, run)
         metrics = {**sample_metrics(samples, old_logp, run.layout),
-                   **_counters(run, batch, budget, videos, calls_before), **kl_stats, **stats}
+                   **_counters(run, batch, budget, videos, calls_before, hits_before), **kl_stats, **stats}
         run.end_step(step, metrics, postfix={"reward": f"{metrics['reward/mean']:.3f}",
                                              "acc": f"{metrics['reward/accuracy']:.2f}"})
     if hasattr(engine, "close"):
@@ -90,6 +92,16 @@ def _frozen_copy(model: VideoLM, compute_dtype: str | None) -> VideoLM:
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
+
+
+def _disk_cache(run: Run) -> DiskEmbeds | None:
+    """The on-disk embedding cache for this run's frame sampler (train.embed_cache_dir)."""
+    cfg = run.cfg
+    if cfg.train.embed_cache_dir is None:
+        return None
+    d = cfg.data
+    return DiskEmbeds(cfg.train.embed_cache_dir, run.model,
+                      {"num_frames": d.num_frames, "fps": d.fps, "frame_sampling": d.frame_sampling})
 
 
 def _start_engine(run: Run) -> RolloutEngine:
@@ -111,9 +123,10 @@ def _sync(engine: RolloutEngine, run: Run) -> None:
 
 
 def _counters(run: Run, batch: Collection, budget: RewardBudget, videos: StepVideoCache,
-              calls_before: int) -> dict[str, float]:
+              calls_before: int, hits_before: int) -> dict[str, float]:
     """What the step counted, over every DP rank."""
-    calls, prompts, dropped = dp_sum([videos.encoder_calls - calls_before, len({id(s.item) for s in batch.samples}),
-                                      batch.dropped_groups], run.layout)
-    return {"reward/errors": float(budget.step_errors), "video/encoder_calls": calls, "data/prompts": prompts,
+    calls, hits, prompts, dropped = dp_sum([videos.encoder_calls - calls_before, videos.disk_hits - hits_before,
+                                            len({id(s.item) for s in batch.samples}), batch.dropped_groups], run.layout)
+    return {"reward/errors": float(budget.step_errors), "video/encoder_calls": calls, "video/disk_hits": hits,
+            "data/prompts": prompts,
             "data/dropped_groups": dropped, "data/passed_over": float(batch.passed_over)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -13,11 +14,11 @@ import torch.distributed as dist
 from harness.algos import advantages as adv_fns
 from harness.algos.rewards import format_reward, safe_reward
 from harness.config import AlgoConfig, RLConfig
-from harness.data.dataset import question_text
+from harness.data.dataset import VideoQADataset, question_text
 from harness.data.records import Record
 from harness.data.video import VideoClip
 from harness.errors import HarnessError
-from harness.model.interface import PromptEmbeds, VideoLM
+from harness.model.interface import PromptEmbeds, VideoEmbeds, VideoLM
 from harness.parallel.comm import chunk_bounds
 from harness.parallel.groups import Layout
 from harness.parallel.reduce import dp_max, dp_min, dp_sum, dp_summer
@@ -32,9 +33,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class PromptItem:
     record: Record
-    clip: VideoClip
+    clip: VideoClip | None  # None: not decoded, the on-disk embedding cache has the video
     input_ids: torch.Tensor  # [L] chat prompt with one video placeholder
     position: int  # in its round's global draw (all DP ranks): the key of its sampling randomness
+    path: Path  # the video file
 
 
 @dataclass
@@ -76,8 +78,16 @@ def group_ids(samples: list[Sample]) -> torch.Tensor:
     return torch.tensor([index.setdefault(id(s.item), len(index)) for s in samples], dtype=torch.long)
 
 
-def prompt_embeds(model: VideoLM, videos: StepVideoCache, item: PromptItem) -> PromptEmbeds:
-    return model.build_prompt(item.input_ids, videos.get(item.record.problem_id, item.clip))
+def item_video(videos: StepVideoCache, item: PromptItem, train: VideoQADataset | None = None) -> VideoEmbeds:
+    """`train`: decodes the video should its on-disk entry have gone since it was drawn
+    (the log-prob and update passes find every video in the step's cache)."""
+    load = None if train is None else (lambda: train.load_frames(item.record))
+    return videos.get(item.record.problem_id, item.clip, item.path, load=load)
+
+
+def prompt_embeds(model: VideoLM, videos: StepVideoCache, item: PromptItem,
+                  train: VideoQADataset | None = None) -> PromptEmbeds:
+    return model.build_prompt(item.input_ids, item_video(videos, item, train))
 
 
 def collect(run: Run, engine: RolloutEngine, videos: StepVideoCache, accuracy_fn, step: int) -> Collection:
@@ -94,11 +104,11 @@ def collect(run: Run, engine: RolloutEngine, videos: StepVideoCache, accuracy_fn
     for round_ in range(1 + (MAX_REFILL_ROUNDS if dapo else 0)):
         passed_over += draw - (want - kept)
         with timer.block("data"):
-            items = _load_prompts(run, draw, use=want - kept)
+            items = _load_prompts(run, videos, draw, use=want - kept)
         if videos.reuse:  # MR-SP: each prompt's video encoded once, here, for the whole step
             with timer.block("encode"):
                 for it in items:
-                    videos.get(it.record.problem_id, it.clip)
+                    item_video(videos, it, run.train)
         with timer.block("rollout"):
             new = _rollout(engine, run, videos, items, seed=_round_seed(cfg, step, round_))
         with timer.block("reward"):
@@ -158,19 +168,22 @@ def _round_seed(cfg: RLConfig, step: int, round_: int) -> int:
     return (cfg.run.seed * 1_000_003 + step) * 8 + round_
 
 
-def _load_prompts(run: Run, draw: int, use: int) -> list[PromptItem]:
-    """This DP rank's share of `draw` prompts per rank, of which it loads the first `use`.
-    Every rank draws the same global list from an identically seeded sampler, so the data
-    position is one state for all ranks; prompts drawn but not used are passed over."""
+def _load_prompts(run: Run, videos: StepVideoCache, draw: int, use: int) -> list[PromptItem]:
+    """This DP rank's share of `draw` prompts per rank, of which it loads the first `use`
+    (a video the on-disk embedding cache holds is not decoded). Every rank draws the same
+    global list from an identically seeded sampler, so the data position is one state for all
+    ranks; prompts drawn but not used are passed over."""
     layout, train = run.layout, run.train
     items = []
     drawn = run.sampler.take(draw * layout.dp_size)
     first = layout.dp_rank * draw
     for position, i in enumerate(drawn[first : first + use], start=first):
         rec = train.records[i]
-        clip = train.load_frames(rec)
-        if clip is not None:
-            items.append(PromptItem(rec, clip, run.model.chat_prompt_ids(question_text(rec)), position))
+        path = train.video_path(rec)
+        cached = videos.disk is not None and videos.disk.has(videos.disk.key(path))
+        clip = None if cached else train.load_frames(rec)
+        if cached or clip is not None:
+            items.append(PromptItem(rec, clip, run.model.chat_prompt_ids(question_text(rec)), position, path))
     train.ledger.check(reduce=dp_summer(layout))  # collective: every rank judges the global share
     return items
 
@@ -190,10 +203,10 @@ def _rollout(engine: RolloutEngine, run: Run, videos: StepVideoCache, items: lis
             # The baseline's n one-sample prompts take the cached run's row keys (key x n +
             # sample), so both sample alike.
             if videos.reuse:  # one prompt (one encoding) per item, n samples each
-                prompts = [prompt_embeds(model, videos, it) for it in mine]
+                prompts = [prompt_embeds(model, videos, it, run.train) for it in mine]
                 keys, per_prompt = tuple(it.position for it in mine), r.n
             else:  # baseline: every rollout encodes the video again
-                prompts = [prompt_embeds(model, videos, it) for it in mine for _ in range(r.n)]
+                prompts = [prompt_embeds(model, videos, it, run.train) for it in mine for _ in range(r.n)]
                 keys, per_prompt = tuple(it.position * r.n + s for it in mine for s in range(r.n)), 1
             sampling = SamplingConfig(n=per_prompt, temperature=r.temperature, top_p=r.top_p,
                                       max_new_tokens=r.max_new_tokens, seed=seed, prompt_keys=keys)

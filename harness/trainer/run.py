@@ -45,6 +45,7 @@ from harness.trainer.common import (
 )
 from harness.trainer.evaluate import evaluate_run
 from harness.trainer.metrics import MetricsLogger, StepTimer, peak_memory
+from harness.trainer.videos import DiskEmbeds
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Run:
     held_out: VideoQADataset | None
     sampler: EpochSampler
     timer: StepTimer = field(default_factory=StepTimer)
+    embeds: DiskEmbeds | None = None  # the on-disk embedding cache, which held-out evaluation reads too
     optimizer: object = None
     scheduler: object = None
     logger: MetricsLogger | None = None
@@ -134,7 +136,7 @@ class Run:
         if not self.main:  # weights are identical on every rank; the main rank evaluates, logs and saves
             return
         if self.held_out is not None and run.eval_every and (step + 1) % run.eval_every == 0:
-            metrics.update(evaluate_run(self.model, self.held_out, run))
+            metrics.update(evaluate_run(self.model, self.held_out, run, self.embeds))
         if (step + 1) % run.log_every == 0:
             self.logger.log(step + 1, metrics)
         if postfix:
@@ -158,7 +160,7 @@ class Run:
         if self.main:
             weights.save_pretrained(self.out / "final")  # first: a failing evaluation must not cost it
             if self.held_out is not None:
-                final = evaluate_run(self.model, self.held_out, self.cfg.run)
+                final = evaluate_run(self.model, self.held_out, self.cfg.run, self.embeds)
                 self.logger.log(self.cfg.run.steps, final)
             self.logger.close()
         barrier(self.layout)
@@ -204,7 +206,8 @@ def open_run(cfg: SFTConfig | RLConfig, resume: bool, name: str) -> Run:
 RESUMABLE = ("run.steps", "run.log_every", "run.save_every", "run.eval_every", "run.keep_last", "run.progress",
              "run.tensorboard", "run.max_bad_steps", "run.eval_max_new_tokens", "run.eval_samples",
              "run.eval_temperature", "data.dir", "data.video_dir", "data.eval_video_dir", "data.eval",
-             "data.max_skip_fraction", "model.device", "parallel.", "rollout.engine", "rollout.vllm_")
+             "data.max_skip_fraction", "model.device", "parallel.", "rollout.engine", "rollout.vllm_",
+             "train.embed_cache_dir")
 
 
 def check_resume_config(saved: Path, cfg: SFTConfig | RLConfig) -> None:

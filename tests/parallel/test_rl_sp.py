@@ -1,6 +1,7 @@
 """Full RL steps under MR-SP on 2 processes (gloo) give the single-process parameters."""
 
 import pytest
+import torch
 
 from harness.config import RLConfig, load_config
 from harness.model.build import init_model, load_model
@@ -162,3 +163,29 @@ def test_every_rank_of_an_sp_group_samples_its_share(toy_data, tmp_path):
     assert ranks[0]["tokens"] == ranks[1]["tokens"] and ranks[0]["owners"] == ranks[1]["owners"]
     assert ranks[0]["tokens"] == ranks[0]["alone"]
     assert len(ranks[0]["tokens"]) == 4 * 3  # 4 prompts x rollout.n
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_sp2_with_the_disk_cache_writes_reads_and_trains_as_one_process(toy_data, tmp_path):
+    """The SP group encodes a missed video together and one rank stores it (the stored
+    embeddings equal one process's); a group that finds every video on disk encodes
+    nothing; both end with the single process's weights."""
+    from safetensors.torch import load_file
+
+    single_cfg = _overrides(toy_data, tmp_path / "single", "vila", **{"train.embed_cache_dir": tmp_path / "one"})
+    train_rl(load_config("configs/rl/toy-cpu.yaml", single_cfg, RLConfig))
+    single = load_model(tmp_path / "single" / "final").state_dict()
+    for name, cache in (("write", tmp_path / "two"), ("read", tmp_path / "one")):
+        sp2 = run_distributed(workers.rl_run, 2, _overrides(toy_data, tmp_path / name, "vila", **{
+            "parallel.sp_size": 2, "train.embed_cache_dir": cache}))[0]
+        worst = max(float((sp2[k] - single[k]).abs().max()) for k in single)
+        assert worst < 2e-5, (name, worst)
+        rows = [r for r in read_metrics(tmp_path / name / "metrics.jsonl") if "loss" in r]
+        calls = sum(r["video/encoder_calls"] for r in rows)
+        assert calls == 0 if name == "read" else calls > 0, (name, calls)
+    one, two = ({p.name: load_file(p)["embedding"] for p in (tmp_path / d).rglob("*.safetensors")}
+                for d in ("one", "two"))
+    assert one.keys() == two.keys() and one
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-5)
