@@ -144,10 +144,15 @@ def _batch_subset(model, cases, seed, order):
 
 def rl_run(rank: int, world: int, overrides: list[str]) -> dict:
     """A few full RL steps under torch.distributed; returns this rank's final weights."""
+    return rl_run_config(rank, world, "configs/rl/toy-cpu.yaml", overrides)
+
+
+def rl_run_config(rank: int, world: int, config: str, overrides: list[str]) -> dict:
+    """`rl_run` from another config file."""
     from harness.config import RLConfig, load_config
     from harness.trainer.rl import train_rl
 
-    cfg = load_config("configs/rl/toy-cpu.yaml", overrides, RLConfig)
+    cfg = load_config(config, overrides, RLConfig)
     policy_state = {}
 
     train_rl(cfg)
