@@ -81,6 +81,9 @@ class PerfConfig:
     memory_sp_sizes: list[int] = field(default_factory=lambda: [1, 2])
     memory_steps: int = 1
     memory_frames: list[int] | None = None  # None: `frames`
+    # the memory suite runs each SP size with activation checkpointing off and/or on
+    # (`model.activation_checkpointing`), frames growing until the budget is exceeded
+    memory_checkpointing: list[bool] = field(default_factory=lambda: [False])
     rl: dict[str, Any] = field(default_factory=dict)  # RLConfig overrides, `key.sub: value`
     # train.micro_batch of the shared-prefix mode (None: rl's): at real scale one row per
     # response (micro_batch 1) is what fits without sharing, one group per row with it
@@ -282,9 +285,10 @@ def summarise_metrics(rows: list[dict], warmup: int) -> dict[str, Any]:
 
 def run_case(pc: PerfConfig, mode: str, frames: int, *, data_dir: str, model_path: str, work: Path,
              world: int | None = None, sp: int | None = None, steps: int | None = None,
-             peak_flops: float | None = None) -> dict[str, Any]:
+             peak_flops: float | None = None, checkpointing: bool = False) -> dict[str, Any]:
     """One (mode, frames) run; `world`/`sp` override the mode's layout (memory suite);
-    with `peak_flops` (the machine's FLOP/s) the row gets its MFU."""
+    with `peak_flops` (the machine's FLOP/s) the row gets its MFU; `checkpointing`:
+    activation checkpointing on."""
     from harness.trainer.metrics import read_metrics
 
     world = world or pc.world_size
@@ -292,20 +296,21 @@ def run_case(pc: PerfConfig, mode: str, frames: int, *, data_dir: str, model_pat
     if sp is not None:
         dp, sp_ = world // sp, sp
     steps = steps or pc.steps
-    out_dir = work / f"{mode}-w{world}-sp{sp_}-f{frames}"
+    out_dir = work / f"{mode}-w{world}-sp{sp_}-f{frames}{'-ckpt' if checkpointing else ''}"
     shutil.rmtree(out_dir, ignore_errors=True)  # a fresh run: metrics.jsonl refuses old rows
     overrides = rl_overrides(pc, dp=dp, sp=sp_, cache=cache, shared=shared, frames=frames, steps=steps,
                              data_dir=data_dir, model_path=model_path, out_dir=str(out_dir))
+    overrides.append(f"model.activation_checkpointing={_yaml_value(checkpointing)}")
     threads = max(1, (os.cpu_count() or 1) // world)
     started = time.perf_counter()
     try:
         ranks = launch(world, overrides, threads=threads, time_encode=not cache)
     except Exception as err:  # noqa: BLE001 - a crashed run (a real OOM) is a result, not a stop
-        return {"mode": mode, "frames": frames, "dp": dp, "sp": sp_, "status": "failed",
-                "error": f"{type(err).__name__}: {err}"[:500], "fits": False}
+        return {"mode": mode, "frames": frames, "dp": dp, "sp": sp_, "checkpointing": checkpointing,
+                "status": "failed", "error": f"{type(err).__name__}: {err}"[:500], "fits": False}
     summary = summarise_metrics(read_metrics(out_dir), warmup=min(pc.warmup, steps - 1))
     mem = [r["step_mem_gib"] for r in ranks]
-    row = {"mode": mode, "frames": frames, "dp": dp, "sp": sp_, "status": "ok",
+    row = {"mode": mode, "frames": frames, "dp": dp, "sp": sp_, "checkpointing": checkpointing, "status": "ok",
            **summary, "wall_seconds": time.perf_counter() - started,
            "mem_per_rank_gib": mem, "peak_rss_per_rank_gib": [r["peak_rss_gib"] for r in ranks],
            "rss_start_per_rank_gib": [r["rss_start_gib"] for r in ranks],
@@ -402,20 +407,27 @@ def _cuda() -> bool:
 
 
 def memory_sweep(pc: PerfConfig, work: Path, log=print) -> list[dict]:
-    """Per-rank memory against frames for each SP size (cached embeddings, dp = 1)."""
+    """Per-rank memory against frames for each SP size, with activation checkpointing off
+    and/or on (cached embeddings, dp = 1)."""
     data_dir, model_path = prepare(pc, work)
     rows = []
     for sp in pc.memory_sp_sizes:
-        for frames in pc.memory_frames or pc.frames:
-            row = run_case(pc, "stage12" if sp > 1 else "stage1", frames, data_dir=data_dir,
-                           model_path=model_path, work=work / "memory", world=sp, sp=sp,
-                           steps=pc.memory_steps)
-            row["sp_size"] = sp
-            rows.append(row)
-            log(row_line(row, pc.budget_gib))
-            if not row["fits"]:
-                break
+        for ck in pc.memory_checkpointing:
+            for frames in pc.memory_frames or pc.frames:
+                row = run_case(pc, "stage12" if sp > 1 else "stage1", frames, data_dir=data_dir,
+                               model_path=model_path, work=work / "memory", world=sp, sp=sp,
+                               steps=pc.memory_steps, checkpointing=ck)
+                row.update(sp_size=sp, variant=memory_variant(sp, ck))
+                rows.append(row)
+                log(row_line(row, pc.budget_gib))
+                if not row["fits"]:
+                    break
     return rows
+
+
+def memory_variant(sp: int, checkpointing: bool) -> str:
+    """A memory row's name in tables and results: "sp2", "sp2-ckpt"."""
+    return f"sp{sp}{'-ckpt' if checkpointing else ''}"
 
 
 def row_line(row: dict, budget: float) -> str:
@@ -567,21 +579,24 @@ def memory_result(pc: PerfConfig, rows: list[dict]) -> dict[str, Any]:
     """The memory suite: per-rank memory against frames per SP size, largest fitting."""
     from perf.common import figure, stamp
 
-    lines = ["| SP size | frames | memory per rank (GiB) | peak RSS per rank (GiB) | fits |", "|---|---|---|---|---|"]
+    lines = ["| SP size | checkpointing | frames | memory per rank (GiB) | peak RSS per rank (GiB) | fits |",
+             "|---|---|---|---|---|---|"]
     figs = {}
     for r in rows:
+        r.setdefault("variant", memory_variant(r["sp_size"], r.get("checkpointing", False)))
+        ck = "yes" if r.get("checkpointing") else "no"
         if r["status"] not in ("ok", "over_budget"):
-            lines.append(f"| {r['sp_size']} | {r['frames']} | {r['status']} | – | no |")
+            lines.append(f"| {r['sp_size']} | {ck} | {r['frames']} | {r['status']} | – | no |")
             continue
         mem = ", ".join(f"{m:.3f}" for m in r["mem_per_rank_gib"])
         rss = ", ".join(f"{m:.2f}" for m in r["peak_rss_per_rank_gib"])
-        lines.append(f"| {r['sp_size']} | {r['frames']} | {mem} | {rss} | {'yes' if r['fits'] else 'no'} |")
-        figs[f"memory/sp{r['sp_size']}/f{r['frames']}/mem_gib"] = figure(
+        lines.append(f"| {r['sp_size']} | {ck} | {r['frames']} | {mem} | {rss} | {'yes' if r['fits'] else 'no'} |")
+        figs[f"memory/{r['variant']}/f{r['frames']}/mem_gib"] = figure(
             max(r["mem_per_rank_gib"]), "GiB", "lower", pc.thresholds["memory"])
-    fit = largest_fitting(rows, key="sp_size")
-    for sp, frames in fit.items():
+    fit = largest_fitting(rows, key="variant")
+    for variant, frames in fit.items():
         if frames:
-            figs[f"memory/sp{sp}/largest_fitting_frames"] = figure(frames, "frames", "higher", 0.0)
+            figs[f"memory/{variant}/largest_fitting_frames"] = figure(frames, "frames", "higher", 0.0)
     return {"suite": "memory", **stamp(), "budget_gib": pc.budget_gib, "rows": rows,
             "largest_fitting": {str(k): v for k, v in fit.items()}, "table": "\n".join(lines),
             "figures": figs}

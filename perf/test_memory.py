@@ -25,14 +25,20 @@ def test_memory_vs_frames(benchmark, perf_config, perf_work):
     benchmark.extra_info.update({"largest_fitting": result["largest_fitting"], "budget_gib": pc.budget_gib})
     print("\n" + result["table"])
     if pc.record:
-        per_sp = {}
+        per_variant = {}
         for r in rows:
             if r["status"] in ("ok", "over_budget"):
                 mem = "/".join(f"{m:.2f}" for m in r["mem_per_rank_gib"])
-                per_sp.setdefault(r["sp_size"], []).append(f"{r['frames']}: {mem}")
-        cells = "<br>".join(f"SP {sp}: " + ", ".join(v) for sp, v in per_sp.items())
-        fits = ", ".join(f"SP {k}: {v or 'none'}" for k, v in result["largest_fitting"].items())
+                per_variant.setdefault(_label(r["variant"]), []).append(f"{r['frames']}: {mem}")
+        cells = "<br>".join(f"{name}: " + ", ".join(v) for name, v in per_variant.items())
+        fits = ", ".join(f"{_label(k)}: {v or 'none'}" for k, v in result["largest_fitting"].items())
         append_row(README, "memory", [result["date"], result["machine"], short_versions(result["versions"]),
                                       f"{pc.budget_gib} GiB", cells, fits, pc.notes])
     assert not [r for r in rows if r["status"] == "failed"], [r.get("error") for r in rows]
     assert result["largest_fitting"], "no SP size fitted any frame count"
+
+
+def _label(variant: str) -> str:
+    """"sp2-ckpt" -> "SP 2 + checkpointing"."""
+    sp, _, ck = variant.partition("-")
+    return f"SP {sp.removeprefix('sp')}{' + checkpointing' if ck else ''}"

@@ -70,10 +70,12 @@ def test_speedups_tables_and_figures(sweep_rows):
     assert figs["mrsp/stage1/f32/sec_per_step"] == figure(1.0, "s", "lower", pc.thresholds["time"])
     assert figs["mrsp/speedup_stage1/f32"]["better"] == "higher"
     assert "mrsp/baseline/f128/sec_per_step" not in figs  # not run (OOM)
-    mem = mrsp.memory_result(pc, [dict(r, sp_size=1 if r["mode"] == "stage1" else 2)
+    mem = mrsp.memory_result(pc, [dict(r, sp_size=1 if r["mode"] == "stage1" else 2,
+                                       checkpointing=r["mode"] == "stage12_shared")
                                   for r in sweep_rows if r["mode"] != "baseline"])
-    assert mem["largest_fitting"] == {"1": 64, "2": 128}
+    assert mem["largest_fitting"] == {"sp1": 64, "sp2": 128, "sp2-ckpt": 128}
     assert mem["figures"]["memory/sp2/largest_fitting_frames"]["value"] == 128
+    assert "memory/sp2-ckpt/f128/mem_gib" in mem["figures"] and "| 2 | yes | 128 |" in mem["table"]
 
 
 def test_perf_model_matches_longvila_ratio():
