@@ -182,6 +182,9 @@ class SFTTrainConfig:
     grad_accum: int = 1
     freeze_vision: bool = True
     freeze_projector: bool = False
+    # True: a micro-batch's examples lie one after another in a single row with no padding
+    # (attention keeps them apart; exact). False: one right-padded row per example.
+    padding_free: bool = True
 
     def check(self) -> None:
         _positive("train.batch_size", self.batch_size)
@@ -305,6 +308,9 @@ class RLTrainConfig:
     # prefix in every log-prob and update pass (exact; docs/parallel.md). micro_batch a
     # multiple of rollout.n gives one prefix per prompt. False: one row per response.
     shared_prefix: bool = True
+    # True: a micro-batch's sequences lie one after another in a single row with no padding
+    # (attention keeps them apart; exact). False: one right-padded row per prompt group.
+    padding_free: bool = True
     freeze_vision: bool = True
     freeze_projector: bool = True
     # A folder for the on-disk embedding cache (content-keyed, shareable between runs and with

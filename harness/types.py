@@ -18,3 +18,6 @@ class SequenceBatch:
     response_index: torch.Tensor  # [N, R] position in that row whose output predicts token r
     response_tokens: torch.Tensor  # [N, R]
     response_mask: torch.Tensor  # [N, R] bool
+    # [B, L] long: the prompt group of each token, -1 padding, when a row holds several
+    # prompts (padding-free packing); None: one prompt per row
+    groups: torch.Tensor | None = None

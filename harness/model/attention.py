@@ -9,6 +9,11 @@ response sees exactly what it would in a row of its own (the shared-prefix passe
 "Prefix Grouper", arXiv 2506.05433; tests/model/test_attention.py). Gradients reaching the
 prefix are the sum over its responses, as autograd forms them through the shared keys.
 
+Padding-free rows hold several such groups one after another ([prompt_1 | its responses |
+prompt_2 | ...], `RowLayout.groups`): a token sees only its own group, so each group's
+stretch of the row is attended on its own, as a variable-length kernel would, and no
+padding is computed (`spans`).
+
 Two SDPA calls compute it: the prefix queries with the causal kernel (SDPA's fast path, no
 mask tensor), then only the response queries against all keys with a [Q, L] boolean mask
 (prefix, or same response and not later). The mask is O(response tokens x L), never O(L^2).
@@ -18,7 +23,8 @@ extension point for custom attention) as `harness`, set once on the LLM when the
 built (`VideoLM.use_harness_attention`): a forward call given `row_layout` gets the packed-row
 attention (inside Ulysses attention when it also gets `sp_group`, MR-SP stage 2); any other
 call (generation with its KV cache, the one-sequence reference) gets transformers' own SDPA
-attention and mask, unchanged. The choice travels with the call, not with a switch on the
+attention and mask, unchanged; a call given `sp_decode` decodes over a KV cache split along
+the sequence (parallel/sp_decode.py). The choice travels with the call, not with a switch on the
 config, so activation checkpointing's recomputation in backward sees the same attention.
 Packed calls pass an all-ones padding mask: transformers then builds no mask at all (the
 layout is the mask) and does not guess packed sequences from the positions.
@@ -35,6 +41,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from harness.parallel.sp_decode import SPDecode, sp_decode_attention
 from harness.parallel.ulysses import ulysses_attention
 
 ATTENTION_NAME = "harness"
@@ -44,12 +51,30 @@ ATTENTION_NAME = "harness"
 class RowLayout:
     """Which tokens of each row belong together."""
 
-    segments: torch.Tensor  # [B, L] long: 0 prefix, k >= 1 the row's k-th response, -1 padding
+    segments: torch.Tensor  # [B, L] long: 0 prefix, k >= 1 the group's k-th response, -1 padding
+    # [B, L] long: the group (prompt) of each token, -1 padding; None: one group per row
+    groups: torch.Tensor | None = None
 
     def padded(self, length: int) -> RowLayout:
         """The same rows padded at the end to `length` (sequence-parallel padding)."""
         extra = length - self.segments.shape[1]
-        return self if extra == 0 else RowLayout(F.pad(self.segments, (0, extra), value=-1))
+        if extra == 0:
+            return self
+        groups = None if self.groups is None else F.pad(self.groups, (0, extra), value=-1)
+        return RowLayout(F.pad(self.segments, (0, extra), value=-1), groups)
+
+    @functools.cached_property
+    def spans(self) -> list[tuple[int, int, int]]:
+        """(row, start, end) of every group, in order (padding-free rows)."""
+        out = []
+        for row, ids in enumerate(self.groups.tolist()):
+            start = 0
+            for i in range(1, len(ids) + 1):
+                if i == len(ids) or ids[i] != ids[start]:
+                    if ids[start] >= 0:
+                        out.append((row, start, i))
+                    start = i
+        return out
 
     @functools.cached_property
     def shares_prefix(self) -> bool:
@@ -88,6 +113,8 @@ def rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
                    scaling: float | None) -> torch.Tensor:
     """query/key/value [B, H, L, d] (key/value heads already matching the query's) ->
     [B, H, L, d]. Outputs at padding positions are finite and meaningless."""
+    if layout.groups is not None:
+        return _grouped_attention(query, key, value, layout, scaling)
     if not layout.shares_prefix:
         # One response per row, padding only at the end: under the causal mask a real query
         # sees only real keys, so the plain causal kernel is exact for every used position.
@@ -106,15 +133,41 @@ def rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
     return out.scatter(2, slots, tail.to(out.dtype))[:, :, :length]  # (autocast may differ per call)
 
 
+def _grouped_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: RowLayout,
+                       scaling: float | None) -> torch.Tensor:
+    """Each group's stretch [start, end) of its row attended alone; zeros at padding."""
+    rows = []
+    for row in range(query.shape[0]):
+        parts, at = [], 0
+        for r, start, end in layout.spans:
+            if r != row:
+                continue
+            if start > at:
+                parts.append(query.new_zeros(1, query.shape[1], start - at, query.shape[3]))
+            sub = RowLayout(layout.segments[row : row + 1, start:end])
+            parts.append(rows_attention(query[row : row + 1, :, start:end], key[row : row + 1, :, start:end],
+                                        value[row : row + 1, :, start:end], sub, scaling))  # [1, H, end-start, d]
+            at = end
+        if at < query.shape[2]:
+            parts.append(query.new_zeros(1, query.shape[1], query.shape[2] - at, query.shape[3]))
+        rows.append(torch.cat(parts, dim=2))
+    return torch.cat(rows, dim=0)  # [B, H, L, d]
+
+
 def repeat_kv_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """[B, Hkv, L, d] -> [B, heads, L, d], each KV head serving its consecutive query heads (GQA)."""
     return x if x.shape[1] == heads else x.repeat_interleave(heads // x.shape[1], dim=1)
 
 
 def _hf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                  row_layout: RowLayout | None = None, sp_group=None, **kwargs):
+                  row_layout: RowLayout | None = None, sp_group=None, sp_decode: SPDecode | None = None, **kwargs):
     """query [B, H, L, d], key/value [B, Hkv, L, d] -> ([B, L, H, d], None), what HF
     attention modules expect back."""
+    if sp_decode is not None:  # decoding over a sequence-parallel KV cache
+        heads = query.shape[1]
+        out = sp_decode_attention(query, repeat_kv_heads(key, heads), repeat_kv_heads(value, heads), sp_decode,
+                                  scaling)
+        return out.transpose(1, 2).contiguous(), None
     if row_layout is None:  # an ordinary call: transformers' own attention
         return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, scaling=scaling,
                                                dropout=dropout, **kwargs)

@@ -61,7 +61,7 @@ def _train_rl(cfg: RLConfig, resume: bool) -> dict[str, float]:
         budget.check(batch, run.layout)
         samples, timer = batch.samples, run.timer
         with timer.block("logprob"):
-            passes = (cfg.train.micro_batch, run.layout, cfg.train.shared_prefix)
+            passes = (cfg.train.micro_batch, run.layout, cfg.train.shared_prefix, cfg.train.padding_free)
             old_logp = score_samples(run.model, videos, samples, *passes)
             ref_logp = score_samples(reference, videos, samples, *passes) if reference is not None else None
         with timer.block("advantage"):

@@ -58,14 +58,14 @@ def _response_mask(samples: list[Sample], width: int) -> torch.Tensor:
 
 
 def score_samples(model: VideoLM, videos: StepVideoCache, samples: list[Sample], micro: int,
-                  layout: Layout, share_prefix: bool) -> torch.Tensor:
+                  layout: Layout, share_prefix: bool, padding_free: bool = False) -> torch.Tensor:
     """Log-probs [N, R_max] of every sample's response under `model` (no grad); the
     sequence is split across the SP group when there is one (MR-SP stage 2)."""
     r_max = max(s.tokens.shape[0] for s in samples)
     out = torch.zeros(len(samples), r_max, device=model.device)
     with torch.no_grad():  # no collectives under ZeRO-2/3: weights are gathered for no-grad passes
         for idx in _chunks(len(samples), micro):
-            batch = pack_samples(model, videos, samples, idx, share_prefix)
+            batch = pack_samples(model, videos, samples, idx, share_prefix, padding_free)
             if layout.sp_group is None:
                 logp = response_logprobs(model, batch)  # [b, R]
             else:
@@ -75,10 +75,11 @@ def score_samples(model: VideoLM, videos: StepVideoCache, samples: list[Sample],
 
 
 def pack_samples(model: VideoLM, videos: StepVideoCache, samples: list[Sample], rows: range,
-                 share_prefix: bool) -> SequenceBatch:
+                 share_prefix: bool, padding_free: bool = False) -> SequenceBatch:
     """The samples `rows` packed for one pass, in their order: with `share_prefix`, each run
-    of consecutive samples answering the same prompt shares one row (one copy of the
-    prompt and its video); otherwise one row per sample."""
+    of consecutive samples answering the same prompt shares one group (one copy of the
+    prompt and its video); otherwise one group per sample. Groups are padded rows, or with
+    `padding_free` one unpadded row."""
     runs: list[list[int]] = []
     for i in rows:
         if share_prefix and runs and samples[runs[-1][0]].item is samples[i].item:
@@ -86,7 +87,7 @@ def pack_samples(model: VideoLM, videos: StepVideoCache, samples: list[Sample], 
         else:
             runs.append([i])
     prompts = [prompt_embeds(model, videos, samples[run[0]].item) for run in runs]
-    return pack_groups(model, prompts, [[samples[i].tokens for i in run] for run in runs])
+    return pack_groups(model, prompts, [[samples[i].tokens for i in run] for run in runs], padding_free)
 
 
 def update(run: Run, videos: StepVideoCache, samples: list[Sample], adv: torch.Tensor, old_logp: torch.Tensor,
@@ -133,7 +134,7 @@ def micro_loss(run: Run, videos: StepVideoCache, samples: list[Sample], rows: ra
     summed over its tokens. `ref_logp`: the reference's, for a KL loss term (None: none)."""
     policy, a, layout = run.model, run.cfg.algo, run.layout
     norm = {"num_tokens": int(counts[0]), "num_seqs": int(counts[1]), "horizon": run.cfg.rollout.max_new_tokens}
-    batch = pack_samples(policy, videos, samples, rows, run.cfg.train.shared_prefix)
+    batch = pack_samples(policy, videos, samples, rows, run.cfg.train.shared_prefix, run.cfg.train.padding_free)
     logp, mask = _policy_logprobs(policy, batch, layout)  # [b, R]
     width = logp.shape[1]
     old = old_logp[rows.start : rows.stop, :width]

@@ -98,7 +98,7 @@ def _backward(run: Run, micro: list, n_tokens: int, weight: float) -> float:
     with run.timer.block("forward"):
         prompts = [model.build_prompt(model.chat_prompt_ids(question_text(r)), v)
                    for (r, _, _), v in zip(micro, videos, strict=True)]
-        batch = pack_sequences(model, prompts, [t for _, _, t in micro])
+        batch = pack_sequences(model, prompts, [t for _, _, t in micro], run.cfg.train.padding_free)
         logp = response_logprobs(model, batch)  # [B, R]
         loss = -(logp * batch.response_mask).sum() / max(n_tokens, 1) * weight
     with run.timer.block("backward"):

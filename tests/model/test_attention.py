@@ -1,6 +1,7 @@
-"""The shared-prefix passes are exact: packed-row attention equals attention under the
-dense mask it stands for, and a prompt's G responses behind one copy of it get the
-log-probs and gradients of G separate sequences through the LLM's own attention."""
+"""The shared-prefix and padding-free passes are exact: packed-row attention equals
+attention under the dense mask it stands for, and a prompt's G responses behind one copy of
+it, and several prompts' groups in one unpadded row, get the log-probs and gradients of
+separate sequences through the LLM's own attention."""
 
 import numpy as np
 import pytest
@@ -63,6 +64,58 @@ def test_rows_attention_equals_the_dense_mask_it_stands_for(rows, heads, seed):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
+def _grouped(rows: list[list[tuple[int, list[int]]]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """rows: each a list of groups (prefix length, response lengths), one after another, then
+    `pad` padding tokens -> (segments, groups) [B, L]."""
+    width = max(sum(p + sum(rs) for p, rs in row) for row in rows) + pad
+    seg, grp = torch.full((len(rows), width), -1), torch.full((len(rows), width), -1)
+    for b, row in enumerate(rows):
+        at = 0
+        for i, (p, rs) in enumerate(row):
+            seg[b, at : at + p] = 0
+            grp[b, at : at + p + sum(rs)] = i
+            at += p
+            for g, r in enumerate(rs, start=1):
+                seg[b, at : at + r] = g
+                at += r
+    return seg, grp
+
+
+def _dense_grouped_mask(seg: torch.Tensor, grp: torch.Tensor) -> torch.Tensor:
+    """[B, L, L] from the definition: same group, not later, and a prefix key or the
+    query's own response."""
+    b, length = seg.shape
+    mask = torch.zeros(b, length, length, dtype=torch.bool)
+    for i in range(b):
+        for t in range(length):
+            for j in range(t + 1):
+                s_t, s_j = int(seg[i, t]), int(seg[i, j])
+                mask[i, t, j] = s_t >= 0 and grp[i, t] == grp[i, j] and (s_j == 0 or s_j == s_t)
+            mask[i, t, t] = True
+    return mask
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(rows_strategy, min_size=1, max_size=2), pad=st.integers(0, 3), heads=st.integers(1, 2),
+       seed=st.integers(0, 2**16))
+def test_padding_free_rows_attention_equals_the_dense_mask(rows, pad, heads, seed):
+    """Several groups one after another in a row (and SP padding at its end): each token
+    sees only its own group, as the dense mask written from the definition says."""
+    seg, grp = _grouped(rows, pad)
+    b, length = seg.shape
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, heads, length, 8, generator=gen, requires_grad=True) for _ in range(3))
+    real = (seg >= 0)[:, None, :, None]  # [B, 1, L, 1]
+    ours = rows_attention(q, k, v, RowLayout(seg, grp), None)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=_dense_grouped_mask(seg, grp)[:, None])
+    torch.testing.assert_close(ours * real, want * real, rtol=1e-5, atol=1e-5)
+    weights = torch.randn(ours.shape, generator=gen) * real
+    grads = torch.autograd.grad((ours * weights).sum(), (q, k, v))
+    grads_want = torch.autograd.grad((want * weights).sum(), (q, k, v))
+    for g, w in zip(grads, grads_want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
 def test_one_response_per_row_is_plain_causal():
     seg = _segments([(3, [2]), (5, [4])])
     assert not RowLayout(seg).shares_prefix
@@ -95,14 +148,20 @@ cases_strategy = st.lists(st.tuples(st.integers(1, 3), st.integers(1, 20), st.li
                           min_size=1, max_size=3)
 
 
+@pytest.mark.parametrize("padding_free", [False, True])
 @settings(max_examples=8, deadline=None)
 @given(cases=cases_strategy, seed=st.integers(0, 1000))
-def test_shared_prefix_logprobs_and_gradients_equal_separate_sequences(model, cases, seed):
+def test_shared_prefix_logprobs_and_gradients_equal_separate_sequences(model, padding_free, cases, seed):
     """Log-probs equal the LLM's own forward on each [prompt | response] alone; the gradient
-    of a weighted sum equals the one-row-per-response packing's."""
+    of a weighted sum equals the one-row-per-response packing's (right-padded rows). With
+    `padding_free` all prompts' groups lie in one unpadded row."""
     with torch.no_grad():
         prompts, responses = _prompts_and_responses(model, cases, seed)
-        shared = response_logprobs(model, pack_groups(model, prompts, responses))  # [N, R]
+        packed = pack_groups(model, prompts, responses, padding_free)
+        assert packed.embeds.shape[0] == (1 if padding_free else len(prompts))
+        if padding_free:
+            assert (packed.segments >= 0).all()  # no padding
+        shared = response_logprobs(model, packed)  # [N, R]
         flat = [(p, r) for p, rs in zip(prompts, responses, strict=True) for r in rs]
         for n, (p, r) in enumerate(flat):
             torch.testing.assert_close(shared[n, : r.shape[0]], model.response_logprobs(p, r), rtol=1e-5, atol=1e-5)
@@ -116,7 +175,7 @@ def test_shared_prefix_logprobs_and_gradients_equal_separate_sequences(model, ca
         (response_logprobs(model, pack(prompts, responses)) * weights).sum().backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    one_row = grads(lambda ps, rs: pack_groups(model, ps, rs))
+    one_row = grads(lambda ps, rs: pack_groups(model, ps, rs, padding_free))
     per_response = grads(lambda ps, rs: pack_sequences(model, [p for p, g in zip(ps, rs, strict=True) for _ in g],
                                                        [r for g in rs for r in g]))
     assert one_row.keys() == per_response.keys()

@@ -28,9 +28,10 @@ def _overrides(data, out, family, **extra):
 @pytest.mark.distributed
 @pytest.mark.parametrize("family", ["vila", "qwen2_5_vl"])
 def test_sp2_rl_steps_equal_single_process(toy_data, tmp_path, family):
-    """SP 2 with the shared-prefix passes (the default) against one process with one row
-    per response."""
-    single_cfg = _overrides(toy_data, tmp_path / "single", family, **{"train.shared_prefix": False})
+    """SP 2 with the shared-prefix passes and padding-free rows (the defaults) against one
+    process with one right-padded row per response."""
+    single_cfg = _overrides(toy_data, tmp_path / "single", family, **{"train.shared_prefix": False,
+                                                                      "train.padding_free": False})
     train_rl(load_config("configs/rl/toy-cpu.yaml", single_cfg, RLConfig))
     single = load_model(tmp_path / "single" / "final").state_dict()
     overrides = _overrides(toy_data, tmp_path / "sp2", family, **{"parallel.sp_size": 2})

@@ -72,22 +72,25 @@ def test_stage2_independent_of_micro_batch_and_order(family):
 @pytest.mark.distributed
 @settings(max_examples=3, deadline=None, derandomize=True)
 @given(cases=st.lists(st.tuples(st.sampled_from([2, 4, 6]), st.integers(1, 40), st.integers(1, 16)),
-                      min_size=1, max_size=4))
-def test_stage2_equivalence_over_drawn_lengths(cases):
-    """Hypothesis draws prompt (frames, question) and response lengths; SP=2 equals SP=1."""
-    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, "vila", cases, 7):
+                      min_size=1, max_size=4), padding_free=st.booleans())
+def test_stage2_equivalence_over_drawn_lengths(cases, padding_free):
+    """Hypothesis draws prompt (frames, question) and response lengths, padded rows or one
+    unpadded row; SP=2 equals SP=1."""
+    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, "vila", cases, 7, False, False, padding_free):
         assert res["logp_err"] < 1e-4 and res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res
 
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_stage2_shared_prefix_equals_single_process(family, checkpointing):
+@pytest.mark.parametrize(("checkpointing", "padding_free"), [(False, False), (True, False), (True, True)])
+def test_stage2_shared_prefix_equals_single_process(family, checkpointing, padding_free):
     """Each prompt's responses behind one copy of it, split over the SP group (and with
-    activation checkpointing, whose recomputation runs the all-to-alls again): the log-probs
-    and gradients of separate single-process sequences."""
+    activation checkpointing, whose recomputation runs the all-to-alls again; and all
+    prompts in one unpadded row): the log-probs and gradients of separate single-process
+    sequences."""
     cases = [(4, 7, (3, 1, 5)), (2, 20, (6,)), (6, 3, (2, 9))]
-    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 3, True, checkpointing):
+    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 3, True, checkpointing,
+                               padding_free):
         assert res["missing"] == []
         assert res["logp_err"] < 1e-4, res
         assert res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res
@@ -98,8 +101,9 @@ def test_stage2_shared_prefix_equals_single_process(family, checkpointing):
 @given(cases=st.lists(st.tuples(st.sampled_from([2, 4, 6]), st.integers(1, 40),
                                 st.lists(st.integers(1, 12), min_size=1, max_size=5).map(tuple)),
                       min_size=1, max_size=3),
-       family=st.sampled_from(FAMILIES))
-def test_stage2_shared_prefix_over_drawn_lengths(cases, family):
-    """Hypothesis draws prompts, G and response lengths; SP=2 shared-prefix equals SP=1."""
-    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 11, True):
+       family=st.sampled_from(FAMILIES), padding_free=st.booleans())
+def test_stage2_shared_prefix_over_drawn_lengths(cases, family, padding_free):
+    """Hypothesis draws prompts, G and response lengths, padded or not; SP=2 shared-prefix
+    equals SP=1."""
+    for res in run_distributed(workers.stage2_logprobs_and_grads, 2, family, cases, 11, True, False, padding_free):
         assert res["logp_err"] < 1e-4 and res["grad_err"] < 1e-4 * max(1.0, res["grad_scale"]), res

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from harness.config import ConfigError, RLConfig, load_config
+from harness.data.dataset import question_text
+from harness.data.records import read_jsonl
 from harness.model.build import load_model
 from harness.trainer.metrics import read_metrics
 from harness.trainer.rl import train_rl
@@ -63,6 +65,20 @@ def test_shared_prefix_steps_equal_one_row_per_response(toy_data, tmp_path, micr
     # Adam divides each gradient by its own running scale, so float-order noise in a
     # near-zero gradient can move a weight by a visible part of one lr=1e-3 step
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 2e-5
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_padding_free_steps_equal_padded_rows(toy_data, tmp_path, shared):
+    """A micro-batch's groups in one unpadded row train exactly as right-padded rows (the
+    rows differ in length: the questions do)."""
+    extra = {"train.shared_prefix": shared, "train.micro_batch": 6}
+    train_rl(_cfg(toy_data, tmp_path / "padded", **{**extra, "train.padding_free": False}))
+    train_rl(_cfg(toy_data, tmp_path / "free", **extra))
+    padded, free = _train_rows(tmp_path / "padded"), _train_rows(tmp_path / "free")
+    questions = {len(question_text(r)) for r in read_jsonl(toy_data / "rl.jsonl")}
+    assert len(questions) > 1  # padded rows held padding
+    for key in ("reward/mean", "loss", "kl", "entropy", "grad_norm"):
+        assert [r[key] for r in free] == pytest.approx([r[key] for r in padded], rel=1e-5, abs=1e-6), key
 
 
 def test_rollout_and_trainer_logprobs_agree(toy_data, tmp_path):
