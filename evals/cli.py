@@ -5,6 +5,12 @@ The config lists entries `{task, data, [subtitles], [frames], [out]}` and may se
 for `frames`, `sample_fps`, `max_new_tokens`, `batch_size`, `engine`; flags given on the
 command line win over the config's defaults, an entry's own keys win over both.
 
+Under torchrun (`torchrun --nproc_per_node N -m harness eval ...`) the N processes form one
+sequence-parallel group: each video's frames are encoded across them and each prompt's
+sequence is split over them for the prefill and for decoding (harness/rollout/sp_engine.py),
+so one question on a video too long for one device (the paper's 8,192 frames) runs on one
+node; rank 0 alone writes and prints.
+
 Everything that needs no model is checked before it loads: the flags (named as typed), the
 config, every entry's task name, data (its questions are read) and out path, and the judge
 settings; a bad one stops the run with one line, having written nothing.
@@ -16,6 +22,8 @@ import argparse
 import math
 import sys
 from pathlib import Path
+
+import torch
 
 DEFAULTS = {"frames": 16, "sample_fps": None, "max_new_tokens": 1024, "batch_size": 8,
             "engine": "hf", "system_prompt": None}
@@ -48,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embed-cache", dest="embed_cache",
                    help="a folder for video embeddings: each video decoded and encoded once across runs "
                         "(content-keyed; RL runs with train.embed_cache_dir and the same sampler share it)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: this process's GPU in bf16 when there is one, else the CPU in fp32")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -64,14 +74,19 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, k, None) is not None:
             opts[k] = getattr(args, k)
     planned = _prepare(entries, opts, args)
+    group = _sequence_parallel_group()
     model = HarnessVLM(args.model, engine=opts["engine"], max_new_tokens=opts["max_new_tokens"],
-                       batch_size=opts["batch_size"], system_prompt=opts["system_prompt"])
+                       batch_size=opts["batch_size"], system_prompt=opts["system_prompt"], device=args.device,
+                       sp_group=group)
+    main = group is None or torch.distributed.get_rank() == 0
     failed = []
     for entry, bench, settings, items in planned:
         try:
             res = run_eval(bench, model, Path(entry["data"]), Path(entry["out"]), settings, items=items)
         except EvalIncomplete as err:
             failed.append(str(err))
+            continue
+        if not main:
             continue
         c = res["counts"]
         acc = res["scores"]["accuracy"]
@@ -82,6 +97,19 @@ def run(args: argparse.Namespace) -> int:
     for message in failed:
         print(f"harness eval: failed: {message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _sequence_parallel_group():
+    """Under torchrun (WORLD_SIZE > 1): every process in one sequence-parallel group (each
+    video's frames encoded across it, each prompt's sequence split over it); else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    from harness.parallel.groups import build_layout, init_distributed
+
+    init_distributed()
+    return build_layout(1, torch.distributed.get_world_size()).sp_group
 
 
 def _reuse_note(counts: dict) -> str:

@@ -66,6 +66,19 @@ def build_engine(model: VideoLM, choice: str, max_batch: int) -> tuple[object, s
     return HFEngine(model, max_batch=max_batch), f"hf (fallback from vllm: {reason})"
 
 
+def _device(choice: str) -> torch.device:
+    """auto: this process's GPU (LOCAL_RANK under torchrun) when CUDA is there, else the CPU."""
+    if choice not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {choice!r}")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda but torch sees no CUDA device (harness doctor tells why)")
+    import os
+
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+
+
 # What `harness sft`, `harness rl` and `harness model init` write (harness/model/build.py).
 CHECKPOINT_LAYOUT = "llm/ + vision_tower/ + mm_projector/ for vila, or a config.json with model_type qwen2_5_vl"
 
@@ -92,7 +105,12 @@ class HarnessVLM:
     """`VideoLM` + rollout engine behind the interface above."""
 
     def __init__(self, model: VideoLM | str | Path, engine: str = "hf", max_new_tokens: int = 1024,
-                 batch_size: int = 8, system_prompt: str | None = None) -> None:
+                 batch_size: int = 8, system_prompt: str | None = None, device: str = "auto",
+                 sp_group: torch.distributed.ProcessGroup | None = None) -> None:
+        """`device` (a checkpoint path only): auto = this process's GPU (bf16) when there is
+        one, else the CPU (fp32). `sp_group`: every video's frames encoded across the group
+        and each prompt's sequence split over it (sequence-parallel prefill and decoding,
+        harness/rollout/sp_engine.py): one long question on several GPUs."""
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}")
         # What is at the path, not the path: predictions of other weights are never reused.
@@ -103,14 +121,25 @@ class HarnessVLM:
             check_checkpoint_folder(Path(model))  # before fingerprinting: that reads every file
             self.model_path = str(Path(model).resolve())
             self.weights = folder_fingerprint(model)[:16]
-            model = load_model(model)
+            where = _device(device)
+            model = load_model(model, dtype=torch.bfloat16 if where.type == "cuda" else torch.float32).to(where)
         else:
             from harness.data.embed_cache import weights_fingerprint
 
             self.model_path = getattr(model, "name_or_path", None) or "<in-memory model>"
             self.weights = weights_fingerprint(model.state_dict())[:16]
         self.model = model.eval()
-        self.engine, self.engine_name = build_engine(self.model, engine, batch_size)
+        self.sp_group = sp_group
+        if sp_group is None:
+            self.engine, self.engine_name = build_engine(self.model, engine, batch_size)
+        elif engine != "hf":
+            raise ValueError(f"--engine {engine} under torchrun: the sequence-parallel evaluation decodes with the "
+                             f"harness's own engine (--engine hf)")
+        else:
+            from harness.rollout.sp_engine import SPGreedyEngine
+
+            self.engine = SPGreedyEngine(self.model, sp_group)
+            self.engine_name = f"hf (sequence parallel over {torch.distributed.get_world_size(sp_group)} ranks)"
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.system_prompt = system_prompt
@@ -122,14 +151,23 @@ class HarnessVLM:
     def describe(self) -> dict:
         return {
             "model_path": self.model_path, "weights": self.weights, "family": self.model.family,
-            "engine": self.engine_name,
+            "engine": self.engine_name, "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
             "max_new_tokens": self.max_new_tokens, "decoding": "greedy", "batch_size": self.batch_size,
             "system_prompt": self.system_prompt,
         }
 
     @torch.no_grad()
     def encode(self, clip: VideoClip) -> VideoEmbeds:
-        return self.model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds)
+        """The video's embeddings; with an SP group each rank encodes its share of the
+        frames and every rank gets all of them (MR-SP stage 1)."""
+        if self.sp_group is None:
+            return self.model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds)
+        from harness.parallel.encode import encode_split
+
+        pixels = self.model.preprocess(clip.frames, clip.timestamps, clip.frame_seconds)
+        embeds = encode_split(pixels.units.shape[0], lambda a, b: self.model.encode_units(pixels.select(a, b)),
+                              self.sp_group)  # [U, T, D]
+        return VideoEmbeds(embeds, self.model.token_grid(pixels), pixels.seconds_per_unit)
 
     @torch.no_grad()
     def generate(self, queries: list[VideoQuery]) -> list[str]:

@@ -23,6 +23,7 @@ question computed again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from evals.base import Benchmark, Item
@@ -144,16 +146,19 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
     for it in items:
         if it.qid not in done:
             todo.setdefault(it.video, []).append(it)
+    # Under torchrun (an SP group) every rank runs this loop in step, since encoding and
+    # decoding are collective; rank 0 alone scores, writes and judges.
+    main = model.sp_group is None or torch.distributed.get_rank(model.sp_group) == 0
     bar = tqdm(total=len(items), initial=len(done), desc=f"eval {bench.name}", unit="q",
-               disable=not s.progress)
+               disable=not s.progress or not main)
     pending: list[tuple[Item, str, VideoQuery]] = []
     disk = (DiskEmbeds(s.embed_cache, model.model, {"num_frames": s.frames, "fps": s.sample_fps,
                                                     "frame_sampling": s.frame_sampler})
             if s.embed_cache and todo else None)
-    with pred_file.open("a", encoding="utf-8") as f:
-        if f.tell() and not _ends_with_newline(pred_file):
+    with pred_file.open("a", encoding="utf-8") if main else contextlib.nullcontext() as f:
+        if main and f.tell() and not _ends_with_newline(pred_file):
             f.write("\n")  # a run killed mid-line: its fragment stays alone on its line
-        rejudged = _rejudge(done, bench, by_qid, judge, f)
+        rejudged = _rejudge(done, bench, by_qid, judge, f) if main else 0
         for video, its in todo.items():
             try:
                 embeds, indices, video_fps = _encoded(video, s, model, disk)
@@ -175,6 +180,8 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
         if pending:
             _flush(pending, bench, model, key, judge, f, done, bar)
     bar.close()
+    if not main:
+        return {}
 
     rows = [done[it.qid] for it in items if it.qid in done]
     results = {
@@ -210,12 +217,17 @@ def _encoded(video: Path, s: EvalSettings, model: HarnessVLM, disk: DiskEmbeds |
     the on-disk cache, or decoded, encoded (and stored)."""
     key = None if disk is None else disk.key(video)
     found = None if disk is None else disk.read(key)
+    group = model.sp_group
+    if disk is not None and group is not None:  # encoding is collective: the group agrees on a miss
+        hit = torch.tensor([found is not None], dtype=torch.int32)
+        torch.distributed.all_reduce(hit, op=torch.distributed.ReduceOp.MIN, group=group)
+        found = found if hit.item() else None
     if found is not None:
         embeds, meta = found
         return embeds, np.asarray(meta["indices"], dtype=np.int64), float(meta["video_fps"])
     clip = load_video(video, s.frames, sample_fps=s.sample_fps, sampler=s.frame_sampler)
     embeds = model.encode(clip)
-    if key is not None:
+    if key is not None and (group is None or torch.distributed.get_rank(group) == 0):
         disk.write(key, embeds, clip)
     return embeds, clip.indices, clip.video_fps
 
@@ -259,7 +271,10 @@ def _scored(bench: Benchmark, item: Item, response: str, judge: dict | None) -> 
 
 
 def _flush(batch, bench, model, key, judge, f, done, bar) -> None:
+    """Answer `batch`; with a file (rank 0) score, write and keep each row."""
     responses = model.generate([q for _, _, q in batch])
+    if f is None:
+        return
     for (it, text, _), response in zip(batch, responses, strict=True):
         row = {
             "qid": it.qid, "protocol_key": key, "video": str(it.video), "answer": it.answer,

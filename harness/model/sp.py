@@ -28,6 +28,20 @@ def padded_length(length: int, sp: int) -> int:
     return -(-length // sp) * sp
 
 
+def local_slice(x: torch.Tensor, dim: int, group: dist.ProcessGroup) -> torch.Tensor:
+    """This rank's contiguous share of `x` along `dim`, after zero-padding that dimension
+    to a multiple of the group size."""
+    sp, rank = dist.get_world_size(group), dist.get_rank(group)
+    length = x.shape[dim]
+    total = padded_length(length, sp)
+    if total > length:
+        shape = list(x.shape)
+        shape[dim] = total - length
+        x = torch.cat([x, x.new_zeros(shape)], dim=dim)
+    chunk = total // sp
+    return x.narrow(dim, rank * chunk, chunk)
+
+
 def sp_local_logprobs(model: VideoLM, batch: SequenceBatch, group: dist.ProcessGroup
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probs [N, R], owned [N, R] bool): this rank's share, differentiable; zero
@@ -37,18 +51,10 @@ def sp_local_logprobs(model: VideoLM, batch: SequenceBatch, group: dist.ProcessG
     total = padded_length(length, sp)
     chunk = total // sp
     start = rank * chunk
-
-    def cut(x: torch.Tensor, dim: int) -> torch.Tensor:
-        if total > length:
-            shape = list(x.shape)
-            shape[dim] = total - length
-            x = torch.cat([x, x.new_zeros(shape)], dim=dim)
-        return x.narrow(dim, start, chunk)
-
-    embeds = cut(batch.embeds, 1)  # [B, Lc, D]
-    positions = cut(batch.positions, batch.positions.dim() - 1)  # [B, Lc] or [3, B, Lc]
+    embeds = local_slice(batch.embeds, 1, group)  # [B, Lc, D]
+    positions = local_slice(batch.positions, batch.positions.dim() - 1, group)  # [B, Lc] or [3, B, Lc]
     hidden = model.language_model(inputs_embeds=embeds, position_ids=positions, attention_mask=packed_call_mask(embeds),
-                                  use_cache=False, sp_group=group, row_layout=RowLayout(batch.segments).padded(total)
+                                  use_cache=False, sp_group=group, row_layout=RowLayout(batch.segments, batch.groups).padded(total)
                                   ).last_hidden_state  # [B, Lc, D]
     index = batch.response_index
     owned = batch.response_mask & (index >= start) & (index < start + chunk)  # [N, R]

@@ -51,14 +51,14 @@ def _samples(model, cases, seed):
     return prompts, responses
 
 
-def _batch(model, cases, seed, share: bool = False):
+def _batch(model, cases, seed, share: bool = False, padding_free: bool = False):
     """The packed batch of `cases`: each prompt's responses behind one copy of it (`share`),
-    or one row per response."""
+    or one group per response; groups in padded rows or one unpadded row (`padding_free`)."""
     prompts, responses = _samples(model, cases, seed)
     if share:
-        return pack_groups(model, prompts, responses)
+        return pack_groups(model, prompts, responses, padding_free)
     return pack_sequences(model, [p for p, rs in zip(prompts, responses, strict=True) for _ in rs],
-                          [r for rs in responses for r in rs])
+                          [r for rs in responses for r in rs], padding_free)
 
 
 def _reference(model, cases, seed) -> torch.Tensor:
@@ -73,7 +73,7 @@ def _reference(model, cases, seed) -> torch.Tensor:
 
 
 def stage2_logprobs_and_grads(rank: int, world: int, family: str, cases: list, seed: int,
-                              share: bool = False, checkpointing: bool = False) -> dict:
+                              share: bool = False, checkpointing: bool = False, padding_free: bool = False) -> dict:
     """SP log-probs vs single-process ones, and the gradients of a weighted sum (the SP
     passes with activation checkpointing when asked: its recomputation runs the all-to-alls
     again in backward)."""
@@ -90,7 +90,7 @@ def stage2_logprobs_and_grads(rank: int, world: int, family: str, cases: list, s
     if checkpointing:
         model.set_activation_checkpointing(True)
         model.train()
-    local, _ = sp_local_logprobs(model, _batch(model, cases, seed, share), layout.sp_group)
+    local, _ = sp_local_logprobs(model, _batch(model, cases, seed, share, padding_free), layout.sp_group)
     (local * weights).sum().backward()
     grads = {}
     for n, p in model.named_parameters():
@@ -98,7 +98,7 @@ def stage2_logprobs_and_grads(rank: int, world: int, family: str, cases: list, s
             dist.all_reduce(p.grad, group=layout.sp_group)
             grads[n] = p.grad
     with torch.no_grad():
-        full = sp_response_logprobs(model, _batch(model, cases, seed, share), layout.sp_group)
+        full = sp_response_logprobs(model, _batch(model, cases, seed, share, padding_free), layout.sp_group)
     logp_err = float((full - ref.detach()).abs().max())
     grad_err = max(float((grads[n] - g).abs().max()) for n, g in ref_grads.items())
     grad_scale = max(float(g.abs().max()) for g in ref_grads.values())
@@ -320,3 +320,45 @@ def sp_rollout_shares(rank: int, world: int, overrides: list[str]) -> dict:
                            seed=_round_seed(cfg, 0, 0), prompt_keys=tuple(it.position for it in items)))
         out["alone"] = [o.token_ids.tolist() for o in alone]
     return out
+
+
+def sp_decode_vs_full(rank: int, world: int, prompt_len: int, new: int, q_len: int, heads: int, seed: int) -> float:
+    """Max |difference| between decode attention over a KV cache split along the sequence
+    (each rank its slice of a `prompt_len` prompt padded to the world size, plus `new`
+    generated tokens' keys in every rank's cache) and plain attention over all keys."""
+    from harness.model.sp import local_slice, padded_length
+    from harness.parallel.sp_decode import SPDecode, sp_decode_attention
+
+    group = build_layout(1, world).sp_group
+    gen = torch.Generator().manual_seed(seed)
+    keys, values = (torch.randn(1, heads, prompt_len + new, 8, generator=gen) for _ in range(2))
+    query = torch.randn(1, heads, q_len, 8, generator=gen)
+    # the reference: the last q_len keys are the queries' own tokens, causal among them
+    allowed = torch.ones(q_len, prompt_len + new, dtype=torch.bool)
+    allowed[:, prompt_len + new - q_len :] = torch.ones(q_len, q_len).tril().bool()
+    want = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=allowed)
+    chunk = padded_length(prompt_len, world) // world
+    local = [torch.cat([local_slice(x[:, :, :prompt_len], 2, group), x[:, :, prompt_len:]], dim=2)
+             for x in (keys, values)]  # this rank's cache: its prompt slice, then the new tokens
+    step = SPDecode(group, valid=max(0, min(chunk, prompt_len - rank * chunk)), prefill=chunk, owner=rank == world - 1)
+    ours = sp_decode_attention(query, local[0], local[1], step, None)
+    return float((ours - want).abs().max())
+
+
+def sp_engine_vs_hf(rank: int, world: int, family: str, cases: list, max_new: int) -> list:
+    """(SP greedy tokens == one-process greedy tokens, max |log-prob difference|) per prompt.
+    cases: (frames, question length)."""
+    from harness.rollout.engine import SamplingConfig
+    from harness.rollout.hf_engine import HFEngine
+    from harness.rollout.sp_engine import SPGreedyEngine
+
+    layout = build_layout(1, world)
+    model = init_model(family, "tiny", seed=0).eval()
+    with torch.no_grad():
+        prompts = [model.build_prompt(model.chat_prompt_ids("x" * q), model.encode_video(_video(model, k, frames)))
+                   for k, (frames, q) in enumerate(cases)]
+        sampling = SamplingConfig(greedy=True, max_new_tokens=max_new)
+        ours = SPGreedyEngine(model, layout.sp_group).generate(prompts, sampling)
+        ref = HFEngine(model).generate(prompts, sampling)
+    return [(a.token_ids.tolist() == b.token_ids.tolist(), float((a.logprobs - b.logprobs).abs().max()))
+            for a, b in zip(ours, ref, strict=True)]
