@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from tqdm import tqdm
 
@@ -112,6 +113,10 @@ class Run:
                         grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         self.strategy.after_step(self.model)
+        # bf16 autocast (model.compute_dtype) keeps its casts of the weights until its region
+        # ends, and the recipe runs inside one region: without this every later pass would
+        # compute with the weights as they were before this update.
+        torch.clear_autocast_cache()
         return grad_norm
 
     def end_step(self, step: int, metrics: dict[str, float], postfix: dict[str, str] | None = None) -> None:

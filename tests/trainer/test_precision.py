@@ -74,3 +74,32 @@ def test_compute_dtype_needs_fp32_master_weights():
         load_config(None, ["model.dtype=bfloat16", "model.compute_dtype=bfloat16"], SFTConfig)
     with pytest.raises(ConfigError, match="model.compute_dtype"):
         load_config(None, ["model.compute_dtype=float16"], SFTConfig)
+
+
+def test_after_an_update_bf16_passes_use_the_new_weights(toy_data, tmp_path):
+    """autocast caches its bf16 casts of the weights for as long as its region lasts, and a
+    recipe runs inside one region: after `Run.update` a forward must see the updated weights
+    (a stale cast once made every step after the first compute with the starting ones)."""
+    from harness.trainer.common import compute_precision
+    from harness.trainer.run import open_run
+
+    cfg = load_config("configs/sft/toy-cpu.yaml", tiny_overrides(toy_data, tmp_path / "run", **{
+        "model.path": None, "model.size": "tiny", "model.compute_dtype": "bfloat16", "optim.lr": 1e-2,
+        "optim.warmup_steps": 0, "data.eval": None}), SFTConfig)
+    with compute_precision(cfg.model):
+        run = open_run(cfg, resume=False, name="sft")
+        run.start(resume=False)
+        model = run.model
+        ids = model.chat_prompt_ids("what moves?")[None]  # [1, L]
+
+        def logits():
+            return model.lm_head(model.language_model(inputs_embeds=model.embed_tokens(ids)).last_hidden_state)
+
+        before = logits()
+        before.float().square().mean().backward()
+        run.update(1.0)
+        after = logits()
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            fresh = logits()
+    assert not torch.equal(fresh, before)  # the update moved the model
+    torch.testing.assert_close(after, fresh, rtol=0, atol=0)
