@@ -14,9 +14,13 @@ prompt_2 | ...], `RowLayout.groups`): a token sees only its own group, so each g
 stretch of the row is attended on its own, as a variable-length kernel would, and no
 padding is computed (`spans`).
 
-Two SDPA calls compute it: the prefix queries with the causal kernel (SDPA's fast path, no
-mask tensor), then only the response queries against all keys with a [Q, L] boolean mask
-(prefix, or same response and not later). The mask is O(response tokens x L), never O(L^2).
+SDPA computes it without any mask tensor: the prefix queries with the causal kernel, then
+each response's queries against [prefix | that response] with the bottom-right-aligned
+causal bias (`causal_lower_right`: query j of an r-token response sees the prefix and
+response tokens up to j), which the fused kernels take without materialising a mask. (An
+earlier form ran all response queries against the whole row under a [response tokens x L]
+boolean mask: 2.2 GB at an hour of video, and SDPA turns a boolean mask into a float bias
+per layer.)
 
 The attention plugs into transformers through its AttentionInterface registry (the
 extension point for custom attention) as `harness`, set once on the LLM when the model is
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -87,26 +92,18 @@ class RowLayout:
         return int((self.segments == 0).sum(1).max())
 
     @functools.cached_property
-    def response_queries(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index [B, Q], allowed [B, 1, Q, L]): the positions of every row's response
-        tokens (index L fills a row's unused slots) and the keys each may see. Built once
-        per forward and reused by every layer."""
-        seg = self.segments
-        b, length = seg.shape
-        is_response = seg > 0  # [B, L]
-        q = max(int(is_response.sum(1).max()), 1)
-        index = torch.full((b, q), length, dtype=torch.long, device=seg.device)  # [B, Q]
-        for row in range(b):
-            where = is_response[row].nonzero().squeeze(1)
-            index[row, : where.numel()] = where
-        used = index < length  # [B, Q]
-        query_seg = seg.gather(1, index.clamp(max=length - 1))  # [B, Q]
-        keys = torch.arange(length, device=seg.device)  # [L]
-        allowed = (keys[None, None] <= index[..., None]) & (
-            (seg[:, None] == 0) | (seg[:, None] == query_seg[..., None]))  # [B, Q, L]
-        # An unused slot sees key 0 only, so its softmax stays finite (its output is dropped).
-        allowed |= ~used[..., None] & (keys == 0)[None, None]
-        return index, allowed[:, None]
+    def rows(self) -> list[tuple[int, list[tuple[int, int]]]]:
+        """(prefix length, [(start, end) of each response]) of every row."""
+        out = []
+        for seg in self.segments.tolist():
+            prefix, spans = seg.count(0), []
+            for i, k in enumerate(seg):
+                if k > 0 and (i == 0 or seg[i - 1] != k):
+                    spans.append([i, i + 1])
+                elif k > 0:
+                    spans[-1][1] = i + 1
+            out.append((prefix, [tuple(x) for x in spans]))
+        return out
 
 
 def rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: RowLayout,
@@ -123,14 +120,20 @@ def rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
     p = layout.prefix_length
     head = F.scaled_dot_product_attention(query[:, :, :p], key[:, :, :p], value[:, :, :p],
                                           is_causal=True, scale=scaling)  # [B, H, p, d]
-    index, allowed = layout.response_queries  # [B, Q], [B, 1, Q, L]
-    slots = index[:, None, :, None].expand(-1, h, -1, d)  # [B, H, Q, d]
-    tail = F.scaled_dot_product_attention(query.gather(2, slots.clamp(max=length - 1)), key, value,
-                                          attn_mask=allowed, scale=scaling)  # [B, H, Q, d]
-    # Rows whose prefix is shorter than p got causal outputs for some response positions in
-    # `head`; the scatter overwrites every response position. Column L takes unused slots.
-    out = torch.cat([head, head.new_zeros(b, h, length + 1 - p, d)], dim=2)  # [B, H, L+1, d]
-    return out.scatter(2, slots, tail.to(out.dtype))[:, :, :length]  # (autocast may differ per call)
+    out = []
+    for row, (prefix, spans) in enumerate(layout.rows):
+        parts = [head[row : row + 1, :, :prefix]]  # [1, H, prefix, d]
+        k_pre, v_pre = key[row : row + 1, :, :prefix], value[row : row + 1, :, :prefix]
+        for start, end in spans:  # this response's queries on [prefix | the response itself]
+            r = end - start
+            parts.append(F.scaled_dot_product_attention(
+                query[row : row + 1, :, start:end], torch.cat([k_pre, key[row : row + 1, :, start:end]], dim=2),
+                torch.cat([v_pre, value[row : row + 1, :, start:end]], dim=2),
+                attn_mask=causal_lower_right(r, prefix + r), scale=scaling).to(head.dtype))  # [1, H, r, d]
+        used = prefix + sum(e - s_ for s_, e in spans)
+        parts.append(query.new_zeros(1, h, length - used, d))  # padding
+        out.append(torch.cat(parts, dim=2))
+    return torch.cat(out, dim=0)  # [B, H, L, d]
 
 
 def _grouped_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: RowLayout,

@@ -16,23 +16,25 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from harness.parallel.comm import all_to_all
 
 
 def spread_kv_heads(kv_heads: int, q_heads: int, sp: int) -> int:
-    """How many times to repeat each KV head so that KV heads split evenly over `sp` ranks.
+    """How many times to repeat each KV head so that KV heads split evenly over `sp` ranks
+    (0: no repetition does; `ulysses_attention` then pads the heads, see there).
 
     With GQA there may be fewer KV heads than ranks (e.g. 4 KV heads, SP 8): repeating
     KV heads (as attention itself does for GQA) keeps the result exact."""
     if q_heads % sp:
-        raise ValueError(f"{q_heads} attention heads cannot be split over sequence-parallel size {sp}")
+        return 0
     if kv_heads % sp == 0:
         return 1
     for rep in range(2, q_heads // kv_heads + 1):
         if (q_heads // kv_heads) % rep == 0 and (kv_heads * rep) % sp == 0:
             return rep
-    raise ValueError(f"{kv_heads} KV heads cannot be spread over sequence-parallel size {sp}")
+    return 0
 
 
 def ulysses_attention(
@@ -46,15 +48,24 @@ def ulysses_attention(
     whole sequence's q, k, v for this rank's heads ([B, H/P, L, d], KV heads matched to the
     query's) to its output; returns [B, Lc, H, d] (the layout HF attention modules expect)."""
     sp = dist.get_world_size(group)
-    rep = spread_kv_heads(key.shape[1], query.shape[1], sp)
-    if rep > 1:
+    heads = query.shape[1]
+    rep = spread_kv_heads(key.shape[1], heads, sp)
+    if rep == 0:
+        # The heads do not split evenly (LongVILA-7B's 28 over SP 8): one KV head per query
+        # head, and all-zero heads appended up to a multiple of P. A zero query attends
+        # uniformly over zero values: finite zeros, dropped after the exchange back. Costs
+        # more traffic (k and v at the query's head count), never a wrong result.
+        pad = -heads % sp
+        query, key, value = (F.pad(x.repeat_interleave(heads // x.shape[1], dim=1), (0, 0, 0, 0, 0, pad))
+                             for x in (query, key, value))  # [B, H + pad, Lc, d]
+    elif rep > 1:
         key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
     q, k, v = _exchange_qkv(query, key, value, group)  # [B, H/P, L, d], [B, Hkv'/P, L, d] x 2
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     out = attend(q, k, v)  # [B, H/P, L, d]
-    out = all_to_all(out, 2, 1, group)  # [B, H, Lc, d]
+    out = all_to_all(out, 2, 1, group)[:, :heads]  # [B, H, Lc, d] (padding heads dropped)
     return out.transpose(1, 2).contiguous()  # [B, Lc, H, d]
 
 

@@ -362,3 +362,34 @@ def sp_engine_vs_hf(rank: int, world: int, family: str, cases: list, max_new: in
         ref = HFEngine(model).generate(prompts, sampling)
     return [(a.token_ids.tolist() == b.token_ids.tolist(), float((a.logprobs - b.logprobs).abs().max()))
             for a, b in zip(ours, ref, strict=True)]
+
+
+def ulysses_vs_single(rank: int, world: int, heads: int, kv_heads: int, length: int, seed: int) -> tuple[float, float]:
+    """(max |output difference|, max |input-gradient difference|) between Ulysses attention
+    over the SP group and causal attention on one process, for any head counts (heads the
+    group size does not divide are padded)."""
+    from harness.model.attention import RowLayout, repeat_kv_heads, rows_attention
+    from harness.model.sp import local_slice, padded_length
+    from harness.parallel.ulysses import ulysses_attention
+
+    group = build_layout(1, world).sp_group
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, heads, length, 8, generator=gen, requires_grad=True)
+    k, v = (torch.randn(1, kv_heads, length, 8, generator=gen, requires_grad=True) for _ in range(2))
+    total = padded_length(length, world)
+    layout = RowLayout(torch.zeros(1, length, dtype=torch.long)).padded(total)
+    ref = rows_attention(q, repeat_kv_heads(k, heads), repeat_kv_heads(v, heads), layout.__class__(
+        layout.segments[:, :length]), None).transpose(1, 2)  # [1, L, H, d]
+    weights = torch.randn(ref.shape, generator=gen)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), (q, k, v))
+    local = [local_slice(x, 2, group).detach().requires_grad_() for x in (q, k, v)]
+    out = ulysses_attention(*local, lambda a, b, c: rows_attention(a, b, c, layout, None), group)  # [1, Lc, H, d]
+    real = local_slice(torch.ones(1, length, 1, 1), 1, group)  # [1, Lc, 1, 1]: 0 at SP padding
+    mine = local_slice(ref, 1, group)
+    grads = torch.autograd.grad((out * local_slice(weights, 1, group)).sum(), local)
+    grad_err = 0.0
+    for g, full in zip(grads, ref_grads, strict=True):
+        whole = [torch.zeros_like(g) for _ in range(world)]
+        dist.all_gather(whole, g.contiguous(), group=group)
+        grad_err = max(grad_err, float((torch.cat(whole, dim=2)[:, :, :length] - full).abs().max()))
+    return float(((out - mine) * real).abs().max()), grad_err
