@@ -228,6 +228,7 @@ class _Never:
 
     batch_size = 1
     frames_per_unit = 1
+    sp_group = None
 
     def describe(self):
         return {"model_path": "none", "engine": "none"}
