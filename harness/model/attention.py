@@ -47,7 +47,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from harness.parallel.sp_decode import SPDecode, sp_decode_attention
-from harness.parallel.ulysses import ulysses_attention
+from harness.parallel.ulysses import autocast_inputs, ulysses_attention
 
 ATTENTION_NAME = "harness"
 
@@ -126,7 +126,7 @@ def rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
         k_pre, v_pre = key[row : row + 1, :, :prefix], value[row : row + 1, :, :prefix]
         for start, end in spans:  # this response's queries on [prefix | the response itself]
             r = end - start
-            q, k, v = _autocast_inputs(query[row : row + 1, :, start:end],
+            q, k, v = autocast_inputs(query[row : row + 1, :, start:end],
                                        torch.cat([k_pre, key[row : row + 1, :, start:end]], dim=2),
                                        torch.cat([v_pre, value[row : row + 1, :, start:end]], dim=2))
             parts.append(F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(r, prefix + r),
@@ -135,16 +135,6 @@ def rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
         parts.append(query.new_zeros(1, h, length - used, d))  # padding
         out.append(torch.cat(parts, dim=2))
     return torch.cat(out, dim=0)  # [B, H, L, d]
-
-
-def _autocast_inputs(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """SDPA with a `causal_lower_right` bias checks its inputs' dtypes before autocast would
-    cast them (rotary embeddings leave q and k in fp32, v in bf16): cast as autocast would."""
-    device = xs[0].device.type
-    if not torch.is_autocast_enabled(device):
-        return xs
-    dtype = torch.get_autocast_dtype(device)
-    return tuple(x.to(dtype) for x in xs)
 
 
 def _grouped_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: RowLayout,

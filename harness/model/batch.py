@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from harness.model.attention import RowLayout, packed_call_mask
 from harness.model.positions import next_positions
@@ -104,8 +105,27 @@ def logprobs_at(model: VideoLM, hidden: torch.Tensor, batch: SequenceBatch, inde
     hidden[response_row, index] ([B, L', D]; `index` [N, R] into L'). Logits are formed
     only there, so the [B, L, vocab] tensor never exists for long video prompts."""
     rows = batch.response_row[:, None].expand_as(index)  # [N, R]
-    logits = model.lm_head(hidden[rows[mask], index[mask]]).float()  # [T, V]
-    picked = torch.log_softmax(logits, dim=-1).gather(-1, batch.response_tokens[mask].unsqueeze(-1))  # [T, 1]
+    states, tokens = hidden[rows[mask], index[mask]], batch.response_tokens[mask]  # [T, D], [T]
+    parts = []
+    for a in range(0, tokens.shape[0], LOGIT_CHUNK):
+        args = (model.lm_head, states[a : a + LOGIT_CHUNK], tokens[a : a + LOGIT_CHUNK])
+        if torch.is_grad_enabled() and states.requires_grad:  # backward recomputes the chunk's logits
+            parts.append(checkpoint(_token_logprobs, *args, use_reentrant=False))
+        else:
+            parts.append(_token_logprobs(*args))
     out = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)  # [N, R]
-    out[mask] = picked.squeeze(-1)
+    if parts:
+        out[mask] = torch.cat(parts)
     return out
+
+
+# Response tokens whose [tokens, vocab] fp32 logits exist at once: all of a group's tokens at
+# once would be 10k x 152k x 12 bytes = 17 GB in the head's backward (a 5 x 2,048-token group);
+# in chunks, the backward recomputes each chunk's logits instead of keeping them.
+LOGIT_CHUNK = 1024
+
+
+def _token_logprobs(head: torch.nn.Module, states: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """[T] log-probs of `tokens` [T] under head(states) ([T, D])."""
+    logits = head(states).float()  # [T, V]
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -106,9 +106,21 @@ class VideoLM(nn.Module, ABC):
         """`frame_seconds`: seconds each frame stands for (`VideoClip.frame_seconds`);
         default the timestamps' mean spacing."""
 
-    @abstractmethod
+    # Units per vision-tower call. The tower keeps every layer's hidden states of a call
+    # (the feature is read from an inner layer), so one call over thousands of frames would
+    # hold tens of GB; units encode independently, so the chunks change nothing.
+    encode_chunk: int = 32
+
     def encode_units(self, pixels: VideoPixels) -> torch.Tensor:
-        """[U, T, D] embeddings of the given units."""
+        """[U, T, D] embeddings of the given units, `encode_chunk` units per tower call."""
+        u, step = pixels.units.shape[0], self.encode_chunk
+        if u <= step:
+            return self.encode_unit_block(pixels)
+        return torch.cat([self.encode_unit_block(pixels.select(a, min(a + step, u))) for a in range(0, u, step)])
+
+    @abstractmethod
+    def encode_unit_block(self, pixels: VideoPixels) -> torch.Tensor:
+        """[U, T, D] embeddings of the given units in one tower call."""
 
     @abstractmethod
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:

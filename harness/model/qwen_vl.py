@@ -110,7 +110,7 @@ class QwenVLModel(VideoLM):
         m = self._vision.spatial_merge_size
         return h // m, w // m
 
-    def encode_units(self, pixels: VideoPixels) -> torch.Tensor:
+    def encode_unit_block(self, pixels: VideoPixels) -> torch.Tensor:
         u = pixels.units.shape[0]
         h, w = pixels.grid_hw
         visual = self.model.model.visual

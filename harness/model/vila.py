@@ -147,7 +147,7 @@ class VilaModel(VideoLM):
         _, ph, pw = self.spec.video_encoder.pool
         return side // ph, side // pw
 
-    def encode_units(self, pixels: VideoPixels) -> torch.Tensor:
+    def encode_unit_block(self, pixels: VideoPixels) -> torch.Tensor:
         tower_dtype = next(self.vision_tower.parameters()).dtype
         u, t = pixels.units.shape[:2]
         frames = pixels.units.reshape(u * t, *pixels.units.shape[2:]).to(self.device, tower_dtype)

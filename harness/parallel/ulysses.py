@@ -37,6 +37,17 @@ def spread_kv_heads(kv_heads: int, q_heads: int, sp: int) -> int:
     return 0
 
 
+def autocast_inputs(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k, v cast as autocast would cast attention's inputs (nothing outside autocast).
+    Some attention calls check dtypes before autocast would cast (SDPA with a
+    `causal_lower_right` bias); rotary embeddings leave q and k fp32 beside a bf16 v."""
+    device = xs[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return xs
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(x.to(dtype) for x in xs)
+
+
 def ulysses_attention(
     query: torch.Tensor,  # [B, H, Lc, d]
     key: torch.Tensor,  # [B, Hkv, Lc, d]
@@ -49,6 +60,9 @@ def ulysses_attention(
     query's) to its output; returns [B, Lc, H, d] (the layout HF attention modules expect)."""
     sp = dist.get_world_size(group)
     heads = query.shape[1]
+    # Under bf16 autocast rotary leaves q and k in fp32 (beside a bf16 v): exchange them in
+    # the compute dtype, as attention would cast them anyway: half the traffic and buffers.
+    query, key, value = autocast_inputs(query, key, value)
     rep = spread_kv_heads(key.shape[1], heads, sp)
     if rep == 0:
         # The heads do not split evenly (LongVILA-7B's 28 over SP 8): one KV head per query

@@ -158,3 +158,48 @@ def test_set_trainable_freezes_the_named_parts(tiny_model):
     tiny_model.set_trainable(vision=False, projector=False)
     assert not any(p.requires_grad for p in projector.parameters())
     tiny_model.set_trainable(vision=True, projector=True)
+
+
+@pytest.mark.parametrize("family", ["vila", "qwen2_5_vl"])
+def test_encoding_in_chunks_equals_one_tower_call(family):
+    """The tower runs `encode_chunk` units per call (its hidden states of thousands of frames
+    at once would not fit); the embeddings equal one call over all units."""
+    model = init_model(family, "tiny", seed=0).eval()
+    frames = 20 if family == "qwen2_5_vl" else 10  # 10 units either way
+    pixels = model.preprocess(np.random.default_rng(0).integers(0, 256, (frames, 32, 48, 3), dtype=np.uint8),
+                              np.arange(frames) * 0.5)
+    with torch.no_grad():
+        whole = model.encode_unit_block(pixels)  # [U, T, D]
+        model.encode_chunk = 3
+        chunked = model.encode_units(pixels)
+    assert whole.shape[0] == 10
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["vila", "qwen2_5_vl"])
+def test_logits_in_chunks_give_the_same_logprobs_and_gradients(family, monkeypatch):
+    """The LM head runs `LOGIT_CHUNK` response tokens at a time (checkpointed: backward
+    recomputes a chunk's logits); log-probs and gradients equal all tokens at once."""
+    from harness.model import batch as batch_mod
+
+    model = init_model(family, "tiny", seed=0)
+    rng = np.random.default_rng(0)
+    frames = 4
+    with torch.no_grad():
+        video = model.encode_frames(rng.integers(0, 256, (frames, 32, 48, 3), dtype=np.uint8), np.arange(frames) * 0.5)
+    responses = [[torch.from_numpy(rng.integers(5, 500, r)) for r in (7, 2, 5)]]
+
+    def run(chunk):
+        monkeypatch.setattr(batch_mod, "LOGIT_CHUNK", chunk)
+        model.zero_grad()
+        prompt = model.build_prompt(model.chat_prompt_ids("what?"), video)  # a fresh graph
+        logp = batch_mod.response_logprobs(model, batch_mod.pack_groups(model, [prompt], responses, True))
+        (logp * torch.arange(logp.numel()).reshape(logp.shape)).sum().backward()
+        return logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    (whole, g_whole), (chunked, g_chunked) = run(10_000), run(3)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+    assert g_whole.keys() == g_chunked.keys()
+    scale = max(float(g.abs().max()) for g in g_whole.values())  # gradients summed in another order
+    for name, g in g_whole.items():
+        torch.testing.assert_close(g_chunked[name], g, rtol=0, atol=1e-6 * max(1.0, scale), msg=name)
