@@ -45,10 +45,11 @@ Memory per rank (perf/model_memory.py), as our code holds it:
       input itself: under SP (the exchange back) and for grouped or shared-prefix rows
       (outputs concatenated; then only the real tokens' outputs, padding is zeros).
     - Under SP (Ulysses, parallel/ulysses.py; inside attention a rank holds the whole row
-      for ha / sp of the width): without autocast SDPA's q, k, v are views of the q|k|v
-      all-to-all's received buffer (q + 2 kv' wide, kv' after repeating KV heads so that
-      they split), beside k and v repeated to the query heads after it when kv' < h; under
-      autocast SDPA keeps its own casts, 3 ha cb. Where sp divides the query heads ha = h.
+      for ha / sp of the width): SDPA's q, k, v are views of the q|k|v all-to-all's
+      received buffer (q + 2 kv' wide, kv' after repeating KV heads so that they split),
+      beside k and v repeated to the query heads after it when kv' < h, all in ab: under
+      autocast `autocast_inputs` casts q, k, v to bf16 before the exchange, so the buffer
+      is bf16 and SDPA casts nothing. Where sp divides the query heads ha = h.
       Where it does not (spread_kv_heads returns 0: LongVILA-7B's 28 heads over SP 8) K and
       V are repeated to one head per query head and q, k, v zero-padded to a multiple of sp
       heads (28 -> 32): ha = (H + pad) d, the buffer 3 ha, SDPA's output ha.
@@ -57,29 +58,36 @@ Memory per rank (perf/model_memory.py), as our code holds it:
       queries through the causal kernel, then each response's r queries against
       torch.cat([prefix keys, its own keys]) (same for values) under the lower-right causal
       bias: SDPA keeps both concatenations, 2 (p + r) ha / sp ab per response and layer (the
-      term that grows with frames x responses: nothing O(Q x L) any more). Under autocast
-      they are cast to bf16 first (`_autocast_inputs`), and stand in for the casts SDPA
-      would have kept of the response's own k (and v under SP, where v arrives fp32 in the
-      exchange buffer): r ha / sp cb (2 r under SP) less. On CPU no fused kernel takes that
-      bias, so SDPA materialises it and keeps it as a float [r, p + r] bias (ab); on GPU the
-      fused kernels take it without a mask.
+      term that grows with frames x responses: nothing O(Q x L) any more). In one process
+      under autocast they are cast to bf16 (`autocast_inputs`) and stand in for the cast
+      SDPA would have kept of the response's own k: r ha cb less (v leaves v_proj bf16;
+      under SP all three arrive bf16 in the buffer, which stays kept). On CPU no fused
+      kernel takes that bias, so SDPA materialises it and keeps it as a float [r, p + r]
+      bias (ab); on GPU the fused kernels take it without a mask.
     Stored: Lyr layers. Checkpointing: each layer keeps its input (wb h) and one layer is
     recomputed in backward: Lyr wb h + one layer. Plus the bytes in flight: one layer's
     backward, cb 2i + wb h per token (at the SiLU-times-up product's backward both i-wide
     input gradients exist while its saved inputs are not yet released, besides the gradient
     arriving at the layer; autograd frees each node's saved tensors as it runs, so the rest
-    replace what they free), or, when larger, Ulysses' q|k|v exchange: the projected q, k, v
-    (h + 2 kv), the copies made before it (repeated KV heads, or every head repeated and
-    padded: 3 ha), the send buffer, the received pieces and their concatenation (two beyond
-    the kept buffer without autocast, three with), all in wb: q and k leave rotary in fp32
-    (its cos/sin follow the fp32 residual stream), so under autocast the exchange is fp32;
-    and the final norm 2h wb. Not split by SP: the packed rows' embeddings rows x width x h
-    wb (every SP rank packs whole rows and its first layer keeps a view of them). LM head:
-    logits only for the response tokens whose predicting position is in the rank's slice of
-    its row (the busiest rank; padded rows put every response near the end, on the last
-    rank; a padding-free row spreads its groups' responses), tokens V 12, at the start of
-    backward when all else is still kept: the fp32 log-softmax kept for backward, the dense
-    fp32 gradient that gather returns and log-softmax's input gradient (batch.py logprobs_at).
+    replace what they free), or, when larger, Ulysses' q|k|v exchange (counted against the
+    storages torch allocates in tests/perf_tools): q and k as rotary leaves them, h + kv in
+    wb (its cos/sin follow the fp32 residual stream), v (kv, ab); then in ab (bf16 under
+    autocast) the casts still referenced (q and k when no KV head is repeated, q when they
+    are, none when every head is padded: the copies replace them), the copies made before
+    it (repeated KV heads, or every head repeated and padded: 3 ha), the send buffer and the
+    received pieces (their concatenation is the kept buffer; with 2+ padded rows one more
+    copy, all_to_all's per-rank chunks); and the final norm 2h wb. Not split by SP: the
+    packed rows' embeddings rows x width x h wb (every SP rank packs whole rows and its first
+    layer keeps a view of them). LM head (batch.py logprobs_at): logits only for the T
+    response tokens whose predicting position is in the rank's slice of its row (the
+    busiest rank; padded rows put every response near the end, on the last rank; a
+    padding-free row spreads its groups' responses), LOGIT_CHUNK (1,024) tokens at a time,
+    each chunk under non-reentrant checkpoint: kept for backward only its inputs, T (h wb +
+    25) (the gathered final states, three int64 index vectors and the mask); backward
+    recomputes one chunk's logits at a time: min(T, 1,024) V 12 (the fp32 log-softmax, the
+    dense fp32 gradient gather returns, log-softmax's input gradient) beside the states'
+    gradient the chunks accumulate into (T h wb), at the start of backward when all else is
+    still kept.
 (d) vLLM (rollout.engine vllm/auto; one engine per rank): on GPU it reserves
     vllm_gpu_memory_utilization x GPU memory (weights in cb: vila the LLM, qwen2_5_vl the whole
     model; the rest KV cache); with rollout.vllm_sleep (default on) release() gives weights
@@ -92,27 +100,37 @@ Memory per rank (perf/model_memory.py), as our code holds it:
     prefill.
 (e) Cached video embeddings (trainer/videos.py): every prompt of the DP rank, all-gathered
     whole on every SP rank: prompts x frames x tokens per frame x h x cb.
-(f) Encoding (MR-SP stage 1): the tower runs on ceil(frames / sp) frames of a video in one call:
-    per patch the hidden states kept (vila all Lv + 1: encode_units asks for
+(f) Encoding (MR-SP stage 1, parallel/encode.py): a rank encodes its share of the video's
+    units (ceil(units / sp); a unit is a frame for vila, two for Qwen), the tower on
+    encode_chunk (32) units per call (interface.py encode_units). The largest of: one call,
+    per patch the hidden states kept (vila all Lv + 1: encode_unit_block asks for
     output_hidden_states to read layer -2; Qwen 1) in wb, one layer's MLP and q/k/v in cb,
-    and the pixels (3 p^2 per patch, wb).
+    the call's pixels (3 p^2 per patch and frame, wb), beside the share's embeddings so
+    far; with several calls, their outputs and their concatenation (two shares); under SP,
+    all_gather_uneven's share, padded copy, SP pieces and the collective's flat staging
+    buffer (NCCL's and gloo's all-gather into a list), then the pieces and their
+    concatenation: (2 + 2 sp) shares; less the video's embeddings, which (e) counts. On CPU
+    every rank also holds the whole video's preprocessed pixels. Qwen's tower holds more
+    than counted (its rotary makes fp32 copies of q and k, its windows reorder the states:
+    1.7x on the tiny model), some hundred MB per 64-frame call at hour scale.
 (g) Runtime: CUDA context, cuBLAS and NCCL workspaces, --overhead-gib (1.5 on GPU).
 Phases: every phase holds (a) weights and moments, (b), (e), (g); autocast's copies in the
 log-prob and update phases (and the HF engine's rollout); (d) in encode and rollout, and in
 the others too unless it sleeps; encode adds (f); rollout the HF engine's KV; logprob one
 no-grad micro-batch (one layer at a time: wb 2h + the larger of cb (4h + 3i) and Ulysses'
-exchange (projected, copies, three buffers, wb) per token, the whole embeddings, one
-response's concatenated prefix K and V, 8 V per logit token); update the gradients and (c),
-with ZeRO-3's sharded weights. Peak = the largest phase; a mode fits when the peak is within
+exchange (as above, its concatenation not kept) per token, the whole embeddings, one
+response's concatenated prefix K and V, one chunk's fp32 logits and log-softmax, 8 V per
+token of min(T, 1,024)); update the gradients and (c), with ZeRO-3's sharded weights. Peak = the largest phase; a mode fits when the peak is within
 --gpu-gib and vLLM's KV share holds at least one prompt + response.
 
 FLOPs (perf/flops.py): model FLOPs = step_flops (each video encoded once, each prompt once
 per pass; rollout, old and reference log-probs one forward each, update 3). Executed FLOPs
 count what the mode runs: llm_forward_flops for every group of every micro-batch (without a
 shared prefix the prompt is computed once per response), the linear layers over padding
-(padded rows of unequal groups; SP's padding), + one forward for checkpointing's
-recomputation, and without cache_video_embeds the video encoded again for every rollout
-sample and every group of every pass. Seconds per step = executed / (GPUs x peak x MFU): an
+(padded rows of unequal groups; SP's padding), the recomputation in the update's backward
+(a forward of the layers with checkpointing; the LM head over every response token always,
+its chunks being checkpointed), and without cache_video_embeds the video encoded again for
+every rollout sample and every group of every pass. Seconds per step = executed / (GPUs x peak x MFU): an
 assumed MFU standing for the whole step (decode is memory-bound; the MFU is its average).
 Responses are all taken at full length (the largest step), so padded rows only pad groups
 with fewer responses; padding-free's saving on real, uneven responses is not modelled.
@@ -156,8 +174,8 @@ def model_flops(arch: Arch, s: Setup, prompt: int) -> float:
 
 def executed_flops(arch: Arch, s: Setup, prompt: int) -> float:
     """What the mode runs: every group of every micro-batch, the linear layers over the
-    padding too (padded rows; SP's padding to a multiple of its size), recomputation,
-    re-encoding."""
+    padding too (padded rows; SP's padding to a multiple of its size), recomputation (the
+    layers when checkpointed, the LM head's chunks always), re-encoding."""
     from perf.flops import llm_forward_flops, llm_linear_flops_per_token
     from perf.model_memory import batch_shape
 
@@ -169,11 +187,15 @@ def executed_flops(arch: Arch, s: Setup, prompt: int) -> float:
         padding += shape.rows * shape.width - shape.real_tokens
     per_pass = s.dp * (sum(llm_forward_flops(arch.llm, prompt, g, s.response) for b in batches for g in b)
                        + padding * llm_linear_flops_per_token(arch.llm))
-    passes = 1 + s.reference + 3 + s.checkpointing  # old, reference, update fwd + bwd, recompute
+    passes = 1 + s.reference + 3  # old, reference, update fwd + bwd
+    # recomputed in the update's backward: the decoder layers (checkpointing) and the LM head
+    # over every response token (its checkpointed chunks)
+    head = prompts * s.n * s.response * 2 * arch.llm.hidden_size * arch.llm.vocab_size
+    recompute = s.checkpointing * (per_pass - head) + (s.logit_chunk is not None) * head
     rows_per_prompt = sum(len(b) for b in batches) / s.prompts
     encodes = 1 if s.cache_video else s.n + rows_per_prompt * (2 + s.reference)
     encode = prompts * encodes * s.frames * arch.vision_flops_per_frame(s.frames)
-    return encode + prompts * llm_forward_flops(arch.llm, prompt, s.n, s.response) + passes * per_pass
+    return encode + prompts * llm_forward_flops(arch.llm, prompt, s.n, s.response) + passes * per_pass + recompute
 
 
 # --- modes ----------------------------------------------------------------------------------

@@ -53,9 +53,11 @@ class Arch:
     vision_hidden: int
     vision_intermediate: int
     vision_patch: int  # patch side in pixels (the pixel tensor a rank moves to its device)
-    vision_states_kept: int  # tower hidden states alive at once while encoding
+    vision_states_kept: int  # tower hidden states alive at once during a tower call
     vision_flops_per_frame: Callable[[int], float]  # tower + projector forward FLOPs
     text_tokens: int = 200  # prompt tokens besides the video: chat template + a multiple-choice question
+    frames_per_unit: int = 1  # frames per encoding unit (VideoLM.encode_chunk counts units): vila's time pool, Qwen's 2
+    patch_frames: int = 1  # frames one tower patch spans (Qwen's temporal patch: 2)
 
     def rows_per_frame(self, frames: int) -> float:
         return self.tokens_per_frame(frames) + self.end_rows_per_frame
@@ -83,10 +85,12 @@ def _llm_counts(layers, embed, head, all_params) -> dict[str, int]:
 # --- vila ---------------------------------------------------------------------------------
 
 
-def vila_arch(name: str, vision, llm, merge: int = 2, frozen: int | None = None, text_tokens: int = 200) -> Arch:
+def vila_arch(name: str, vision, llm, merge: int = 2, frozen: int | None = None, text_tokens: int = 200,
+              frames_per_unit: int = 1) -> Arch:
     """`vision`: SiglipVisionConfig, `llm`: Qwen2Config; `frozen`: tower + projector parameters
     when known, else counted with the mlp_downsample projector LayerNorm(k^2 C) ->
-    Linear(k^2 C, D) -> GELU -> Linear(D, D) (harness/model/vila_projector.py)."""
+    Linear(k^2 C, D) -> GELU -> Linear(D, D) (harness/model/vila_projector.py);
+    `frames_per_unit`: the video encoder's time pool (1: the basic encoder, LongVILA-R1's)."""
     import torch
     from transformers import Qwen2ForCausalLM, SiglipVisionModel
 
@@ -105,9 +109,11 @@ def vila_arch(name: str, vision, llm, merge: int = 2, frozen: int | None = None,
         largest_unit=counts["largest_unit"], largest_tensor=counts["largest_tensor"], tied=counts["tied"],
         tokens_per_frame=_const(math.ceil(grid / merge) ** 2), end_rows_per_frame=END_ROWS_PER_FRAME,
         patches_per_frame=_const(grid * grid), vision_hidden=c, vision_patch=vision.patch_size, vision_intermediate=vision.intermediate_size,
-        # encode_units asks the tower for output_hidden_states (the feature is layer -2): all kept
+        # encode_unit_block asks the tower for output_hidden_states (the feature is layer -2):
+        # every layer's, of the call's frames, kept until the call returns
         vision_states_kept=vision.num_hidden_layers + 1,
-        vision_flops_per_frame=_const(costs["vision_gflop_per_frame"] * 1e9), text_tokens=text_tokens)
+        vision_flops_per_frame=_const(costs["vision_gflop_per_frame"] * 1e9), text_tokens=text_tokens,
+        frames_per_unit=frames_per_unit)
 
 
 def longvila_r1_7b() -> Arch:
@@ -176,7 +182,7 @@ def qwen_arch(name: str, config, pixels: tuple[int, int, int], source_hw: tuple[
         vision_states_kept=1,
         vision_flops_per_frame=lambda f: qwen_vision_flops_per_unit(
             v, qwen_grid(f, pixels, v.patch_size, m, source_hw)) / tps,
-        text_tokens=text_tokens)
+        text_tokens=text_tokens, frames_per_unit=tps, patch_frames=tps)
 
 
 def qwen2_5_vl_3b_config():
@@ -228,7 +234,8 @@ def toy_arch(family: str, size: str, pixels: tuple[int, int, int] | None = None)
     if family == "vila":
         tower, projector = model.vision_modules()
         frozen = sum(p.numel() for m in (tower, projector) for p in m.parameters())
-        return vila_arch(f"{family}/{size}", tower.config, model.llm.config, model.mm_projector.merge, frozen)
+        return vila_arch(f"{family}/{size}", tower.config, model.llm.config, model.mm_projector.merge, frozen,
+                         frames_per_unit=model.frames_per_unit)
     from harness.model.configs import QWEN_PIXELS
 
     lo, hi = QWEN_PIXELS[size]

@@ -14,6 +14,8 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 PHASES = ("encode", "rollout", "logprob", "update")
 CPU_DEFAULT_KV_GIB = 1.0  # harness/rollout/vllm_engine.py DEFAULT_CPU_KV_CACHE_GIB
 HF_MAX_BATCH = 64  # harness/rollout/hf_engine.py: sampled rows per decode batch
+ENCODE_CHUNK = 32  # harness/model/interface.py VideoLM.encode_chunk: units per vision-tower call
+LOGIT_CHUNK = 1024  # harness/model/batch.py LOGIT_CHUNK: response tokens whose logits exist at once
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class Setup:
     padding_free: bool = True  # train.padding_free: a micro-batch's groups in one unpadded row
     overhead_gib: float = 0.0  # CUDA context, cuBLAS and NCCL workspaces
     prompt_tokens: int | None = None  # a measured prompt length; None: the arch's estimate
+    # None: the code before #21's chunking (the tower on a rank's whole share in one call; every
+    # response token's logits at once, kept for backward): what perf/results/memory.json ran
+    encode_chunk: int | None = ENCODE_CHUNK
+    logit_chunk: int | None = LOGIT_CHUNK
 
     @property
     def world(self) -> int:
@@ -161,6 +167,8 @@ class Heads:
     before: int  # copies made before the exchange: KV heads repeated, or every head repeated + padded
     after: int  # k, v repeated to the query's heads after the exchange (kept by SDPA)
     projected: int  # q, k, v as the projections give them: h + 2 kv
+    kv: int  # the projected k (or v) alone
+    cast: int  # under autocast, the bf16 casts of q and k still referenced during the exchange
 
 
 def heads(llm, sp: int) -> Heads:
@@ -170,13 +178,33 @@ def heads(llm, sp: int) -> Heads:
     d = h // nq
     projected = h + 2 * nkv * d
     if sp == 1:
-        return Heads(h, 0, 0, 0, projected)
+        return Heads(h, 0, 0, 0, projected, nkv * d, 0)
     rep = spread_kv_heads(nkv, nq, sp)
-    if rep == 0:  # one KV head per query head, zero heads up to a multiple of SP
+    if rep == 0:  # one KV head per query head, zero heads up to a multiple of SP (the casts replaced)
         padded = (nq + (-nq % sp)) * d
-        return Heads(padded, 3 * padded, 3 * padded, 0, projected)
+        return Heads(padded, 3 * padded, 3 * padded, 0, projected, nkv * d, 0)
     kv = nkv * rep * d
-    return Heads(h, h + 2 * kv, 2 * kv if rep > 1 else 0, 2 * h if kv < h else 0, projected)
+    # rep > 1: k's cast replaced by its repeated copy, q's still held; rep 1: both held
+    return Heads(h, h + 2 * kv, 2 * kv if rep > 1 else 0, 2 * h if kv < h else 0, projected, nkv * d,
+                 h if rep > 1 else h + nkv * d)
+
+
+def exchange_bytes(llm, s: Setup, rows: int, kept: bool) -> float:
+    """Per local token, the bytes alive at Ulysses' q|k|v exchange beyond what autograd keeps
+    (`kept`: a training forward keeps the received buffer; no-grad passes keep nothing).
+    q and k leave rotary in the weights' dtype (fp32 cos/sin), v leaves v_proj in the compute
+    dtype; under autocast `autocast_inputs` casts q and k before the exchange, so the copies,
+    the send buffer (`torch.cat` of the pieces), the received pieces and their concatenation
+    are bf16. With 2+ rows all_to_all's per-rank chunks are not contiguous: one more copy."""
+    if s.sp == 1:
+        return 0.0
+    rb, cb = s.weight_bytes, s.compute_bytes
+    ab = cb if s.autocast else rb
+    geo = heads(llm, s.sp)
+    buffers = (2 if kept else 3) + (rows > 1)
+    projected = rb * (geo.projected - geo.kv) + ab * geo.kv  # q, k after rotary; v
+    casts = cb * geo.cast if s.autocast else 0.0
+    return projected + casts + ab * (geo.before + buffers * geo.buffer)
 
 
 def attention_bytes(llm, s: Setup, b: Batch) -> dict[str, float]:
@@ -190,12 +218,11 @@ def attention_bytes(llm, s: Setup, b: Batch) -> dict[str, float]:
     tokens = b.rows * b.local
     out = {"qkv": 0.0, "outputs": 0.0, "shared_kv": 0.0, "cpu_bias": 0.0, "exchange": 0.0}
     if sp > 1:
-        if s.autocast:  # SDPA keeps its own bf16 casts of the q, k, v it receives
-            out["qkv"] = tokens * cb * 3 * (geo.attended - h)
-        else:  # SDPA's q, k, v are views of the received buffer (+ k, v repeated after it)
-            out["qkv"] = tokens * rb * (geo.buffer + geo.after - 3 * h)
-        # q and k leave rotary in the weights' dtype (fp32 cos/sin), so the exchange is in rb
-        out["exchange"] = tokens * rb * (geo.projected + geo.before + (3 if s.autocast else 2) * geo.buffer)
+        # SDPA's q, k, v are views of the received buffer (+ k, v repeated after it), in the
+        # compute dtype under autocast (cast before the exchange): they stand in for the 3h
+        # the single-process count gives SDPA's inputs
+        out["qkv"] = tokens * ab * (geo.buffer + geo.after - 3 * h)
+        out["exchange"] = tokens * exchange_bytes(llm, s, b.rows, kept=True)
     # SDPA's output has its own storage unless it is the o_proj input itself (one process,
     # plain rows): after Ulysses' exchange back, or the concatenation of groups / responses
     if any(b.shared) or b.grouped:
@@ -207,23 +234,28 @@ def attention_bytes(llm, s: Setup, b: Batch) -> dict[str, float]:
         if shared:
             out["shared_kv"] += g * per_response["shared_kv"]
             out["cpu_bias"] += g * per_response["cpu_bias"]
-            if s.autocast:  # the responses' own k (and v under SP) reach SDPA only inside the cast
-                # concatenations: no casts of their own (in one process v leaves v_proj in bf16 and
-                # the prefix's SDPA keeps a view of all of it, as plain rows do)
-                out["shared_kv"] -= g * b.response * (2 if sp > 1 else 1) * geo.attended / sp * cb
+            if s.autocast and sp == 1:  # in one process the response's own k reaches SDPA only inside
+                # the cast concatenation: no cast of its own (v leaves v_proj in bf16 and the prefix's
+                # SDPA keeps a view of all of it, as plain rows do; under SP all three arrive bf16)
+                out["shared_kv"] -= g * b.response * geo.attended * cb
     return out
 
 
 def shared_response_bytes(llm, s: Setup, b: Batch) -> dict[str, float]:
     """What one response of the shared-prefix path adds: its SDPA on torch.cat([prefix
-    keys, its own keys]) (same for values; under autocast cast to bf16 first, attention.py
-    `_autocast_inputs`) keeps both concatenations, the rank's heads wide; on CPU no fused
+    keys, its own keys]) (same for values; under autocast cast to bf16, ulysses.py
+    `autocast_inputs`) keeps both concatenations, the rank's heads wide; on CPU no fused
     kernel takes the lower-right causal bias, so SDPA materialises it and keeps it as a
     float bias ([r, p + r])."""
     ab = s.compute_bytes if s.autocast else s.weight_bytes
     span = b.prompt + b.response
     return {"shared_kv": 2 * span * heads(llm, s.sp).attended / s.sp * ab,
             "cpu_bias": 0.0 if s.on_gpu else b.response * span * ab}
+
+
+def logit_chunk_tokens(s: Setup, b: Batch) -> int:
+    """Response tokens whose [tokens, vocab] logits exist at once on the busiest rank."""
+    return b.logit_tokens if s.logit_chunk is None else min(b.logit_tokens, s.logit_chunk)
 
 
 def train_activations(arch: Arch, s: Setup, b: Batch) -> dict[str, float]:
@@ -235,6 +267,10 @@ def train_activations(arch: Arch, s: Setup, b: Batch) -> dict[str, float]:
     attn = attention_bytes(llm, s, b)
     layer = layer_bytes_per_token(h, i, s) * tokens + sum(v for k, v in attn.items() if k != "exchange")
     kept = layers * layer if not s.checkpointing else layers * tokens * rb * h + layer
+    # the LM head's input: the gathered final states (kept by the checkpointed chunks, in the
+    # residual dtype; unchunked, lm_head kept its own input, a bf16 cast under autocast), and
+    # int64 ids and gather indices (the token ids, the row and position indices) and the mask
+    head_in = rb if s.logit_chunk is not None or not s.autocast else cb
     return {
         "layers": kept,
         "final_norm": 2 * rb * h * tokens,
@@ -242,9 +278,13 @@ def train_activations(arch: Arch, s: Setup, b: Batch) -> dict[str, float]:
         # larger, the q|k|v exchange's send and receive buffers (forward and backward alike)
         "backward": max((cb * 2 * i + rb * h) * tokens, attn["exchange"]),
         "embeds_full": (b.rows * b.width * h * rb) * (1 - 1 / s.sp),  # every SP rank packs the whole rows
-        # backward of the head: the kept fp32 log-softmax, the dense gradient gather returns,
-        # log-softmax's input gradient (the bf16 logits are freed once cast to fp32)
-        "logits": b.logit_tokens * vocab * 12,
+        "logit_states": b.logit_tokens * (h * head_in + 3 * 8 + 1),
+        # backward of the head, one chunk at a time (recomputed: nothing of it kept from the
+        # forward): the fp32 log-softmax, the dense fp32 gradient gather returns, log-softmax's
+        # input gradient (the bf16 logits are freed once cast to fp32), beside the gathered
+        # states' gradient the chunks accumulate into; unchunked, all tokens' logits
+        "logits": logit_chunk_tokens(s, b) * vocab * 12
+        + (b.logit_tokens * h * rb if logit_chunk_tokens(s, b) < b.logit_tokens else 0.0),
     }
 
 
@@ -254,15 +294,14 @@ def scoring_activations(arch: Arch, s: Setup, b: Batch) -> dict[str, float]:
     h, i, vocab = llm.hidden_size, llm.intermediate_size, llm.vocab_size
     rb, cb = s.weight_bytes, s.compute_bytes
     tokens = b.rows * b.local
-    geo = heads(llm, s.sp)
-    exchange = rb * (geo.projected + geo.before + 3 * geo.buffer) if s.sp > 1 else 0.0
+    exchange = exchange_bytes(llm, s, b.rows, kept=False)
     return {
         # the MLP's tensors, or at Ulysses' exchange the q, k, v, their copies and the buffers
         "layer": tokens * (rb * 2 * h + max(cb * (4 * h + 3 * i), exchange)),
         "embeds_full": b.rows * b.width * h * rb,
         # the shared-prefix path: one response's concatenated K and V at a time (+ CPU's bias)
         "shared_kv": sum(shared_response_bytes(llm, s, b).values()) if any(b.shared) else 0.0,
-        "logits": b.logit_tokens * vocab * 8,  # fp32 logits and their log-softmax
+        "logits": logit_chunk_tokens(s, b) * vocab * 8,  # a chunk's fp32 logits and their log-softmax
     }
 
 
@@ -328,14 +367,43 @@ def video_cache(arch: Arch, s: Setup) -> float:
     return videos * s.frames * arch.tokens_per_frame(s.frames) * arch.llm.hidden_size * s.compute_bytes
 
 
-def vision_forward(arch: Arch, s: Setup) -> float:
-    """The tower on this rank's slice of one video's frames, all in one call (encode.py)."""
-    frames = math.ceil(s.frames / s.sp)
+def encode_terms(arch: Arch, s: Setup) -> dict[str, float]:
+    """MR-SP stage 1 on one rank (trainer/videos.py, parallel/encode.py). The rank encodes
+    its contiguous share of the video's units, `encode_chunk` units per tower call
+    (VideoLM.encode_units; None: the share in one call), then all-gathers the shares. The
+    moments, each the bytes of this video's encoding alive then ("video": its embeddings,
+    the result, which `video_cache` counts):
+    - call: the last call's tower hidden states (`vision_states_kept` per patch), one layer's
+      MLP and q/k/v, its pixels moved to the device (GPU), and the share's outputs so far;
+    - cat (2+ calls): the calls' outputs and their concatenation, twice the share;
+    - gather (SP > 1): the share, all_gather_uneven's padded copy of it, the SP pieces and
+      the collective's flat buffer (NCCL and gloo gather a list of outputs through one), or
+      then the pieces' concatenation, the video.
+    On CPU every rank's preprocessed pixels of the whole video are there throughout (the
+    calls read them in place); on GPU they stay in host memory."""
+    units = math.ceil(s.frames / arch.frames_per_unit)
+    share = math.ceil(units / s.sp)  # chunk_bounds: the first ranks take one more unit
+    call = share if s.encode_chunk is None else min(share, s.encode_chunk)
     patches = arch.patches_per_frame(s.frames)
     c, i = arch.vision_hidden, arch.vision_intermediate
     per_patch = arch.vision_states_kept * c * s.weight_bytes + (i + 3 * c) * s.compute_bytes
-    pixels = 3 * arch.vision_patch**2 * s.weight_bytes  # the pixel tensor moved to the device
-    return frames * patches * (per_patch + pixels)
+    frame_pixels = 3 * arch.vision_patch**2 * arch.patch_frames * patches * s.weight_bytes
+    call_frames = call * arch.frames_per_unit
+    out = share * arch.frames_per_unit * arch.tokens_per_frame(s.frames) * arch.llm.hidden_size * s.compute_bytes
+    return {
+        "call": call_frames * (patches * per_patch + (frame_pixels if s.on_gpu else 0.0)) + out,
+        "cat": 2 * out if call < share else 0.0,
+        "gather": (2 + 2 * s.sp) * out if s.sp > 1 else 0.0,
+        "video": s.sp * out,
+        "cpu_pixels": 0.0 if s.on_gpu else s.frames * frame_pixels,
+    }
+
+
+def vision_forward(arch: Arch, s: Setup) -> float:
+    """The encode phase's peak beyond the video's embeddings (`video_cache` counts them):
+    the largest moment of `encode_terms`, + the CPU's whole-video pixels."""
+    t = encode_terms(arch, s)
+    return max(0.0, max(t["call"], t["cat"], t["gather"]) - t["video"]) + t["cpu_pixels"]
 
 
 # --- the phases -----------------------------------------------------------------------------

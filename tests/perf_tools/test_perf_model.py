@@ -1,11 +1,17 @@
 """perf/model.py, the memory and FLOPs model: weight and optimizer bytes against hand counts
 of a live model under each ZeRO stage, how activations scale, the per-layer count against
 what autograd really keeps (one process and emulated Ulysses ranks, padded and padding-free
-rows, shared prefix), the packing against pack_groups, agreement with perf/flops.py, the
-layouts our code runs, the recorded CPU measurements, and the command line."""
+rows, shared prefix), Ulysses' exchange, the LM head's chunks and the chunked encoding
+against the storages torch allocates, the packing against pack_groups, agreement with
+perf/flops.py, the layouts our code runs, the recorded CPU measurements, and the command
+line."""
+
+import types
+from dataclasses import replace
 
 import pytest
 import torch
+import torch.distributed as dist
 
 import harness.parallel.ulysses as ulysses
 from harness.model.build import init_model
@@ -14,10 +20,14 @@ from perf import model as pm
 from perf.flops import llm_forward_flops, llm_linear_flops_per_token, step_flops, vila_frame_costs
 from perf.model_arch import qwen2_5_vl_3b, toy_arch
 from perf.model_memory import (
+    ENCODE_CHUNK,
     GIB,
+    LOGIT_CHUNK,
     PHASES,
     Setup,
     batch_shape,
+    encode_terms,
+    exchange_bytes,
     heads,
     layer_bytes_per_token,
     micro_batches,
@@ -25,7 +35,15 @@ from perf.model_memory import (
     predict,
     train_activations,
 )
-from perf.model_validate import perf_batch, predicted_saved_bytes, saved_activation_bytes
+from perf.model_validate import (
+    TensorPeak,
+    cpu_setup,
+    encode_peak,
+    head_peak,
+    perf_batch,
+    predicted_saved_bytes,
+    saved_activation_bytes,
+)
 
 
 def _setup(**kw) -> Setup:
@@ -124,8 +142,8 @@ def _widths(x) -> tuple[int, int, int, int]:
 
 def test_ulysses_pads_heads_sp_does_not_divide():
     """ulysses.py: 28 heads over SP 8 run (no refusal) as 32 heads, k and v repeated to 28 and
-    padded with q: the buffer, SDPA's q, k, v and output widen by 32/28, and the exchange
-    carries them (with the copies made for it) in fp32."""
+    padded with q: the buffer, SDPA's q, k, v and output widen by 32/28, and under bf16
+    autocast the exchange carries them (with the copies made for it) in bf16."""
     from perf.model_arch import longvila_r1_7b
 
     vila, qwen = longvila_r1_7b(), qwen2_5_vl_3b()
@@ -138,10 +156,60 @@ def test_ulysses_pads_heads_sp_does_not_divide():
                 compute_bytes=2, on_gpu=True, padding_free=True)
     pad = predict(vila, s8).details
     tokens = (65_992 + 8 * 1024) // 8
-    assert pad["attention/qkv"] == pytest.approx(tokens * 2 * 3 * 4 * d)  # SDPA's bf16 casts of 4 more heads
-    # projected q, k, v (28 + 2 x 4 heads), their repeated and padded copies, three buffers
-    assert pad["attention/exchange"] == pytest.approx(tokens * 4 * (36 + 96 + 3 * 96) * d)
+    assert pad["attention/qkv"] == pytest.approx(tokens * 2 * 3 * 4 * d)  # the bf16 buffer: 4 more heads each
+    # q and k as rotary leaves them (fp32, 28 + 4 heads), v (bf16, 4), then in bf16 the
+    # repeated and padded copies (3 x 32 heads; the casts replaced by them), the send buffer
+    # and the received pieces (the concatenation is kept)
+    assert pad["attention/exchange"] == pytest.approx(tokens * (4 * 32 + 2 * 4 + 2 * (96 + 2 * 96)) * d)
     assert pad["train/backward"] == max(pad["attention/exchange"], tokens * (2 * 2 * 18944 + 4 * 3584))
+    # the 3B under SP 8 (KV heads 2 x 4 before, x 2 after): SDPA keeps views of the bf16
+    # buffer and k, v repeated after it; in flight the fp32 q and k, v, q's cast, the copies, two buffers
+    s3 = s8.with_(prompt_tokens=216_200, response=2048, n=5, micro_batch=5)
+    hour = predict(qwen, s3).details
+    local = (216_200 + 5 * 2048) // 8
+    assert hour["attention/qkv"] == pytest.approx(local * 2 * (4096 + 4096 - 3 * 2048))
+    assert hour["attention/exchange"] == pytest.approx(local * (4 * 2304 + 2 * 256 + 2 * (2048 + 2048 + 2 * 4096)))
+
+
+def _emulate_exchange(monkeypatch, sp: int) -> None:
+    """Rank sp - 1 of an SP group of `sp` in this process, comm.py's all-to-all itself run
+    (its chunks, received pieces and concatenation), the collective copying this rank's
+    own pieces (values meaningless, allocations as on a real rank)."""
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: sp)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: sp - 1)
+    monkeypatch.setattr(dist, "all_to_all",
+                        lambda outs, ins, group=None: [o.copy_(i) for o, i in zip(outs, ins, strict=True)])
+
+
+@pytest.mark.parametrize("sp, q_heads, kv_heads", [(2, 4, 2), (4, 4, 2), (3, 4, 2), (8, 16, 2), (8, 28, 4)])
+def test_exchange_bytes_are_what_ulysses_allocates(monkeypatch, sp, q_heads, kv_heads):
+    """At attention (after the q|k|v exchange) the storages alive and the peak so far,
+    counted as torch allocates them: q and k as rotary leaves them (fp32), v, then in the
+    compute dtype (bf16 under autocast: `autocast_inputs` before the exchange) the casts,
+    the copies made for the exchange, the send buffer, the received pieces and their
+    concatenation; a non-contiguous chunk copy per rank with 2+ rows. KV heads repeated after
+    (SP 2), before (SP 4, the 3B's SP 8) and every head padded (SP 3, the 7B's 28 over SP 8)."""
+    _emulate_exchange(monkeypatch, sp)
+    d, local = 16, 12
+    llm = types.SimpleNamespace(hidden_size=q_heads * d, num_attention_heads=q_heads, num_key_value_heads=kv_heads)
+    seen = {}
+
+    def attend(q, k, v, peak):
+        seen["peak"] = peak.peak  # the exchange done, attention not yet run
+        return torch.zeros_like(q)
+
+    for bf16, rows in ((False, 1), (True, 1), (True, 2)):
+        precision = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+        with TensorPeak() as peak, precision:
+            q, k = torch.randn(rows, q_heads, local, d), torch.randn(rows, kv_heads, local, d)
+            v = torch.randn(rows, kv_heads, local, d, dtype=torch.bfloat16 if bf16 else torch.float32)
+            ulysses.ulysses_attention(q, k, v, lambda q, k, v: attend(q, k, v, peak), None)
+        s = _setup(sp=sp, compute_bytes=2 if bf16 else 4)
+        # nothing kept (a no-grad pass): every buffer counts; in training the concatenation is kept
+        assert seen["peak"] == exchange_bytes(llm, s, rows, kept=False) * rows * local, (bf16, rows)
+        geo = heads(llm, sp)
+        assert exchange_bytes(llm, s, rows, kept=False) - exchange_bytes(llm, s, rows, kept=True) == \
+            geo.buffer * (2 if bf16 else 4)
 
 
 def test_rows_follow_pack_groups():
@@ -186,7 +254,7 @@ CASES = [  # (shared prefix, padding-free, bf16 autocast, SP size)
     (False, False, False, 1), (False, False, True, 1), (True, False, False, 1), (True, True, False, 1),
     (False, True, False, 1), (False, True, True, 1), (True, False, True, 1), (True, True, True, 1),
     (False, False, False, 2), (True, True, False, 3), (True, True, True, 3), (False, False, True, 3),
-    (False, True, False, 3), (True, False, False, 4),
+    (False, True, False, 3), (True, False, False, 4), (False, True, True, 2), (True, False, True, 4),
 ]
 
 
@@ -200,14 +268,61 @@ def test_per_layer_count_matches_what_autograd_keeps(perf_arch, perf_model, monk
     """The formula's bytes against the tensors autograd saves in a real forward of the perf
     model (4 heads, 2 KV heads: SP 2 repeats KV heads after the exchange, SP 3 pads the heads
     to 6, SP 4 repeats KV heads before it), fp32 and bf16 autocast, padded and padding-free
-    rows, shared prefix or not; under SP the last rank (the one forming the logits)."""
+    rows, shared prefix or not; under SP the last rank (the one forming the logits). The LM
+    head's checkpointed chunks save their inputs only (no fp32 log-softmax)."""
     groups = [4, 2] if shared else [1] * 4
     batch, prompt = perf_batch(perf_model, 16, groups, 32, free)
     group = _emulate_sp(monkeypatch, sp, sp - 1) if sp > 1 else None
     measured, owned = saved_activation_bytes(perf_model, batch, bf16, group)
     s = _setup(prompts=1, n=4, response=32, micro_batch=6, shared_prefix=shared, compute_bytes=2 if bf16 else 4,
                sp=sp, padding_free=free)
-    assert predicted_saved_bytes(perf_arch, s, groups, prompt, owned) == pytest.approx(measured, rel=0.02)  # <= 1.2%
+    assert predicted_saved_bytes(perf_arch, s, groups, prompt, owned) == pytest.approx(measured, rel=0.02)  # <= 1%
+
+
+def test_chunk_sizes_are_the_code_s():
+    from harness.model import batch as batch_mod
+    from harness.model.interface import VideoLM
+
+    assert (ENCODE_CHUNK, LOGIT_CHUNK) == (VideoLM.encode_chunk, batch_mod.LOGIT_CHUNK)
+    assert (Setup.encode_chunk, Setup.logit_chunk) == (ENCODE_CHUNK, LOGIT_CHUNK)
+
+
+def test_lm_head_keeps_its_input_and_one_chunk_of_logits_in_backward():
+    """logprobs_at over more response tokens than a chunk: autograd saves the final states
+    and the ids (the chunks are recomputed), and the backward's peak is one chunk's fp32
+    log-softmax, its dense gradient and its input gradient (the model's `logits` and
+    `logit_states`); all tokens in one chunk peak at all tokens' logits."""
+    tokens, hidden, vocab = 1500, 32, 4096
+    llm = types.SimpleNamespace(hidden_size=hidden, intermediate_size=1, num_hidden_layers=0, vocab_size=vocab,
+                                num_attention_heads=1, num_key_value_heads=1)
+    arch = types.SimpleNamespace(llm=llm)
+    for chunk in (256, tokens):
+        s = _setup(logit_chunk=chunk, response=tokens)
+        b = replace(batch_shape(s, [1], 0), logit_tokens=tokens)  # one response, every token's logit
+        t = train_activations(arch, s, b)
+        peak, saved = head_peak(tokens, hidden, vocab, chunk)
+        assert saved == t["logit_states"] == tokens * (hidden * 4 + 3 * 8 + 1)  # states; ids, indices, mask
+        assert peak == pytest.approx(t["logits"] + t["logit_states"], rel=0.01)
+        gradient = tokens * hidden * 4 if chunk < tokens else 0  # the states', as the chunks accumulate it
+        assert t["logits"] == min(chunk, tokens) * vocab * 12 + gradient
+    # unchunked (the code before 50a89da): the kept fp32 log-softmax too
+    unchunked, chunked = (predicted_saved_bytes(arch, _setup(logit_chunk=c, response=tokens), [1], 0, tokens)
+                          for c in (None, 256))
+    assert unchunked - chunked == tokens * vocab * 4
+
+
+@pytest.mark.parametrize("chunk", [None, 8, 4])
+def test_encoding_peak_follows_the_chunk(tiny, chunk):
+    """encode_units with the tower on `chunk` units per call (None: all in one), as torch
+    allocates it: the larger of the last call (the tower's hidden states of its frames, one
+    layer's MLP and q/k/v, the outputs so far) and the concatenation of the calls' outputs
+    (twice the video's embeddings). (SigLIP; Qwen's tower keeps more: see perf/model.py.)"""
+    arch, model = tiny
+    t = encode_terms(arch, cpu_setup(frames=64, encode_chunk=chunk))
+    assert (t["cat"] >= t["call"]) == (chunk == 4)  # 4 frames per call: the outputs' moment
+    assert encode_peak(model.eval(), 64, chunk) == pytest.approx(max(t["call"], t["cat"]), rel=0.05)
+
+
 def test_flops_agree_with_perf_flops(perf_arch):
     s = _setup(frames=64)
     prompt = perf_arch.prompt_tokens(64)
@@ -216,11 +331,15 @@ def test_flops_agree_with_perf_flops(perf_arch):
                                response=32, reference=True)["total"]
     assert perf_arch.vision_flops_per_frame(64) == vila_frame_costs(perf_arch.vision_config, perf_arch.llm)[
         "vision_gflop_per_frame"] * 1e9
-    # one prompt copy per group (micro-batch = n): the step runs exactly the model FLOPs
-    assert pm.executed_flops(perf_arch, s, prompt) == pytest.approx(model)
+    # one prompt copy per group (micro-batch = n): the step runs the model FLOPs and the LM
+    # head once more over every response token (backward recomputes its chunks' logits)
+    head = 2 * 4 * 32 * 2 * perf_arch.llm.hidden_size * perf_arch.llm.vocab_size
+    assert pm.executed_flops(perf_arch, s, prompt) == pytest.approx(model + head)
+    assert pm.executed_flops(perf_arch, s.with_(logit_chunk=None), prompt) == pytest.approx(model)
     one, grouped = (llm_forward_flops(perf_arch.llm, prompt, k, 32) for k in (1, 4))
     rows = pm.executed_flops(perf_arch, s.with_(shared_prefix=False, micro_batch=1), prompt)
-    assert rows - model == pytest.approx(5 * 2 * (4 * one - grouped))  # old, ref, update x3: prompt per response
+    assert rows - model - head == pytest.approx(5 * 2 * (4 * one - grouped))  # old, ref, update x3: prompt per response
+    # checkpointing recomputes the layers too: a whole forward
     assert pm.executed_flops(perf_arch, s.with_(checkpointing=True), prompt) - model == pytest.approx(2 * grouped)
     r = pm.evaluate(perf_arch, s.with_(frames=64), mfu=0.5, peak_flops=1e12)
     assert r["seconds"] == pytest.approx(r["executed_flops"] / (1 * 1e12 * 0.5))
@@ -243,8 +362,9 @@ def test_layouts_our_code_refuses():
 
 
 def test_recorded_cpu_memory_within_ten_percent(perf_arch):
-    """The memory suite's recorded per-rank peaks (perf/results/memory.json), with vLLM's CPU
-    runtime as --validate measured it (0.244 GiB on the 2-core machine)."""
+    """The memory suite's recorded per-rank peaks (perf/results/memory.json), each predicted as
+    the code that recorded it ran (padded or padding-free rows, stored or checkpointed), with
+    vLLM's CPU runtime as --validate measured it (0.244 GiB on the 2-core machine)."""
     from perf.model_validate import memory_suite_rows
 
     rows = memory_suite_rows(perf_arch, runtime_gib=0.244)
