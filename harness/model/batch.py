@@ -107,15 +107,15 @@ def logprobs_at(model: VideoLM, hidden: torch.Tensor, batch: SequenceBatch, inde
     rows = batch.response_row[:, None].expand_as(index)  # [N, R]
     states, tokens = hidden[rows[mask], index[mask]], batch.response_tokens[mask]  # [T, D], [T]
     parts = []
-    for a in range(0, tokens.shape[0], LOGIT_CHUNK):
+    # at least one (maybe empty) chunk: a rank that owns no token still joins the graph
+    for a in range(0, max(tokens.shape[0], 1), LOGIT_CHUNK):
         args = (model.lm_head, states[a : a + LOGIT_CHUNK], tokens[a : a + LOGIT_CHUNK])
         if torch.is_grad_enabled() and states.requires_grad:  # backward recomputes the chunk's logits
             parts.append(checkpoint(_token_logprobs, *args, use_reentrant=False))
         else:
             parts.append(_token_logprobs(*args))
     out = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)  # [N, R]
-    if parts:
-        out[mask] = torch.cat(parts)
+    out[mask] = torch.cat(parts)
     return out
 
 
