@@ -160,14 +160,7 @@ class HarnessVLM:
     def encode(self, clip: VideoClip) -> VideoEmbeds:
         """The video's embeddings; with an SP group each rank encodes its share of the
         frames and every rank gets all of them (MR-SP stage 1)."""
-        if self.sp_group is None:
-            return self.model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds)
-        from harness.parallel.encode import encode_split
-
-        pixels = self.model.preprocess(clip.frames, clip.timestamps, clip.frame_seconds)
-        embeds = encode_split(pixels.units.shape[0], lambda a, b: self.model.encode_units(pixels.select(a, b)),
-                              self.sp_group)  # [U, T, D]
-        return VideoEmbeds(embeds, self.model.token_grid(pixels), pixels.seconds_per_unit)
+        return self.model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds, self.sp_group)
 
     @torch.no_grad()
     def generate(self, queries: list[VideoQuery]) -> list[str]:

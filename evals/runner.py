@@ -216,12 +216,8 @@ def _encoded(video: Path, s: EvalSettings, model: HarnessVLM, disk: DiskEmbeds |
     """The video's embeddings, its sampled frames' indices and its fps (for subtitles): from
     the on-disk cache, or decoded, encoded (and stored)."""
     key = None if disk is None else disk.key(video)
-    found = None if disk is None else disk.read(key)
     group = model.sp_group
-    if disk is not None and group is not None:  # encoding is collective: the group agrees on a miss
-        hit = torch.tensor([found is not None], dtype=torch.int32)
-        torch.distributed.all_reduce(hit, op=torch.distributed.ReduceOp.MIN, group=group)
-        found = found if hit.item() else None
+    found = None if disk is None else disk.read(key, group)  # with a group, all ranks agree
     if found is not None:
         embeds, meta = found
         return embeds, np.asarray(meta["indices"], dtype=np.int64), float(meta["video_fps"])

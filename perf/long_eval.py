@@ -19,8 +19,6 @@ def _one(rank: int, world: int, frames: int, tokens: int) -> dict:
     import torch
 
     from harness.model.build import init_model
-    from harness.model.interface import VideoEmbeds
-    from harness.parallel.encode import encode_split
     from harness.parallel.groups import build_layout
     from harness.rollout.engine import SamplingConfig
     from harness.rollout.hf_engine import HFEngine
@@ -35,9 +33,7 @@ def _one(rank: int, world: int, frames: int, tokens: int) -> dict:
     pixels_in = np.random.default_rng(0).integers(0, 256, (frames, 64, 64, 3), dtype=np.uint8)
     with AnonPeak() as peak, torch.no_grad():
         start = time.perf_counter()
-        pixels = model.preprocess(pixels_in, np.arange(frames) * 0.5)
-        embeds = encode_split(pixels.units.shape[0], lambda a, b: model.encode_units(pixels.select(a, b)), group)
-        video = VideoEmbeds(embeds, model.token_grid(pixels), pixels.seconds_per_unit)
+        video = model.encode_frames(pixels_in, np.arange(frames) * 0.5, group=group)
         prompt = model.build_prompt(model.chat_prompt_ids("what happened first?"), video)
         encoded = time.perf_counter()
         engine = SPGreedyEngine(model, group) if group is not None else HFEngine(model)

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from harness.model.positions import next_positions
 from harness.model.tokenizer import VIDEO_TOKEN
+from harness.parallel.encode import encode_split
 
 
 @dataclass
@@ -282,10 +284,16 @@ class VideoLM(nn.Module, ABC):
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # [L]
 
-    def encode_frames(self, frames: np.ndarray, timestamps: np.ndarray,
-                      frame_seconds: float | None = None) -> VideoEmbeds:
-        """Convenience for one whole video on one process: preprocess + encode."""
-        return self.encode_video(self.preprocess(frames, timestamps, frame_seconds))
+    def encode_frames(self, frames: np.ndarray, timestamps: np.ndarray, frame_seconds: float | None = None,
+                      group: dist.ProcessGroup | None = None) -> VideoEmbeds:
+        """One whole video: preprocess + encode; with `group` its units are split over the
+        group's ranks and every rank gets all the embeddings (MR-SP stage 1)."""
+        pixels = self.preprocess(frames, timestamps, frame_seconds)
+        if group is None:
+            return self.encode_video(pixels)
+        embeds = encode_split(pixels.units.shape[0], lambda a, b: self.encode_units(pixels.select(a, b)),
+                              group)  # [U, T, D]
+        return VideoEmbeds(embeds, self.token_grid(pixels), pixels.seconds_per_unit)
 
     # --- scoring -----------------------------------------------------------------------
 

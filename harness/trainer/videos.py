@@ -27,7 +27,6 @@ from harness.data.embed_cache import EmbedCache, make_key, weights_fingerprint
 from harness.data.video import VideoClip
 from harness.errors import HarnessError
 from harness.model.interface import VideoEmbeds, VideoLM
-from harness.parallel.encode import encode_split
 
 
 class DiskEmbeds:
@@ -62,9 +61,14 @@ class DiskEmbeds:
     def has(self, key: str | None) -> bool:
         return key is not None and self.cache.path_for(key).is_file()
 
-    def read(self, key: str | None) -> tuple[VideoEmbeds, dict] | None:
-        """(embeddings on the model's device, what was stored about the clip) or None."""
+    def read(self, key: str | None, group: dist.ProcessGroup | None = None) -> tuple[VideoEmbeds, dict] | None:
+        """(embeddings on the model's device, what was stored about the clip) or None. With
+        `group`, None unless every rank of it has the entry: encoding a miss is collective."""
         found = None if key is None else self.cache.get_with_meta(key, device=self.model.device)
+        if group is not None:
+            hit = torch.tensor([found is not None], dtype=torch.int32)
+            dist.all_reduce(hit, op=dist.ReduceOp.MIN, group=group)
+            found = found if hit.item() else None
         if found is None:
             return None
         embeds, meta = found
@@ -128,11 +132,7 @@ class StepVideoCache:
         nothing; if any rank misses, all encode together: encoding is collective)."""
         if self.disk is None:
             return None
-        found = self.disk.read(self.disk.key(path))
-        if self.sp_group is not None:
-            hit = torch.tensor([found is not None], dtype=torch.int32)
-            dist.all_reduce(hit, op=dist.ReduceOp.MIN, group=self.sp_group)
-            found = found if hit.item() else None
+        found = self.disk.read(self.disk.key(path), self.sp_group)
         if found is None:
             return None
         self.disk_hits += 1
@@ -140,11 +140,7 @@ class StepVideoCache:
 
     def _encode(self, clip: VideoClip) -> VideoEmbeds:
         with torch.no_grad():
-            pixels = self.model.preprocess(clip.frames, clip.timestamps, clip.frame_seconds)
-            embeds = encode_split(pixels.units.shape[0],
-                                  lambda a, b: self.model.encode_units(pixels.select(a, b)),
-                                  self.sp_group)  # [U, T, D]
-            video = VideoEmbeds(embeds, self.model.token_grid(pixels), pixels.seconds_per_unit)
+            video = self.model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds, self.sp_group)
         self.encoder_calls += 1
         return video
 

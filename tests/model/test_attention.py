@@ -28,15 +28,17 @@ def _segments(rows: list[tuple[int, list[int]]]) -> torch.Tensor:
     return seg
 
 
-def _dense_mask(seg: torch.Tensor) -> torch.Tensor:
-    """[B, L, L] written from the definition, one query and key at a time."""
+def _dense_mask(seg: torch.Tensor, grp: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L, L] written from the definition, one query and key at a time: same group (one
+    per row without `grp`), not later, and a prefix key or the query's own response."""
     b, length = seg.shape
+    grp = torch.zeros_like(seg) if grp is None else grp
     mask = torch.zeros(b, length, length, dtype=torch.bool)
     for i in range(b):
         for t in range(length):
             for j in range(t + 1):
                 s_t, s_j = int(seg[i, t]), int(seg[i, j])
-                mask[i, t, j] = s_t >= 0 and (s_j == 0 or s_j == s_t)
+                mask[i, t, j] = s_t >= 0 and grp[i, t] == grp[i, j] and (s_j == 0 or s_j == s_t)
             mask[i, t, t] = True  # padding queries see themselves (outputs unused)
     return mask
 
@@ -81,20 +83,6 @@ def _grouped(rows: list[list[tuple[int, list[int]]]], pad: int) -> tuple[torch.T
     return seg, grp
 
 
-def _dense_grouped_mask(seg: torch.Tensor, grp: torch.Tensor) -> torch.Tensor:
-    """[B, L, L] from the definition: same group, not later, and a prefix key or the
-    query's own response."""
-    b, length = seg.shape
-    mask = torch.zeros(b, length, length, dtype=torch.bool)
-    for i in range(b):
-        for t in range(length):
-            for j in range(t + 1):
-                s_t, s_j = int(seg[i, t]), int(seg[i, j])
-                mask[i, t, j] = s_t >= 0 and grp[i, t] == grp[i, j] and (s_j == 0 or s_j == s_t)
-            mask[i, t, t] = True
-    return mask
-
-
 @settings(max_examples=40, deadline=None)
 @given(rows=st.lists(rows_strategy, min_size=1, max_size=2), pad=st.integers(0, 3), heads=st.integers(1, 2),
        seed=st.integers(0, 2**16))
@@ -107,7 +95,7 @@ def test_padding_free_rows_attention_equals_the_dense_mask(rows, pad, heads, see
     q, k, v = (torch.randn(b, heads, length, 8, generator=gen, requires_grad=True) for _ in range(3))
     real = (seg >= 0)[:, None, :, None]  # [B, 1, L, 1]
     ours = rows_attention(q, k, v, RowLayout(seg, grp), None)
-    want = F.scaled_dot_product_attention(q, k, v, attn_mask=_dense_grouped_mask(seg, grp)[:, None])
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=_dense_mask(seg, grp)[:, None])
     torch.testing.assert_close(ours * real, want * real, rtol=1e-5, atol=1e-5)
     weights = torch.randn(ours.shape, generator=gen) * real
     grads = torch.autograd.grad((ours * weights).sum(), (q, k, v))
