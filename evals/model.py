@@ -1,11 +1,11 @@
 """The narrow model interface the adapters use, and its implementation by harness models.
 
-    model.encode(clip)       -> VideoEmbeds     decoded frames -> video embeddings (once per video)
+    model.encode(clip)       -> MediaEmbeds     decoded frames -> video embeddings (once per video)
     model.generate(queries)  -> list[str]       batched greedy answers to (video, prompt) pairs
     model.describe()         -> dict            what the results' protocol records
 
 A query's video is either decoded frames (`VideoClip`) or embeddings already encoded
-(`VideoEmbeds`, e.g. from `encode` or an embedding cache), so one video's frames are encoded
+(`MediaEmbeds`, e.g. from `encode` or an embedding cache), so one video's frames are encoded
 once for all its questions. Prompts go through the model's own chat template with the video
 before the text (`VideoLM.chat_prompt_ids`), then through a rollout engine with greedy
 decoding.
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from harness.data.video import VideoClip
-from harness.model.interface import VideoEmbeds, VideoLM
+from harness.model.interface import MediaEmbeds, VideoLM
 from harness.rollout.engine import SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ ENGINES = ("hf", "vllm", "auto")
 @dataclass
 class VideoQuery:
     prompt: str
-    video: VideoClip | VideoEmbeds
+    video: VideoClip | MediaEmbeds
 
 
 def build_engine(model: VideoLM, choice: str, max_batch: int) -> tuple[object, str]:
@@ -157,7 +157,7 @@ class HarnessVLM:
         }
 
     @torch.no_grad()
-    def encode(self, clip: VideoClip) -> VideoEmbeds:
+    def encode(self, clip: VideoClip) -> MediaEmbeds:
         """The video's embeddings; with an SP group each rank encodes its share of the
         frames and every rank gets all of them (MR-SP stage 1)."""
         return self.model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds, self.sp_group)
@@ -170,7 +170,7 @@ class HarnessVLM:
             chunk = queries[start : start + self.batch_size]
             prompts = []
             for q in chunk:
-                video = q.video if isinstance(q.video, VideoEmbeds) else self.encode(q.video)
+                video = q.video if isinstance(q.video, MediaEmbeds) else self.encode(q.video)
                 ids = self.model.chat_prompt_ids(q.prompt, system=self.system_prompt)
                 prompts.append(self.model.build_prompt(ids, video))
             outputs = self.engine.generate(prompts, sampling)

@@ -41,7 +41,7 @@ from evals.model import HarnessVLM, VideoQuery
 from evals.subtitles import read_srt, subtitle_block
 from harness.data.video import VideoDecodeError, load_video
 from harness.errors import HarnessError
-from harness.model.interface import VideoEmbeds
+from harness.model.interface import MediaEmbeds
 from harness.trainer.videos import DiskEmbeds
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
 
 
 def _encoded(video: Path, s: EvalSettings, model: HarnessVLM, disk: DiskEmbeds | None
-             ) -> tuple[VideoEmbeds, np.ndarray, float]:
+             ) -> tuple[MediaEmbeds, np.ndarray, float]:
     """The video's embeddings, its sampled frames' indices and its fps (for subtitles): from
     the on-disk cache, or decoded, encoded (and stored)."""
     key = None if disk is None else disk.key(video)

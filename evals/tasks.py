@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from evals.activitynet_qa import ActivityNetQA
 from evals.base import Benchmark
+from evals.gsm8k import GSM8K
 from evals.judge import OpenAIJudge
 from evals.longvideo_reason import LongVideoReason
 from evals.longvideobench import LongVideoBench
+from evals.math500 import MATH500
 from evals.mlvu import MLVU
 from evals.nextqa import NExTQA
 from evals.perceptiontest import PerceptionTest
@@ -16,7 +18,7 @@ from evals.vnbench import VNBench
 TASKS: dict[str, type[Benchmark]] = {
     cls.name: cls
     for cls in (VideoMME, LongVideoBench, MLVU, PerceptionTest, NExTQA, VNBench, ActivityNetQA,
-                LongVideoReason)
+                LongVideoReason, GSM8K, MATH500)
 }
 
 

@@ -232,11 +232,11 @@ def _probe(cfg, time_encode: bool) -> dict[str, float]:
     the baseline pays on every pass; the RL loop times it only in cached modes)."""
     import torch
 
-    from harness.data.dataset import SkipLedger, VideoQADataset, question_text
+    from harness.data.dataset import SkipLedger, QADataset, question_text
     from harness.trainer.common import build_model
 
     model = build_model(cfg.model)
-    data = VideoQADataset(Path(cfg.data.dir) / cfg.data.train, cfg.data.num_frames, SkipLedger(1.0))
+    data = QADataset(Path(cfg.data.dir) / cfg.data.train, cfg.data.num_frames, SkipLedger(1.0))
     record = data.records[0]
     clip = data.load_frames(record)
     times = []

@@ -16,10 +16,10 @@ from typing import Any
 
 
 def build_prompts(model, data_dir: str, count: int, frames: int) -> list:
-    from harness.data.dataset import SkipLedger, VideoQADataset, question_text
+    from harness.data.dataset import SkipLedger, QADataset, question_text
     from harness.trainer.videos import StepVideoCache
 
-    data = VideoQADataset(Path(data_dir) / "rl.jsonl", frames, SkipLedger(1.0))
+    data = QADataset(Path(data_dir) / "rl.jsonl", frames, SkipLedger(1.0))
     cache = StepVideoCache(model, reuse=True)
     prompts = []
     for rec in data.records[:count]:

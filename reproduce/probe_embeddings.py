@@ -27,12 +27,12 @@ def question_kind(question: str) -> str:
 def probe(model_dir: Path, data_dir: Path, split: str = "rl.jsonl", frames: int = 16, videos: int = 900,
           steps: int = 300, seed: int = 0) -> dict[str, float]:
     """Held-out linear-probe accuracy per attribute (colour, shape, region)."""
-    from harness.data.dataset import SkipLedger, VideoQADataset
+    from harness.data.dataset import SkipLedger, QADataset
     from harness.model.build import load_model
 
     torch.manual_seed(seed)
     model = load_model(model_dir).eval()
-    data = VideoQADataset(data_dir / split, frames, SkipLedger(1.0))
+    data = QADataset(data_dir / split, frames, SkipLedger(1.0))
     by_video: dict[str, dict] = collections.defaultdict(dict)
     for rec in data.records:
         by_video[rec.videos[0]][question_kind(rec.problem)] = rec

@@ -70,7 +70,7 @@ def probe(model_dir: Path, data_dir: Path, split: str = "test150.jsonl", frames:
     """Greedy responses of the model at `model_dir` to the basic-level questions of `split`, scored."""
     import torch
 
-    from harness.data.dataset import SkipLedger, VideoQADataset
+    from harness.data.dataset import SkipLedger, QADataset
     from harness.model.build import load_model
     from harness.rollout.engine import SamplingConfig
     from harness.rollout.hf_engine import HFEngine
@@ -79,7 +79,7 @@ def probe(model_dir: Path, data_dir: Path, split: str = "test150.jsonl", frames:
     model = load_model(model_dir).eval()
     engine = HFEngine(model)
     greedy = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
-    data = VideoQADataset(data_dir / split, frames, SkipLedger(1.0))
+    data = QADataset(data_dir / split, frames, SkipLedger(1.0))
     pairs = []
     with torch.no_grad():
         for _, chunk, prompts in prompt_batches(model, data, 16):

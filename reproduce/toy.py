@@ -136,12 +136,12 @@ SAMPLES, TEMPERATURE = 8, 1.0  # sampled accuracy: RL's rollouts per prompt and 
 
 def _accuracy(model_dir: Path | None, data: Path, split: str, frames: int, samples: int = 0,
               seed: int = 0) -> dict[str, float]:
-    from harness.data.dataset import SkipLedger, VideoQADataset
+    from harness.data.dataset import SkipLedger, QADataset
     from harness.model.build import init_model, load_model
     from harness.trainer.evaluate import evaluate_accuracy
 
     model = load_model(model_dir) if model_dir else init_model("vila", "toy", seed=seed)
-    dataset = VideoQADataset(data / split, frames, SkipLedger(0.1))
+    dataset = QADataset(data / split, frames, SkipLedger(0.1))
     return evaluate_accuracy(model.eval(), dataset, max_new_tokens=48, samples=samples, temperature=TEMPERATURE)
 
 

@@ -16,7 +16,7 @@ import json
 import numpy as np
 import torch
 
-from harness.data.dataset import SkipLedger, VideoQADataset
+from harness.data.dataset import SkipLedger, QADataset
 from harness.model.build import load_model
 from harness.trainer.evaluate import evaluate_accuracy
 
@@ -24,7 +24,7 @@ from harness.trainer.evaluate import evaluate_accuracy
 class _Swapped:
     """A dataset view whose `load_frames` returns other pixels for the same questions."""
 
-    def __init__(self, base: VideoQADataset, mode: str, seed: int = 0):
+    def __init__(self, base: QADataset, mode: str, seed: int = 0):
         self.base, self.mode = base, mode
         self.records = base.records
         self.rng = np.random.default_rng(seed)
@@ -58,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     model = load_model(args.model).eval()
-    data = VideoQADataset(f"{args.data}/{args.split}", args.frames, SkipLedger(0.1))
+    data = QADataset(f"{args.data}/{args.split}", args.frames, SkipLedger(0.1))
     out = {}
     with torch.no_grad():
         for name, ds in (("real", data), ("noise", _Swapped(data, "noise")), ("other", _Swapped(data, "other"))):

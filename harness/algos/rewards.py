@@ -55,6 +55,7 @@ _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 CHOICE_TYPES = ("multiple choice",)
 NUMERIC_TYPES = ("numerical", "numeric", "number")
 TEXT_TYPES = ("free form", "ocr", "open ended", "text")
+MATH_TYPE = "math"  # an expression or number checked by Math-Verify (harness/algos/math_reward.py)
 
 
 def format_reward(text: str) -> float:
@@ -181,7 +182,9 @@ def _problem_kind(problem_type: str) -> str:
         return "numeric"
     if t in TEXT_TYPES:
         return "text"
-    known = CHOICE_TYPES + NUMERIC_TYPES + TEXT_TYPES
+    if t == MATH_TYPE:
+        return "math"
+    known = CHOICE_TYPES + NUMERIC_TYPES + TEXT_TYPES + (MATH_TYPE,)
     raise ValueError(
         f"unknown problem_type {problem_type!r}; expected one of {known} "
         "(case, '-' and '_' are ignored)"
@@ -192,8 +195,13 @@ def accuracy_reward(text: str, key: str, problem_type: str) -> float:
     """Accuracy of a response against its key, by problem type: "multiple choice" ->
     `choice_accuracy`; "numerical" -> `numeric_accuracy`; "free-form", "OCR",
     "open-ended", "text" -> `text_accuracy` (exact match after normalisation; Video-R1 scores
-    OCR/free-form by WER/ROUGE instead). Unknown types raise ValueError."""
+    OCR/free-form by WER/ROUGE instead); "math" -> `math_reward.math_accuracy` (numbers,
+    fractions, LaTeX, \\boxed{} compared as values). Unknown types raise ValueError."""
     kind = _problem_kind(problem_type)
+    if kind == "math":
+        from harness.algos.math_reward import math_accuracy  # it builds on this module
+
+        return math_accuracy(text, key)
     if kind == "choice":
         return choice_accuracy(text, key)
     if kind == "numeric":

@@ -1,10 +1,12 @@
-"""Video QA datasets for the recipes: records from a jsonl split, the prompt and target
-text of each, a resumable shuffled order, and a ledger of what was skipped and why.
+"""QA datasets for the recipes: records from a jsonl split (text, image, video, audio or
+video with its audio track), the prompt and target text of each, each record's media decoded
+on demand, a resumable shuffled order, and a ledger of what was skipped and why.
 
-Prompt format (ours, in the spirit of the authors' reasoning template): the question with
-its options, then an instruction to reason inside <think></think> and answer with the
-option letter inside <answer></answer> (for other problem types: the answer itself). CoT-SFT targets are
-`<think>{reasoning}</think><answer>{letter}</answer>`.
+Prompt format (ours, in the spirit of the authors' reasoning template): the media, the
+question with its options, then an instruction to reason inside <think></think> and answer
+with the option letter inside <answer></answer> (for other problem types: the answer
+itself). An EasyR1-style question that marks where its images go ("<image>" once per image)
+keeps them there. CoT-SFT targets are `<think>{reasoning}</think><answer>{letter}</answer>`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.records import Record, SkippedLine, read_jsonl, video_recipe_problem
+from harness.data.audio import AudioDecodeError, load_audio
+from harness.data.image import ImageDecodeError, load_image
+from harness.data.records import Record, SkippedLine, media_problem, read_jsonl, record_media_kinds
 from harness.data.video import VideoClip, VideoDecodeError, load_video
 from harness.errors import HarnessError
 
@@ -30,11 +34,40 @@ FREE_FORM_INSTRUCTION = (
     "Think step by step inside <think> </think> tags, then give only the answer, a word or "
     "a short phrase, inside <answer> </answer> tags."
 )
+NUMBER_INSTRUCTION = (
+    "Think step by step inside <think> </think> tags, then give only the final answer, a "
+    "number or an expression, inside <answer> </answer> tags."
+)
+IMAGE_MARKER = "<image>"  # EasyR1 / Long-RL: where each image goes in the question
 
 
 def question_text(record: Record) -> str:
-    multiple_choice = record.problem_type == "multiple choice"
-    return f"{record.problem}\n{REASONING_INSTRUCTION if multiple_choice else FREE_FORM_INSTRUCTION}"
+    instruction = {"multiple choice": REASONING_INSTRUCTION, "numerical": NUMBER_INSTRUCTION,
+                   "math": NUMBER_INSTRUCTION}.get(record.problem_type, FREE_FORM_INSTRUCTION)
+    return f"{record.problem}\n{instruction}"
+
+
+def prompt_content(record: Record) -> tuple[str | list[dict], list[str]]:
+    """What `VideoLM.chat_prompt_ids(question, media=kinds)` takes for a record: (the
+    question text, its media kinds placed before it), or, for a question marking its images'
+    places, (the user content as a list of text and image items, [])."""
+    kinds = record_media_kinds(record)
+    text = question_text(record)
+    if record.data_type != "image" or text.count(IMAGE_MARKER) != len(kinds):
+        return text.replace(IMAGE_MARKER, "") if record.data_type == "image" else text, kinds
+    content: list[dict] = []
+    for i, piece in enumerate(text.split(IMAGE_MARKER)):
+        if i:
+            content.append({"type": "image"})
+        if piece:
+            content.append({"type": "text", "text": piece})
+    return content, []
+
+
+def prompt_ids(model, record: Record):
+    """The chat prompt token ids [L] of a record for `model` (a `VideoLM`)."""
+    question, kinds = prompt_content(record)
+    return model.chat_prompt_ids(question, media=kinds)
 
 
 def sft_target(record: Record) -> str:
@@ -51,7 +84,7 @@ class SkipLedger:
     decodes that failed.
 
     A split whose malformed lines exceed `max_fraction` is refused when it is read
-    (`VideoQADataset`). `check()` raises once more than `max_fraction` of the decodes
+    (`QADataset`). `check()` raises once more than `max_fraction` of the decodes
     attempted failed, listing what was skipped, so a run on broken data stops early instead
     of training on a fraction of it. Data-parallel ranks decode only their own share of the
     videos: `check(reduce=...)` sums the tally over the ranks first, so every rank judges the
@@ -93,15 +126,28 @@ class SkipLedger:
         return "\n".join(f"  {w}: {y}" for w, y in self.skipped[:50])
 
 
-class VideoQADataset:
-    """Records of one jsonl split; videos are decoded on demand (`load_frames`)."""
+@dataclass
+class Medium:
+    """One medium of a record, as its prompt takes it."""
+
+    kind: str  # "image" | "video" | "audio"
+    path: Path
+    data: object = None  # VideoClip | [H, W, 3] uint8 | AudioClip; None until loaded (or on disk cache)
+
+
+class QADataset:
+    """Records of one jsonl split; media are decoded on demand (`load_medium`)."""
 
     def __init__(self, path: str | Path, num_frames: int, ledger: SkipLedger,
-                 video_dir: str | Path | None = None, sampler: str = "uniform", fps: float | None = None):
-        """`video_dir`: where the records' video paths are relative to (the released
+                 video_dir: str | Path | None = None, sampler: str = "uniform", fps: float | None = None,
+                 media_kinds: tuple[str, ...] = ("video",), audio_rate: int = 16000):
+        """`video_dir`: where the records' media paths are relative to (the released
         LongVideo-Reason keeps its videos apart from its jsonl files); default the split's
         own folder. `sampler`: which frames (`harness.data.video.load_video`); `fps`: at
-        this rate with `num_frames` as the cap, else `num_frames` spread over the video."""
+        this rate with `num_frames` as the cap, else `num_frames` spread over the video.
+        `media_kinds`: what the model takes; records needing other media are refused when
+        read (counted as malformed lines). `audio_rate`: samples per second audio is
+        resampled to (the model's feature extractor's)."""
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"dataset split {self.path} does not exist")
@@ -111,9 +157,10 @@ class VideoQADataset:
         self.num_frames = num_frames
         self.sampler = sampler
         self.fps = fps
+        self.audio_rate = audio_rate
         self.ledger = ledger
         bad: list[SkippedLine] = []
-        self.records: list[Record] = list(read_jsonl(self.path, skipped=bad, usable=video_recipe_problem))
+        self.records: list[Record] = list(read_jsonl(self.path, skipped=bad, usable=media_problem(media_kinds)))
         self.malformed = len(bad)  # lines refused when read (logged in the metrics too)
         for line in bad:
             ledger.skip(f"{self.path}:{line.line}", line.reason, logged=True)
@@ -129,6 +176,31 @@ class VideoQADataset:
 
     def video_path(self, record: Record) -> Path:
         return self.root / record.videos[0]  # its only video: others are refused when read
+
+    def media(self, record: Record) -> list[Medium]:
+        """The record's media in prompt order, not yet loaded (video+audio: the video file's
+        frames, then its own audio track)."""
+        paths = [self.root / p for p in record.media_paths]
+        if record.data_type == "video+audio":
+            paths = paths[:1] * 2
+        return [Medium(kind, path) for kind, path in zip(record_media_kinds(record), paths, strict=True)]
+
+    def load_medium(self, record: Record, medium: Medium, num_frames: int | None = None) -> bool:
+        """Decode `medium` into `medium.data`; False (recorded in the ledger) when it cannot
+        be decoded. A video: the dataset's frame sampling (`num_frames` as in `load_frames`)."""
+        if medium.kind == "video":
+            medium.data = self.load_frames(record, num_frames)
+            return medium.data is not None
+        try:
+            if medium.kind == "image":
+                medium.data = load_image(medium.path)
+            else:
+                medium.data = load_audio(medium.path, sample_rate=self.audio_rate)
+        except (ImageDecodeError, AudioDecodeError) as err:
+            self.ledger.decoded(failure=(f"{record.problem_id} ({medium.path})", str(err)))
+            return False
+        self.ledger.decoded()
+        return True
 
     def load_frames(self, record: Record, num_frames: int | None = None) -> VideoClip | None:
         """Decode the record's sampled frames (`num_frames`, default the dataset's: the count,

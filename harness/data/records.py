@@ -40,10 +40,13 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DATA_TYPES = ("video", "image", "text")
+DATA_TYPES = ("video", "image", "text", "audio", "video+audio")
+# The media a record of each type needs, by field: video+audio is one video file whose own
+# audio track is the audio (Qwen2.5-Omni's use_audio_in_video).
+MEDIA_FIELDS = {"video": "videos", "image": "images", "audio": "audios", "video+audio": "videos", "text": None}
 # The types the accuracy reward scores (`algos.rewards.accuracy_reward`); a record of any other
 # type is refused when read rather than failing at its first reward or evaluation.
-PROBLEM_TYPES = ("multiple choice", "numerical", "OCR", "free-form")
+PROBLEM_TYPES = ("multiple choice", "numerical", "OCR", "free-form", "math")
 CATEGORIES = ("temporal", "goal", "plot", "spatial")
 ANSWER_RE = re.compile(r"^<answer>(.*)</answer>$", re.DOTALL)
 # `problem_type` values of the released files that name a category, not a problem type
@@ -78,15 +81,29 @@ def lists_options(problem: str) -> bool:
     return bool(option_lines(problem))
 
 
-def _released_form(d: Mapping[str, Any]) -> dict[str, Any]:
-    """The released LongVideo-Reason field types mapped onto the schema (see the module doc)."""
+def _released_form(d: Mapping[str, Any], default_id: str | None = None) -> dict[str, Any]:
+    """The released LongVideo-Reason and EasyR1-style field types mapped onto the schema
+    (see the module doc)."""
     d = dict(d)
+    if d.get("problem_id") is None and default_id is not None:
+        d["problem_id"] = default_id
     if isinstance(d.get("problem_id"), int) and not isinstance(d["problem_id"], bool):
         d["problem_id"] = str(d["problem_id"])
-    if isinstance(d.get("videos"), str):
-        d["videos"] = [d["videos"]]
+    for name in ("videos", "images", "audios"):
+        if isinstance(d.get(name), str):
+            d[name] = [d[name]]
     if d.get("data_type") is None:
-        d["data_type"] = "video" if d.get("videos") else "text"
+        d["data_type"] = ("video" if d.get("videos") else "image" if d.get("images")
+                          else "audio" if d.get("audios") else "text")
+    answer = d.get("answer")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = d["answer"] = str(answer)
+    if isinstance(answer, str) and answer.strip() and "<answer>" not in answer:
+        d["answer"] = f"<answer>{answer.strip()}</answer>"  # EasyR1's bare keys
+    problem = d.get("problem")
+    if d.get("problem_type") is None and isinstance(problem, str) and isinstance(answer, str):
+        letter = re.fullmatch(r"\s*(?:<answer>)?\s*([A-Z])\s*(?:</answer>)?\s*", answer)
+        d["problem_type"] = "multiple choice" if letter and lists_options(problem) else "math"
     label = d.get("problem_type")
     if isinstance(label, str) and label.strip().lower() in RELEASED_CATEGORIES:
         category = RELEASED_CATEGORIES[label.strip().lower()]
@@ -110,7 +127,7 @@ class RecordError(ValueError):
 class Record:
     problem_id: str
     data_type: str
-    videos: list[str]
+    videos: list[str]  # the data_type's media paths live in videos / images / audios
     problem: str
     problem_type: str
     answer: str  # "<answer>B</answer>"
@@ -119,7 +136,15 @@ class Record:
     options: list[str] | None = None
     video_id: str | None = None
     duration: float | None = None
+    images: list[str] | None = None
+    audios: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def media_paths(self) -> list[str]:
+        """The paths of the record's media (its data_type's field; [] for text)."""
+        name = MEDIA_FIELDS[self.data_type]
+        return list(getattr(self, name) or []) if name else []
 
     @property
     def answer_text(self) -> str:
@@ -134,11 +159,12 @@ class Record:
 _KNOWN = {f.name for f in fields(Record)} - {"extra"}
 
 
-def validate_record(d: Mapping[str, Any]) -> Record:
-    """Check a raw record and return it as a `Record`; RecordError on the first problem."""
+def validate_record(d: Mapping[str, Any], default_id: str | None = None) -> Record:
+    """Check a raw record and return it as a `Record`; RecordError on the first problem.
+    `default_id`: the problem_id of a record that has none (EasyR1's files name none)."""
     if not isinstance(d, Mapping):
         raise RecordError(None, "<record>", f"expected a JSON object, got {type(d).__name__}")
-    d = _released_form(d)
+    d = _released_form(d, default_id)
     pid = d.get("problem_id")
 
     def need(name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
@@ -155,11 +181,15 @@ def validate_record(d: Mapping[str, Any]) -> Record:
     data_type = need("data_type", str)
     if data_type not in DATA_TYPES:
         raise RecordError(pid, "data_type", f"must be one of {DATA_TYPES}, got {data_type!r}")
-    videos = need("videos", list, required=data_type == "video") or []
-    if data_type == "video" and not videos:
-        raise RecordError(pid, "videos", "a video record needs at least one video path")
-    if not all(isinstance(v, str) and v for v in videos):
-        raise RecordError(pid, "videos", "every entry must be a non-empty path string")
+    media = {}
+    for name in ("videos", "images", "audios"):
+        needed = MEDIA_FIELDS[data_type] == name
+        media[name] = need(name, list, required=needed) or []
+        if needed and not media[name]:
+            raise RecordError(pid, name, f"a {data_type} record needs at least one path in {name}")
+        if not all(isinstance(v, str) and v for v in media[name]):
+            raise RecordError(pid, name, "every entry must be a non-empty path string")
+    videos = media["videos"]
     problem = need("problem", str)
     if not problem.strip():
         raise RecordError(pid, "problem", "empty")
@@ -206,6 +236,7 @@ def validate_record(d: Mapping[str, Any]) -> Record:
 
     return Record(
         problem_id=pid, data_type=data_type, videos=list(videos), problem=problem,
+        images=media["images"] or None, audios=media["audios"] or None,
         problem_type=problem_type, answer=answer.strip(), reasoning=reasoning, category=category,
         options=list(options) if options is not None else None, video_id=video_id,
         duration=float(duration) if duration is not None else None,
@@ -229,16 +260,43 @@ LISTED_LINES = 50  # refused lines named one by one in the log, per file (all ar
 _NOT_AN_OBJECT = ("<bytes>", "<json>", "<record>")
 
 
+# The media kinds a record of each type puts in its prompt (per path for images).
+TYPE_MEDIA = {"text": (), "image": ("image",), "video": ("video",), "audio": ("audio",),
+              "video+audio": ("video", "audio")}
+
+
+def record_media_kinds(rec: Record) -> list[str]:
+    """The media of a record's prompt, in order: one per image path, else its type's."""
+    if rec.data_type == "image":
+        return ["image"] * len(rec.images or [])
+    return list(TYPE_MEDIA[rec.data_type])
+
+
+def media_problem(media_kinds: tuple[str, ...]) -> Usable:
+    """`usable` for the recipes of a model taking `media_kinds`: a record needing another
+    medium is refused when read (counted with the malformed lines), as is one naming several
+    videos or audio files (the recipes take one per question; only the first would be seen)."""
+
+    def problem(rec: Record) -> tuple[str, str] | None:
+        missing = sorted(set(record_media_kinds(rec)) - set(media_kinds))
+        if missing:
+            takes = ", ".join(media_kinds) or "text only"
+            return "data_type", f"a {rec.data_type} record needs {'+'.join(missing)} input; this model takes {takes}"
+        for name in ("videos", "audios"):
+            paths = getattr(rec, name) or []
+            if len(paths) > 1:
+                return name, (f"{len(paths)} {name}: the recipes take one per question; "
+                              f"give each its own record")
+        return None
+
+    return problem
+
+
 def video_recipe_problem(rec: Record) -> tuple[str, str] | None:
-    """Why the video recipes cannot use a valid record (None: they can): they train and
-    evaluate on one video per question, so a text record, or one naming several videos
-    (only the first would be seen), is refused when read."""
-    if rec.data_type != "video" or not rec.videos:
+    """`media_problem` of a video-only model."""
+    if rec.data_type != "video":
         return "data_type", f"a {rec.data_type} record: the video recipes read video records only"
-    if len(rec.videos) > 1:
-        return "videos", (f"{len(rec.videos)} videos: the recipes take one video per question; "
-                          "give each video its own record")
-    return None
+    return media_problem(("video",))(rec)
 
 
 def read_jsonl(path: str | Path, *, strict: bool = False, skipped: list[SkippedLine] | None = None,
@@ -294,7 +352,7 @@ def read_jsonl_lines(path: str | Path, *, strict: bool = False, skipped: list[Sk
                 continue
             n_lines += 1
             try:
-                line, rec = _line_record(data, seen, usable)
+                line, rec = _line_record(data, seen, usable, default_id=f"{path.stem}-{lineno}")
             except RecordError as err:
                 if strict:
                     raise RecordError(err.problem_id, err.field, err.reason, where=f"{path}:{lineno}") from None
@@ -316,7 +374,8 @@ def read_jsonl_lines(path: str | Path, *, strict: bool = False, skipped: list[Sk
         log.warning("%s: skipped %d of %d records", path, n_bad, n_lines)
 
 
-def _line_record(data: bytes, seen: dict[str, int], usable: Usable | None) -> tuple[str, Record]:
+def _line_record(data: bytes, seen: dict[str, int], usable: Usable | None,
+                 default_id: str | None = None) -> tuple[str, Record]:
     """One line's text and record; RecordError (without the place) when it is refused."""
     try:
         line = data.decode("utf-8")
@@ -327,7 +386,7 @@ def _line_record(data: bytes, seen: dict[str, int], usable: Usable | None) -> tu
         raw = json.loads(line)
     except json.JSONDecodeError as err:
         raise RecordError(None, "<json>", f"not valid JSON ({err.msg} at column {err.colno})") from None
-    rec = validate_record(raw)
+    rec = validate_record(raw, default_id)
     if rec.problem_id in seen:
         raise RecordError(rec.problem_id, "problem_id", f"duplicate of line {seen[rec.problem_id]}")
     problem = usable(rec) if usable is not None else None

@@ -204,10 +204,10 @@ def _evaluate(name: str, model_dir: Path, heldout: Path, mme: Path, out: Path, s
 def _heldout_accuracy(model, path: Path, s: DemoSettings, desc: str, chunk: int = 16) -> dict:
     """The recipes' greedy held-out check (harness.trainer.evaluate), in chunks for a
     progress bar; accuracy and format rate are question-weighted over the chunks."""
-    from harness.data.dataset import SkipLedger, VideoQADataset
+    from harness.data.dataset import QADataset, SkipLedger
     from harness.trainer.evaluate import evaluate_accuracy
 
-    data = VideoQADataset(path, s.frames, SkipLedger(0.1))
+    data = QADataset(path, s.frames, SkipLedger(0.1))
     n = acc = fmt = 0.0
     for lo in tqdm(range(0, len(data), chunk), desc=desc, unit="chunk"):
         part = copy.copy(data)

@@ -8,9 +8,17 @@ from pathlib import Path
 
 import torch
 
-from harness.model.configs import QWEN_PIXELS, check_family_size, qwen_vl_config, vila_configs
+from harness.model.configs import (
+    QWEN_PIXELS,
+    TEXT_FAMILIES,
+    check_family_size,
+    qwen_vl_config,
+    text_llm_config,
+    vila_configs,
+)
 from harness.model.interface import VideoLM
 from harness.model.qwen_vl import QwenVLModel
+from harness.model.text_lm import TEXT_MODEL_TYPES, TextLM
 from harness.model.tokenizer import build_tokenizer
 from harness.model.vila import VilaModel
 
@@ -29,6 +37,10 @@ def init_model(family: str, size: str, seed: int = 0) -> VideoLM:
         if family == "vila":
             vision, llm = vila_configs(size, n)
             model: VideoLM = VilaModel.from_configs(vision, llm, tokenizer)
+        elif family in TEXT_FAMILIES:
+            ids = {"bos_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+                   "pad_token_id": tokenizer.pad_token_id}
+            model = TextLM.from_config(text_llm_config(family, size, n, ids), tokenizer)
         else:
             ids = {
                 "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
@@ -52,18 +64,27 @@ def detect_family(path: str | Path) -> str:
     if (path / "llm").is_dir() and (path / "vision_tower").is_dir():
         return "vila"
     cfg = path / "config.json"
-    if cfg.exists() and json.loads(cfg.read_text()).get("model_type") == "qwen2_5_vl":
-        return "qwen2_5_vl"
+    model_type = json.loads(cfg.read_text()).get("model_type") if cfg.exists() else None
+    if model_type == "qwen2_5_vl" or model_type in TEXT_MODEL_TYPES:
+        return model_type
     raise ValueError(
         f"{path}: not a recognised checkpoint (expected llm/ + vision_tower/ + mm_projector/ "
-        f"for vila, or a config.json with model_type qwen2_5_vl)"
+        f"for vila, or a config.json with model_type qwen2_5_vl, {' or '.join(TEXT_MODEL_TYPES)})"
     )
 
 
+def family_class(family: str) -> type[VideoLM]:
+    check_family_size(family, "tiny")
+    return {"vila": VilaModel, "qwen2_5_vl": QwenVLModel}.get(family, TextLM)
+
+
+def family_media_kinds(family: str) -> tuple[str, ...]:
+    """The media a family's prompts take, known before any model is built."""
+    return family_class(family).media_kinds
+
+
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> VideoLM:
-    family = detect_family(path)
-    cls = VilaModel if family == "vila" else QwenVLModel
-    model = cls.from_pretrained(path, dtype=dtype)
+    model = family_class(detect_family(path)).from_pretrained(path, dtype=dtype)
     model.use_harness_attention()
     return model.eval()
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Qwen2_5_VLConfig, Qwen2Config, SiglipVisionConfig
+from transformers import Qwen2_5_VLConfig, Qwen2Config, Qwen3Config, SiglipVisionConfig
 
 SIZES = ("tiny", "toy", "small", "7b", "perf")
-FAMILIES = ("vila", "qwen2_5_vl")
+TEXT_FAMILIES = ("qwen2", "qwen3")  # text-only causal LMs (Qwen2.5, Qwen3)
+FAMILIES = ("vila", "qwen2_5_vl", *TEXT_FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -153,3 +154,32 @@ def qwen_vl_config(size: str, tokenizer_len: int, token_ids: dict[str, int]) -> 
         vision_end_token_id=token_ids["vision_end_token_id"],
         tie_word_embeddings=False,
     )
+
+
+# --- qwen2 / qwen3 (text only) ---------------------------------------------------------------
+
+# Qwen3-8B's published shape (hf Qwen/Qwen3-8B config.json): the `7b` entry of `qwen3`;
+# `qwen2`'s `7b` is Qwen2.5-7B (the LLM above).
+_QWEN3_8B = dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                 num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+                 rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})
+
+
+def text_llm_config(family: str, size: str, tokenizer_len: int, token_ids: dict[str, int]) -> Qwen2Config | Qwen3Config:
+    """A text-only Qwen2 / Qwen3 causal LM's config at a named size. `token_ids`: ids of
+    `bos_token_id`, `eos_token_id`, `pad_token_id`. Qwen3 differs by its per-head q/k RMS
+    norms and explicit head_dim; toy sizes keep both."""
+    check_family_size(family, size)
+    if family not in TEXT_FAMILIES:
+        raise ValueError(f"{family} is not a text-only family ({TEXT_FAMILIES})")
+    if size == "perf":
+        raise ValueError("model size 'perf' is defined for the vila family only (LongVILA-7B's ratios)")
+    s = _LLM[size]
+    shape = dict(hidden_size=s.hidden, intermediate_size=s.intermediate, num_hidden_layers=s.layers,
+                 num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
+                 max_position_embeddings=s.max_positions,
+                 rope_parameters={"rope_type": "default", "rope_theta": s.rope_theta})
+    if family == "qwen3":
+        shape = _QWEN3_8B if size == "7b" else {**shape, "head_dim": s.hidden // s.heads}
+    common = dict(vocab_size=_vocab(size, tokenizer_len), tie_word_embeddings=False, **token_ids)
+    return (Qwen3Config if family == "qwen3" else Qwen2Config)(**shape, **common)

@@ -1,14 +1,16 @@
-"""The one interface both model families implement.
+"""The one interface every model family implements, for text alone and for prompts that
+hold media (`media_kinds`: "image", "video", "audio"; none for the text-only families).
 
-A video goes through three steps, kept apart so that MR-SP can split and cache them:
+A medium goes through three steps, kept apart so that MR-SP can split and cache them
+(described for video; an image is a one-unit video, audio is cut into units of time):
 
 1. `preprocess(frames, timestamps)` -> `VideoPixels`: resize/normalise/patchify into
    *units* that are encoded independently (a frame for `vila`; a temporal patch of two
    frames for `qwen2_5_vl`). Units are the grain at which frames are split across ranks.
-2. `encode_video(pixels)` -> `VideoEmbeds` with `[U, T, D]` rows (T tokens per unit).
+2. `encode_video(pixels)` -> `MediaEmbeds` with `[U, T, D]` rows (T tokens per unit).
    Encoding a subset of units gives exactly those rows of encoding all of them.
-3. `build_prompt(input_ids, video)` -> `PromptEmbeds`: the prompt's text
-   embeddings with the video's rows spliced in at the single video placeholder, plus the
+3. `build_prompt(input_ids, media)` -> `PromptEmbeds`: the prompt's text embeddings with
+   each medium's rows spliced in at its placeholder (one per medium, in order), plus the
    positions the LLM must use (1-D or 3-D), computed on the full sequence.
 
 Responses are scored by `model/batch.py` (packed rows) and `response_logprobs` (one
@@ -29,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from harness.errors import HarnessError
 from harness.model.positions import next_positions
 from harness.model.tokenizer import VIDEO_TOKEN
 from harness.parallel.encode import encode_split
@@ -46,13 +49,17 @@ class VideoPixels:
         return VideoPixels(self.units[start:end], self.num_frames, self.seconds_per_unit, self.grid_hw)
 
 
+MEDIA_KINDS = ("image", "video", "audio")
+
+
 @dataclass
-class VideoEmbeds:
-    """What encoding one video yields, and all `build_prompt` needs (the cached object)."""
+class MediaEmbeds:
+    """What encoding one medium yields, and all `build_prompt` needs (the cached object)."""
 
     embeds: torch.Tensor  # [U, T, D]
     grid_hw: tuple[int, int]  # token grid of one unit as the LLM sees it; T = h * w
-    seconds_per_unit: float
+    seconds_per_unit: float  # image: 0 (one unit, no time axis)
+    kind: str = "video"  # one of MEDIA_KINDS
 
     @property
     def num_tokens(self) -> int:
@@ -63,8 +70,8 @@ class VideoEmbeds:
 class PromptEmbeds:
     embeds: torch.Tensor  # [L, D]
     positions: torch.Tensor  # [L] (1-D RoPE) or [3, L] (M-RoPE)
-    input_ids: torch.Tensor  # [L]; video rows carry the video placeholder id
-    video_span: tuple[int, int]  # [start, end) of the video rows
+    input_ids: torch.Tensor  # [L]; a medium's rows carry its placeholder id
+    spans: tuple[tuple[str, int, int], ...] = ()  # (kind, start, end) of each medium's rows, in order
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -76,37 +83,58 @@ def mean_spacing(timestamps: np.ndarray) -> float:
     return float((ts[-1] - ts[0]) / (len(ts) - 1)) if len(ts) > 1 else 1.0
 
 
-def splice_video(
-    input_ids: torch.Tensor, text_embeds: torch.Tensor, video_embeds: torch.Tensor, video_id: int
-) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-    """Replace the single `video_id` placeholder by the video's rows.
+def splice_media(
+    input_ids: torch.Tensor, text_embeds: torch.Tensor, media: list[tuple[str, int, torch.Tensor]],
+    placeholder_ids: Mapping[str, int],
+) -> tuple[torch.Tensor, torch.Tensor, tuple[tuple[str, int, int], ...]]:
+    """Replace each medium's placeholder by its rows.
 
-    input_ids [L], text_embeds [L, D], video_embeds [V, D] -> (ids [L-1+V], embeds
-    [L-1+V, D], span). Exactly one placeholder is required: a missing or doubled one would
-    silently give a prompt without video or with the wrong one.
+    input_ids [L], text_embeds [L, D], media: (kind, placeholder id, rows [V, D]) in prompt
+    order; `placeholder_ids`: every kind's placeholder id of the family. The placeholders
+    found must be exactly the media given, kind by kind: a missing, doubled or misplaced one
+    would silently give a prompt without a medium or with the wrong one.
+    -> (ids [L'], embeds [L', D], spans).
     """
-    (where,) = (input_ids == video_id).nonzero(as_tuple=True)
-    if where.numel() != 1:
-        raise ValueError(f"prompt must hold exactly one video placeholder, found {where.numel()}")
-    i = int(where[0])
-    v = video_embeds.shape[0]
-    ids = torch.cat([input_ids[:i], input_ids.new_full((v,), video_id), input_ids[i + 1 :]])
-    embeds = torch.cat([text_embeds[:i], video_embeds.to(text_embeds.dtype), text_embeds[i + 1 :]])
-    return ids, embeds, (i, i + v)
+    is_placeholder = torch.zeros_like(input_ids, dtype=torch.bool)
+    for pid in set(placeholder_ids.values()):
+        is_placeholder |= input_ids == pid
+    (where,) = is_placeholder.nonzero(as_tuple=True)
+    found = [int(input_ids[i]) for i in where]
+    wanted = [pid for _, pid, _ in media]
+    if found != wanted:
+        names = {v: k for k, v in placeholder_ids.items()}
+        raise ValueError(f"prompt's media placeholders {[names[i] for i in found]} do not match the media "
+                         f"given {[kind for kind, _, _ in media]}")
+    ids, embeds, spans, cursor, length = [], [], [], 0, 0
+    for i, (kind, pid, rows) in zip(where.tolist(), media, strict=True):
+        ids += [input_ids[cursor:i], input_ids.new_full((rows.shape[0],), pid)]
+        embeds += [text_embeds[cursor:i], rows.to(text_embeds.dtype)]
+        start = length + i - cursor
+        spans.append((kind, start, start + rows.shape[0]))
+        length, cursor = start + rows.shape[0], i + 1
+    ids.append(input_ids[cursor:])
+    embeds.append(text_embeds[cursor:])
+    return torch.cat(ids), torch.cat(embeds), tuple(spans)
 
 
 class VideoLM(nn.Module, ABC):
     """Common base: the family-specific parts are preprocessing, encoding, the prompt's
-    positions, and saving. Scoring and generation are shared."""
+    positions, and saving. Scoring and generation are shared. A family that takes no
+    video (`media_kinds` without "video") leaves the video methods to raise."""
 
     family: str
     tokenizer: object
+    media_kinds: tuple[str, ...] = ("video",)  # the media a prompt of this family may hold
 
-    @abstractmethod
+    def _no_medium(self, kind: str) -> HarnessError:
+        return HarnessError(f"the {self.family} family takes no {kind} input (it takes "
+                            f"{', '.join(self.media_kinds) or 'text only'})")
+
     def preprocess(self, frames: np.ndarray, timestamps: np.ndarray,
                    frame_seconds: float | None = None) -> VideoPixels:
         """`frame_seconds`: seconds each frame stands for (`VideoClip.frame_seconds`);
         default the timestamps' mean spacing."""
+        raise self._no_medium("video")
 
     # Units per vision-tower call. The tower keeps every layer's hidden states of a call
     # (the feature is read from an inner layer), so one call over thousands of frames would
@@ -120,49 +148,65 @@ class VideoLM(nn.Module, ABC):
             return self.encode_unit_block(pixels)
         return torch.cat([self.encode_unit_block(pixels.select(a, min(a + step, u))) for a in range(0, u, step)])
 
-    @abstractmethod
     def encode_unit_block(self, pixels: VideoPixels) -> torch.Tensor:
         """[U, T, D] embeddings of the given units in one tower call."""
+        raise self._no_medium("video")
 
-    @abstractmethod
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
         """(rows, cols) of one unit's tokens as the LLM sees them."""
+        raise self._no_medium("video")
 
-    @abstractmethod
     def encoder_settings(self) -> dict:
-        """Everything besides the vision weights that decides a video's embeddings from its
-        frames (resizing, normalisation, pooling, the tower's config), JSON-serialisable: part
+        """Everything besides the encoder weights that decides a medium's embeddings from its
+        samples (resizing, normalisation, pooling, the tower's config), JSON-serialisable: part
         of the on-disk embedding cache's key (harness/trainer/videos.py)."""
+        raise self._no_medium("video")
 
-    def encode_video(self, pixels: VideoPixels) -> VideoEmbeds:
-        return VideoEmbeds(self.encode_units(pixels), self.token_grid(pixels), pixels.seconds_per_unit)
+    def encode_video(self, pixels: VideoPixels) -> MediaEmbeds:
+        return MediaEmbeds(self.encode_units(pixels), self.token_grid(pixels), pixels.seconds_per_unit)
+
+    def encode_image(self, image: np.ndarray) -> MediaEmbeds:
+        """One image [H, W, 3] uint8 -> its embeddings (kind "image")."""
+        raise self._no_medium("image")
+
+    def placeholder_id(self, kind: str) -> int:
+        """The token id that stands for a medium of `kind` in a prompt."""
+        if kind != "video" or "video" not in self.media_kinds:
+            raise self._no_medium(kind)
+        return self.video_token_id
 
     @abstractmethod
-    def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:
-        """Positions [L] or [3, L] of a prompt whose video rows are already spliced in."""
+    def prompt_positions(self, input_ids: torch.Tensor, media: list[MediaEmbeds],
+                         spans: tuple[tuple[str, int, int], ...]) -> torch.Tensor:
+        """Positions [L] or [3, L] of a prompt whose media rows are already spliced in at
+        `spans` (one per medium, in order)."""
 
-    def build_prompt(self, input_ids: torch.Tensor, video: VideoEmbeds) -> PromptEmbeds:
-        """input_ids [L] with one video placeholder -> the LLM's input for this prompt."""
+    def build_prompt(self, input_ids: torch.Tensor,
+                     media: MediaEmbeds | list[MediaEmbeds] | tuple = ()) -> PromptEmbeds:
+        """input_ids [L] with one placeholder per medium (in order) -> the LLM's input."""
+        media = [media] if isinstance(media, MediaEmbeds) else list(media)
         input_ids = input_ids.cpu()  # token bookkeeping stays on the host
         text = self.embed_tokens(input_ids.to(self.device))  # [L, D]
-        flat = self.video_rows(video, text)  # [V, D]
-        ids, embeds, span = splice_video(input_ids.to(text.device), text, flat, self.video_token_id)
+        placeholders = {kind: self.placeholder_id(kind) for kind in self.media_kinds}
+        rows = [(m.kind, self.placeholder_id(m.kind), self.media_rows(m, text)) for m in media]
+        ids, embeds, spans = splice_media(input_ids.to(text.device), text, rows, placeholders)
         ids = ids.cpu()
-        positions = self.prompt_positions(ids, video).to(text.device)
-        return PromptEmbeds(embeds, positions, ids, span)
+        positions = self.prompt_positions(ids, media, spans).to(text.device)
+        return PromptEmbeds(embeds, positions, ids, spans)
 
-    def video_rows(self, video: VideoEmbeds, text_embeds: torch.Tensor) -> torch.Tensor:
-        """The rows that replace the video placeholder: [U*T, D] here; `vila` adds each
+    def media_rows(self, medium: MediaEmbeds, text_embeds: torch.Tensor) -> torch.Tensor:
+        """The rows that replace a medium's placeholder: [U*T, D] here; `vila` adds each
         frame's end-token embedding (formed from the current text embeddings, so a cached
         video stays exact while the LLM trains)."""
-        return video.embeds.reshape(-1, video.embeds.shape[-1]).to(text_embeds.device)
+        return medium.embeds.reshape(-1, medium.embeds.shape[-1]).to(text_embeds.device)
 
     @abstractmethod
     def save_pretrained(self, out: str | Path) -> None: ...
 
     # --- what a rollout engine holding its own weights (vLLM) needs of the family ---------
-    # "prompt_embeds": vLLM runs `rollout_llm` on each prompt's rows; "video_embeds": vLLM's
-    # own multimodal model takes the token ids and the cached video rows.
+    # "prompt_embeds": vLLM runs `rollout_llm` on each prompt's rows; "media_embeds": vLLM's
+    # own multimodal model takes the token ids and the cached media rows; "token_ids": a
+    # text-only family, vLLM takes the prompt's token ids.
     rollout_inputs: str
     rollout_module: str  # the vLLM module that builds this family (it must import)
 
@@ -175,6 +219,11 @@ class VideoLM(nn.Module, ABC):
     def rollout_weights(self, state: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
         """The tensors of `state` (this model's whole state dict) that vLLM holds, under
         `rollout_llm`'s checkpoint names."""
+
+    @property
+    def rollout_media_limits(self) -> dict[str, int]:
+        """Media per prompt vLLM is built for ("media_embeds" families)."""
+        return {kind: 1 if kind in self.media_kinds else 0 for kind in MEDIA_KINDS}
 
     @abstractmethod
     def rollout_request(self, prompt: PromptEmbeds) -> dict:
@@ -197,9 +246,10 @@ class VideoLM(nn.Module, ABC):
     @abstractmethod
     def lm_head(self) -> nn.Module: ...
 
-    @abstractmethod
     def vision_modules(self) -> tuple[nn.Module, nn.Module]:
-        """(vision tower, projector): the parts frozen during RL by default."""
+        """(vision tower, projector): the parts frozen during RL by default. A text-only
+        family has none: two modules without parameters."""
+        return nn.Module(), nn.Module()
 
     def set_trainable(self, *, vision: bool, projector: bool, llm: bool = True) -> None:
         tower, projector_module = self.vision_modules()
@@ -224,6 +274,8 @@ class VideoLM(nn.Module, ABC):
         only in training mode with gradients on, so scoring and rollout passes are unchanged."""
         tower, _ = self.vision_modules()
         for module in (self.language_model, tower):
+            if not any(True for _ in module.parameters()):
+                continue  # a text-only family's empty tower
             if on:
                 module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             else:
@@ -274,18 +326,27 @@ class VideoLM(nn.Module, ABC):
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.language_model.get_input_embeddings()(ids)
 
-    def chat_prompt_ids(self, question: str, system: str | None = None) -> torch.Tensor:
-        """Token ids of a one-turn chat with the video before the question, ending with the
-        assistant header, ready for `build_prompt`."""
+    def chat_prompt_ids(self, question: str | list[dict], system: str | None = None,
+                        media: tuple[str, ...] | list[str] = ("video",)) -> torch.Tensor:
+        """Token ids of a one-turn chat with the media (kinds, in order) before the question,
+        ending with the assistant header, ready for `build_prompt`. `question` may instead be
+        the user content itself, a list of {"type": "text" | "image" ...} items (`media`
+        then empty): images placed inside the text."""
         messages = [{"role": "system", "content": system}] if system else []
-        messages.append(
-            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}
-        )
+        if isinstance(question, list):
+            if media:
+                raise ValueError("give the media either inside the content list or in `media`, not both")
+            messages.append({"role": "user", "content": question})
+        elif media:
+            content = [{"type": kind} for kind in media] + [{"type": "text", "text": question}]
+            messages.append({"role": "user", "content": content})
+        else:
+            messages.append({"role": "user", "content": question})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # [L]
 
     def encode_frames(self, frames: np.ndarray, timestamps: np.ndarray, frame_seconds: float | None = None,
-                      group: dist.ProcessGroup | None = None) -> VideoEmbeds:
+                      group: dist.ProcessGroup | None = None) -> MediaEmbeds:
         """One whole video: preprocess + encode; with `group` its units are split over the
         group's ranks and every rank gets all the embeddings (MR-SP stage 1)."""
         pixels = self.preprocess(frames, timestamps, frame_seconds)
@@ -293,7 +354,23 @@ class VideoLM(nn.Module, ABC):
             return self.encode_video(pixels)
         embeds = encode_split(pixels.units.shape[0], lambda a, b: self.encode_units(pixels.select(a, b)),
                               group)  # [U, T, D]
-        return VideoEmbeds(embeds, self.token_grid(pixels), pixels.seconds_per_unit)
+        return MediaEmbeds(embeds, self.token_grid(pixels), pixels.seconds_per_unit)
+
+    def encode_medium(self, kind: str, data, group: dist.ProcessGroup | None = None) -> MediaEmbeds:
+        """One decoded medium's embeddings: a `VideoClip`, an image [H, W, 3] uint8 or an
+        `AudioClip`. `group`: split a video's (or audio's) units over its ranks; an image is
+        encoded whole on every rank (one unit)."""
+        if kind not in self.media_kinds:
+            raise self._no_medium(kind)
+        if kind == "video":
+            return self.encode_frames(data.frames, data.timestamps, data.frame_seconds, group)
+        if kind == "image":
+            return self.encode_image(data)
+        return self.encode_audio(data, group)
+
+    def encode_audio(self, clip, group: dist.ProcessGroup | None = None) -> MediaEmbeds:
+        """An `AudioClip`'s embeddings (kind "audio")."""
+        raise self._no_medium("audio")
 
     # --- scoring -----------------------------------------------------------------------
 

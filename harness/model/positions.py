@@ -31,8 +31,7 @@ def mrope_positions(
     """3-D positions [3, L] for one sequence holding at most one contiguous video span.
 
     `video_grid`: (units, rows, cols) of the video's tokens as the LLM sees them (after the
-    spatial merge). `time_interval`: temporal position step per unit
-    (= tokens_per_second * seconds per unit); truncated to int per unit as Qwen does.
+    spatial merge); a unit's time index is int(u * seconds_per_unit * tokens_per_second).
     """
     (idx,) = (input_ids == video_token_id).nonzero(as_tuple=True)
     length = input_ids.shape[0]
@@ -45,13 +44,34 @@ def mrope_positions(
             f"video tokens must form one span of {t}x{h}x{w}={t * h * w}; "
             f"found {idx.numel()} tokens spanning [{start}, {end})"
         )
-    before = linear_positions(start).expand(3, -1)  # [3, start]
-    tt = (torch.arange(t) * seconds_per_unit * tokens_per_second).long()
-    grid_t, grid_h, grid_w = torch.meshgrid(tt, torch.arange(h), torch.arange(w), indexing="ij")
-    video = torch.stack([grid_t, grid_h, grid_w]).reshape(3, -1) + start  # [3, t*h*w]
-    resume = int(video.max()) + 1
-    after = linear_positions(length - end, resume).expand(3, -1)  # [3, L-end]
-    return torch.cat([before, video, after], dim=1)  # [3, L]
+    return mrope_segments(length, [(start, video_grid, seconds_per_unit, tokens_per_second)])
+
+
+def mrope_segments(
+    length: int, segments: list[tuple[int, tuple[int, int, int], float, float]]
+) -> torch.Tensor:
+    """3-D positions [3, L] of a sequence with any number of image / video spans.
+
+    `segments`: (start, (units, rows, cols), seconds_per_unit, tokens_per_second) per span,
+    in order and not overlapping. Text advances all three axes; a span's tokens take
+    (time, row, column) offsets from the position after the text before it; text after a
+    span resumes at the span's largest position + 1. An image is one unit (time index 0).
+    """
+    parts, cursor, nxt = [], 0, 0
+    for start, (t, h, w), seconds_per_unit, tokens_per_second in segments:
+        if start < cursor:
+            raise ValueError(f"media spans overlap or are out of order at token {start}")
+        parts.append(linear_positions(start - cursor, nxt).expand(3, -1))  # [3, text]
+        nxt += start - cursor
+        tt = (torch.arange(t) * seconds_per_unit * tokens_per_second).long()
+        grid_t, grid_h, grid_w = torch.meshgrid(tt, torch.arange(h), torch.arange(w), indexing="ij")
+        span = torch.stack([grid_t, grid_h, grid_w]).reshape(3, -1) + nxt  # [3, t*h*w]
+        parts.append(span)
+        nxt, cursor = int(span.max()) + 1, start + t * h * w
+    if cursor > length:
+        raise ValueError(f"media spans end at token {cursor}, past the sequence's {length}")
+    parts.append(linear_positions(length - cursor, nxt).expand(3, -1))
+    return torch.cat(parts, dim=1)  # [3, L]
 
 
 def next_positions(positions: torch.Tensor, count: int) -> torch.Tensor:

@@ -19,8 +19,8 @@ from torch import nn
 from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from harness.data.video import patchify_qwen
-from harness.model.interface import PromptEmbeds, VideoEmbeds, VideoLM, VideoPixels, mean_spacing
-from harness.model.positions import mrope_positions
+from harness.model.interface import MediaEmbeds, PromptEmbeds, VideoLM, VideoPixels, mean_spacing
+from harness.model.positions import mrope_segments
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,14 @@ def video_frame_max_pixels(num_frames: int, min_pixels: int, max_pixels: int, to
     return int(max(min(max_pixels, total_pixels / num_frames * FRAME_FACTOR), int(min_pixels * 1.05)))
 
 
+IMAGE_TOKEN = "<|image_pad|>"
+# Images per prompt the vLLM engine is built for (vLLM reserves memory per item).
+MAX_IMAGES_PER_PROMPT = 8
+
+
 class QwenVLModel(VideoLM):
     family = "qwen2_5_vl"
+    media_kinds = ("image", "video")
 
     def __init__(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer, preprocess_cfg: dict):
         super().__init__()
@@ -105,6 +111,25 @@ class QwenVLModel(VideoLM):
         return {"family": self.family, "preprocess": self.preprocess_cfg, "video_pixels": list(self.video_pixels),
                 "tower": self._vision.to_diff_dict()}
 
+    def placeholder_id(self, kind: str) -> int:
+        if kind == "image":
+            return self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        return super().placeholder_id(kind)
+
+    def encode_image(self, image: np.ndarray) -> MediaEmbeds:
+        """An image as Qwen2-VL's image processor sees it: resized within the checkpoint's
+        image bounds (`min_pixels` / `max_pixels`) and repeated over one temporal patch, so
+        it is one unit of the video path."""
+        v, p = self._vision, self.preprocess_cfg
+        pixels, (t, h, w) = patchify_qwen(
+            image[None], patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size,
+            merge_size=v.spatial_merge_size, min_pixels=int(p.get("min_pixels", VIDEO_MIN_PIXELS)),
+            max_pixels=int(p.get("max_pixels", VIDEO_MAX_PIXELS)),
+            mean=tuple(p.get("image_mean", CLIP_MEAN)), std=tuple(p.get("image_std", CLIP_STD)),
+        )  # [h*w, K], t == 1
+        unit = VideoPixels(pixels.reshape(t, h * w, -1), 1, 0.0, (h, w))
+        return MediaEmbeds(self.encode_units(unit), self.token_grid(unit), 0.0, kind="image")
+
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
         h, w = pixels.grid_hw
         m = self._vision.spatial_merge_size
@@ -121,15 +146,15 @@ class QwenVLModel(VideoLM):
         out = visual(flat, grid_thw=grid).pooler_output  # [U*h*w/m^2, D]
         return out.reshape(u, -1, out.shape[-1])  # [U, T, D]
 
-    def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:
-        u = video.embeds.shape[0]
-        return mrope_positions(
-            input_ids, self.video_token_id, (u, *video.grid_hw),
-            video.seconds_per_unit, self._vision.tokens_per_second,
-        )  # [3, L]
+    def prompt_positions(self, input_ids: torch.Tensor, media: list[MediaEmbeds],
+                         spans: tuple[tuple[str, int, int], ...]) -> torch.Tensor:
+        tps = self._vision.tokens_per_second
+        segments = [(start, (m.embeds.shape[0], *m.grid_hw), m.seconds_per_unit, tps)
+                    for m, (_, start, _) in zip(media, spans, strict=True)]
+        return mrope_segments(input_ids.shape[0], segments)  # [3, L]
 
     # --- vLLM: its own Qwen2.5-VL, fed the token ids and the cached video rows ----------
-    rollout_inputs = "video_embeds"
+    rollout_inputs = "media_embeds"
     rollout_module = "vllm.model_executor.models.qwen2_5_vl"
 
     @property
@@ -141,31 +166,50 @@ class QwenVLModel(VideoLM):
         inner = ((k.removeprefix("model."), v) for k, v in state.items() if k.startswith("model."))
         return [(k, v) for k, v in inner if not k.startswith("model.visual.")]
 
+    @property
+    def rollout_media_limits(self) -> dict[str, int]:
+        return {"video": 1, "image": MAX_IMAGES_PER_PROMPT}
+
     def rollout_request(self, prompt: PromptEmbeds) -> dict:
-        """The prompt's ids with the video rows folded back into one placeholder, and the
-        rows as `video_embeds` with the grid vLLM needs for its M-RoPE positions; those must
-        be the trainer's (checked against vLLM 0.32's rule, `vllm_mrope_positions`)."""
-        start, end = prompt.video_span
+        """The prompt's ids with each medium's rows folded back into one placeholder, and the
+        rows as `image_embeds` / `video_embeds` with the grids vLLM needs for its M-RoPE
+        positions; those must be the trainer's (checked against vLLM 0.32's rule,
+        `vllm_mrope_positions`)."""
         pos = prompt.positions.cpu()  # [3, L]
-        rows = int(pos[1, start:end].max() - pos[1, start]) + 1
-        cols = int(pos[2, start:end].max() - pos[2, start]) + 1
-        units = (end - start) // (rows * cols)
         vision = self.model.config.vision_config  # what vLLM reads from the written config
-        # vLLM's time index of unit u is int(u * second_per_grid_ts * tokens_per_second); this
-        # value reproduces the last unit's, and the check below covers every other position.
-        last_t = int(pos[0, end - 1] - pos[0, start])
-        seconds = (last_t + 0.5) / (max(units - 1, 1) * vision.tokens_per_second)
-        expected = vllm_mrope_positions(pos.shape[1], start, units, rows, cols, seconds * vision.tokens_per_second)
-        if not torch.equal(pos, expected):
-            raise ValueError("vLLM would compute different M-RoPE positions for this prompt than the trainer uses")
-        ids = torch.cat([prompt.input_ids[:start], prompt.input_ids[start : start + 1], prompt.input_ids[end:]])
         merge = vision.spatial_merge_size
-        video = {
-            "video_embeds": prompt.embeds[start:end].detach(),  # [U*h*w, D]
-            "video_grid_thw": torch.tensor([[units, rows * merge, cols * merge]]),
-            "second_per_grid_ts": torch.tensor([seconds]),
-        }
-        return {"prompt_token_ids": ids.tolist(), "multi_modal_data": {"video": video}}
+        segments, parts, cursor = [], [], 0
+        data: dict[str, dict[str, list]] = {}
+        for kind, start, end in prompt.spans:
+            rows = int(pos[1, start:end].max() - pos[1, start]) + 1
+            cols = int(pos[2, start:end].max() - pos[2, start]) + 1
+            units = (end - start) // (rows * cols)
+            entry = data.setdefault(kind, {"embeds": [], "grid": [], "seconds": []})
+            entry["embeds"].append(prompt.embeds[start:end].detach())  # [U*h*w, D]
+            entry["grid"].append([units, rows * merge, cols * merge])
+            t_factor = 1.0
+            if kind == "video":
+                # vLLM's time index of unit u is int(u * second_per_grid_ts * tokens_per_second);
+                # this value reproduces the last unit's, the check below covers the rest.
+                last_t = int(pos[0, end - 1] - pos[0, start])
+                seconds = (last_t + 0.5) / (max(units - 1, 1) * vision.tokens_per_second)
+                entry["seconds"].append(seconds)
+                t_factor = seconds * vision.tokens_per_second
+            segments.append((start, units, rows, cols, t_factor))
+            parts += [prompt.input_ids[cursor : start + 1]]  # the text before + one placeholder
+            cursor = end
+        parts.append(prompt.input_ids[cursor:])
+        if not torch.equal(pos, vllm_mrope_positions(pos.shape[1], segments)):
+            raise ValueError("vLLM would compute different M-RoPE positions for this prompt than the trainer uses")
+        mm = {}
+        if "image" in data:
+            mm["image"] = {"image_embeds": torch.cat(data["image"]["embeds"]),
+                           "image_grid_thw": torch.tensor(data["image"]["grid"])}
+        if "video" in data:
+            mm["video"] = {"video_embeds": torch.cat(data["video"]["embeds"]),
+                           "video_grid_thw": torch.tensor(data["video"]["grid"]),
+                           "second_per_grid_ts": torch.tensor(data["video"]["seconds"])}
+        return {"prompt_token_ids": torch.cat(parts).tolist(), "multi_modal_data": mm}
 
     def write_rollout_files(self, folder: str | Path) -> None:
         super().write_rollout_files(folder)
@@ -219,13 +263,17 @@ class QwenVLModel(VideoLM):
         return cls(Qwen2_5_VLForConditionalGeneration(config), tokenizer, preprocess_cfg)
 
 
-def vllm_mrope_positions(length: int, start: int, units: int, rows: int, cols: int, t_factor: float) -> torch.Tensor:
-    """vLLM 0.32's Qwen2.5-VL M-RoPE rule (`get_mrope_input_positions`) for one prompt with
-    one video span at `start`: [3, L] positions."""
-    before = torch.arange(start).expand(3, -1)
-    t, h, w = torch.meshgrid(torch.arange(units), torch.arange(rows), torch.arange(cols), indexing="ij")
-    t = (t.double() * t_factor).long() if t_factor != 1.0 else t
-    video = torch.stack([t, h, w]).reshape(3, -1) + start  # [3, U*h*w]
-    end = start + units * rows * cols
-    after = torch.arange(length - end).expand(3, -1) + int(video.max()) + 1
-    return torch.cat([before, video, after], dim=1)  # [3, L]
+def vllm_mrope_positions(length: int, segments: list[tuple[int, int, int, int, float]]) -> torch.Tensor:
+    """vLLM 0.32's Qwen2.5-VL M-RoPE rule (`get_mrope_input_positions`) for one prompt whose
+    media spans are (start, units, rows, cols, t_factor), in order: [3, L] positions."""
+    parts, cursor, nxt = [], 0, 0
+    for start, units, rows, cols, t_factor in segments:
+        parts.append(torch.arange(start - cursor).expand(3, -1) + nxt)
+        nxt += start - cursor
+        t, h, w = torch.meshgrid(torch.arange(units), torch.arange(rows), torch.arange(cols), indexing="ij")
+        t = (t.double() * t_factor).long() if t_factor != 1.0 else t
+        span = torch.stack([t, h, w]).reshape(3, -1) + nxt  # [3, U*h*w]
+        parts.append(span)
+        nxt, cursor = int(span.max()) + 1, start + units * rows * cols
+    parts.append(torch.arange(length - cursor).expand(3, -1) + nxt)
+    return torch.cat(parts, dim=1)  # [3, L]

@@ -36,8 +36,8 @@ VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
 
 # Qwen2.5-VL's chat template, reduced to what the harness uses: string content, or a list
-# of {"type": "video"} / {"type": "text", "text": ...} items; a video renders as one
-# placeholder between vision markers (the model expands it to the video's tokens).
+# of {"type": "video"} / {"type": "image"} / {"type": "text", "text": ...} items; a medium
+# renders as one placeholder between vision markers (the model expands it to its tokens).
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"
@@ -47,6 +47,7 @@ CHAT_TEMPLATE = (
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for item in message['content'] %}"
     "{% if item['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
     "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
     "<|im_end|>\n"

@@ -41,7 +41,7 @@ from torch import nn
 from transformers import AutoTokenizer, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from harness.data.video import preprocess_siglip
-from harness.model.interface import PromptEmbeds, VideoEmbeds, VideoLM, VideoPixels, mean_spacing
+from harness.model.interface import MediaEmbeds, PromptEmbeds, VideoLM, VideoPixels, mean_spacing
 from harness.model.positions import linear_positions
 from harness.model.vila_config import (
     MEDIA_TOKENS,
@@ -159,9 +159,9 @@ class VilaModel(VideoLM):
         tokens = self.mm_projector(feats.reshape(u * t, side, side, -1))  # [U*t, T, D]
         return _tsp_pool(tokens, u, self.spec.video_encoder.pool)  # [U, T', D]
 
-    def video_rows(self, video: VideoEmbeds, text_embeds: torch.Tensor) -> torch.Tensor:
+    def media_rows(self, medium: MediaEmbeds, text_embeds: torch.Tensor) -> torch.Tensor:
         """Each unit's tokens between its start and end text embeddings, flattened."""
-        rows = video.embeds.to(text_embeds.device, text_embeds.dtype)  # [U, T, D]
+        rows = medium.embeds.to(text_embeds.device, text_embeds.dtype)  # [U, T, D]
         start, end = self._marker_ids
         parts = [self._marker(start, rows), rows, self._marker(end, rows)]
         return torch.cat([p for p in parts if p is not None], dim=1).reshape(-1, rows.shape[-1])
@@ -180,14 +180,21 @@ class VilaModel(VideoLM):
         tokens = torch.tensor(ids, device=rows.device)  # [E]
         return self.embed_tokens(tokens).to(rows.dtype).expand(rows.shape[0], -1, -1)  # [U, E, D]
 
-    def prompt_positions(self, input_ids: torch.Tensor, video: VideoEmbeds) -> torch.Tensor:
+    def prompt_positions(self, input_ids: torch.Tensor, media: list[MediaEmbeds],
+                         spans: tuple[tuple[str, int, int], ...]) -> torch.Tensor:
         return linear_positions(input_ids.shape[0])  # [L]
 
-    def chat_prompt_ids(self, question: str, system: str | None = None) -> torch.Tensor:
+    def chat_prompt_ids(self, question: str | list[dict], system: str | None = None,
+                        media: tuple[str, ...] | list[str] = ("video",)) -> torch.Tensor:
+        if isinstance(question, list):
+            raise self._no_medium("image")  # content lists place images
+        if tuple(media) not in ((), ("video",)):
+            raise self._no_medium("+".join(media))  # one video per prompt at most
         if self.spec.prompt_format == "harness-v0":
-            return super().chat_prompt_ids(question, system)
+            return super().chat_prompt_ids(question, system, media)
         messages = [{"role": "system", "content": system}] if system else []
-        messages.append({"role": "user", "content": (MEDIA_TOKENS["video"] + question).strip()})
+        video = MEDIA_TOKENS["video"] if media else ""
+        messages.append({"role": "user", "content": (video + question).strip()})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         dropped = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
         ids = [i for i in self.tokenizer(text)["input_ids"] if i not in dropped]

@@ -12,9 +12,10 @@ request for a prompt; this engine knows no family.
   `[L, D]` rows `build_prompt` made (text embeddings with the cached video rows spliced in).
   vLLM uses positions 0..L-1 for such a prompt, which is exactly the `vila` rule; that is
   checked per prompt rather than assumed.
+- text-only families (`qwen2`, `qwen3`): vLLM's own causal LM; a prompt is its token ids.
 - `qwen2_5_vl`: vLLM's own Qwen2.5-VL with `enable_mm_embeds=True`; a prompt is the token
-  ids with a single `<|video_pad|>` plus `{"video_embeds", "video_grid_thw",
-  "second_per_grid_ts"}`, from which vLLM computes the same M-RoPE positions as
+  ids with a single `<|video_pad|>` / `<|image_pad|>` per medium plus `{"video_embeds",
+  "video_grid_thw", "second_per_grid_ts"}` and `{"image_embeds", "image_grid_thw"}`, from which vLLM computes the same M-RoPE positions as
   positions.py (checked per prompt). vLLM's Qwen2.5-VL module imports torchvision, which
   the CPU environment must not have, so on CPU this family runs on the HF engine; this path
   is written against vLLM 0.32's source and has not been run here (no GPU vLLM).
@@ -232,7 +233,7 @@ class VLLMEngine:
                      "the engine keeps its weights and KV cache between rollouts")
         self._config_dir = tempfile.TemporaryDirectory(prefix="harness-vllm-")
         self.max_model_len = _write_config(model, self._config_dir.name, max_model_len)
-        multimodal = model.rollout_inputs == "video_embeds"
+        multimodal = model.rollout_inputs == "media_embeds"
         try:
             # vLLM reseeds the global RNGs when it runs in-process; the run keeps its own.
             with _kept_rng_state(), self._own_precision():
@@ -258,9 +259,9 @@ class VLLMEngine:
                     max_num_batched_tokens=max(self.max_model_len, CPU_BATCH_TOKENS) if on_cpu else None,
                     seed=seed,
                     generation_config="vllm",  # stop on eos only, as the HF engine does
-                    enable_prompt_embeds=not multimodal,
+                    enable_prompt_embeds=model.rollout_inputs == "prompt_embeds",
                     enable_mm_embeds=multimodal,
-                    limit_mm_per_prompt={"video": 1, "image": 0} if multimodal else None,
+                    limit_mm_per_prompt=model.rollout_media_limits if multimodal else None,
                     enable_sleep_mode=self.sleeps,
                 )
         except Exception as err:  # vLLM raises ValueError/RuntimeError subclasses of many kinds
@@ -332,7 +333,7 @@ class VLLMEngine:
         if not self.llm.reset_prefix_cache():
             raise RolloutEngineError("vLLM could not reset its prefix cache after a weight sync "
                                      "(requests still running?); its KV blocks would be stale")
-        if self.model.rollout_inputs == "video_embeds":  # cached video features from old weights
+        if self.model.rollout_inputs == "media_embeds":  # cached media features from old weights
             self.llm.reset_mm_cache()
             self.llm.llm_engine.reset_encoder_cache()
         self.last_sync_seconds = time.perf_counter() - start

@@ -16,46 +16,47 @@ from collections.abc import Iterator
 
 from harness.algos.rewards import accuracy_reward, format_reward
 from harness.config import RunConfig
-from harness.data.dataset import VideoQADataset, question_text
+from harness.data.dataset import Medium, QADataset, prompt_ids
 from harness.data.records import Record
-from harness.model.interface import PromptEmbeds, VideoEmbeds, VideoLM
+from harness.model.interface import MediaEmbeds, PromptEmbeds, VideoLM
 from harness.rollout.engine import SamplingConfig
 from harness.rollout.hf_engine import HFEngine
 from harness.trainer.videos import DiskEmbeds
 
 
-def prompt_batches(model: VideoLM, dataset: VideoQADataset, batch_prompts: int, disk: DiskEmbeds | None = None
+def prompt_batches(model: VideoLM, dataset: QADataset, batch_prompts: int, disk: DiskEmbeds | None = None
                    ) -> Iterator[tuple[int, list[Record], list[PromptEmbeds]]]:
     """(start index, records, prompt embeddings) per `batch_prompts` records; records whose
-    video cannot be read are left out (the dataset's ledger counts them). `disk`: videos
+    media cannot be read are left out (the dataset's ledger counts them). `disk`: videos
     read from (and stored to) the on-disk embedding cache."""
     records = dataset.records
     for start in range(0, len(records), batch_prompts):
         chunk, prompts = [], []
         for rec in records[start : start + batch_prompts]:
-            video = _video(model, dataset, rec, disk)
-            if video is None:
+            media = [_medium(model, dataset, rec, m, disk) for m in dataset.media(rec)]
+            if any(m is None for m in media):
                 continue
-            prompts.append(model.build_prompt(model.chat_prompt_ids(question_text(rec)), video))
+            prompts.append(model.build_prompt(prompt_ids(model, rec), media))
             chunk.append(rec)
         yield start, chunk, prompts
 
 
-def _video(model: VideoLM, dataset: VideoQADataset, rec: Record, disk: DiskEmbeds | None) -> VideoEmbeds | None:
-    key = None if disk is None else disk.key(dataset.video_path(rec))
+def _medium(model: VideoLM, dataset: QADataset, rec: Record, medium: Medium,
+            disk: DiskEmbeds | None) -> MediaEmbeds | None:
+    """A medium's embeddings (a video from the disk cache when it has it), None when unreadable."""
+    key = None if disk is None or medium.kind != "video" else disk.key(medium.path)
     found = None if key is None else disk.read(key)
     if found is not None:
         return found[0]
-    clip = dataset.load_frames(rec)
-    if clip is None:
+    if not dataset.load_medium(rec, medium):
         return None
-    video = model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds)
+    embeds = model.encode_medium(medium.kind, medium.data)
     if key is not None:
-        disk.write(key, video, clip)
-    return video
+        disk.write(key, embeds, medium.data)
+    return embeds
 
 
-def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: int,
+def evaluate_accuracy(model: VideoLM, dataset: QADataset, max_new_tokens: int,
                       batch_prompts: int = 16, samples: int = 0, temperature: float = 1.0,
                       seed: int = 0, disk: DiskEmbeds | None = None) -> dict[str, float]:
     """`eval/accuracy`, `eval/acc_<category>`, `eval/format_rate`, `eval/questions` from greedy
@@ -94,7 +95,7 @@ def evaluate_accuracy(model: VideoLM, dataset: VideoQADataset, max_new_tokens: i
     return result
 
 
-def evaluate_run(model: VideoLM, dataset: VideoQADataset, run: RunConfig,
+def evaluate_run(model: VideoLM, dataset: QADataset, run: RunConfig,
                  disk: DiskEmbeds | None = None) -> dict[str, float]:
     """`evaluate_accuracy` with a recipe's `run.eval_*` settings."""
     return evaluate_accuracy(model, dataset, run.eval_max_new_tokens, samples=run.eval_samples,

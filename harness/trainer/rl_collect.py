@@ -4,9 +4,9 @@ and draw more prompts to refill (docs/design.md, one RL step)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -14,11 +14,10 @@ import torch.distributed as dist
 from harness.algos import advantages as adv_fns
 from harness.algos.rewards import format_reward, safe_reward
 from harness.config import AlgoConfig, RLConfig
-from harness.data.dataset import VideoQADataset, question_text
+from harness.data.dataset import Medium, QADataset, prompt_ids
 from harness.data.records import Record
-from harness.data.video import VideoClip
 from harness.errors import HarnessError
-from harness.model.interface import PromptEmbeds, VideoEmbeds, VideoLM
+from harness.model.interface import MediaEmbeds, PromptEmbeds, VideoLM
 from harness.parallel.comm import chunk_bounds
 from harness.parallel.groups import Layout
 from harness.parallel.reduce import dp_max, dp_min, dp_sum, dp_summer
@@ -33,10 +32,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class PromptItem:
     record: Record
-    clip: VideoClip | None  # None: not decoded, the on-disk embedding cache has the video
-    input_ids: torch.Tensor  # [L] chat prompt with one video placeholder
+    media: list[Medium]  # a video's data is None when not decoded: the on-disk embedding cache has it
+    input_ids: torch.Tensor  # [L] chat prompt with one placeholder per medium
     position: int  # in its round's global draw (all DP ranks): the key of its sampling randomness
-    path: Path  # the video file
 
 
 @dataclass
@@ -78,16 +76,23 @@ def group_ids(samples: list[Sample]) -> torch.Tensor:
     return torch.tensor([index.setdefault(id(s.item), len(index)) for s in samples], dtype=torch.long)
 
 
-def item_video(videos: StepVideoCache, item: PromptItem, train: VideoQADataset | None = None) -> VideoEmbeds:
-    """`train`: decodes the video should its on-disk entry have gone since it was drawn
-    (the log-prob and update passes find every video in the step's cache)."""
-    load = None if train is None else (lambda: train.load_frames(item.record))
-    return videos.get(item.record.problem_id, item.clip, item.path, load=load)
+def item_media(videos: StepVideoCache, item: PromptItem, train: QADataset | None = None) -> list[MediaEmbeds]:
+    """`train`: decodes a video should its on-disk entry have gone since it was drawn
+    (the log-prob and update passes find every medium in the step's cache)."""
+    out = []
+    for i, medium in enumerate(item.media):
+        load = None if train is None else functools.partial(_load, train, item.record, medium)
+        out.append(videos.get_medium(f"{item.record.problem_id}#{i}", medium, load=load))
+    return out
+
+
+def _load(train: QADataset, record: Record, medium: Medium):
+    return medium.data if train.load_medium(record, medium) else None
 
 
 def prompt_embeds(model: VideoLM, videos: StepVideoCache, item: PromptItem,
-                  train: VideoQADataset | None = None) -> PromptEmbeds:
-    return model.build_prompt(item.input_ids, item_video(videos, item, train))
+                  train: QADataset | None = None) -> PromptEmbeds:
+    return model.build_prompt(item.input_ids, item_media(videos, item, train))
 
 
 def collect(run: Run, engine: RolloutEngine, videos: StepVideoCache, accuracy_fn, step: int) -> Collection:
@@ -105,10 +110,10 @@ def collect(run: Run, engine: RolloutEngine, videos: StepVideoCache, accuracy_fn
         passed_over += draw - (want - kept)
         with timer.block("data"):
             items = _load_prompts(run, videos, draw, use=want - kept)
-        if videos.reuse:  # MR-SP: each prompt's video encoded once, here, for the whole step
+        if videos.reuse:  # MR-SP: each prompt's media encoded once, here, for the whole step
             with timer.block("encode"):
                 for it in items:
-                    item_video(videos, it, run.train)
+                    item_media(videos, it, run.train)
         with timer.block("rollout"):
             new = _rollout(engine, run, videos, items, seed=_round_seed(cfg, step, round_))
         with timer.block("reward"):
@@ -136,7 +141,7 @@ def collect(run: Run, engine: RolloutEngine, videos: StepVideoCache, accuracy_fn
                f"equal (every answer right, or every one wrong, as from a policy that cannot answer yet); "
                f"start from a stronger policy (SFT), or set algo.dapo=false, or raise train.prompts_per_step"
                if dapo and dropped else
-               "every prompt's video was unreadable (listed above); fix the videos or raise "
+               "every prompt's media were unreadable (listed above); fix the files or raise "
                "train.prompts_per_step")
         raise NoUsableSamples(f"rl step {step + 1}: {where} has no usable samples: {why}")
     return Collection(samples, fewest, errors, last_error, dropped, passed_over)
@@ -179,13 +184,16 @@ def _load_prompts(run: Run, videos: StepVideoCache, draw: int, use: int) -> list
     first = layout.dp_rank * draw
     for position, i in enumerate(drawn[first : first + use], start=first):
         rec = train.records[i]
-        path = train.video_path(rec)
-        cached = videos.disk is not None and videos.disk.has(videos.disk.key(path))
-        clip = None if cached else train.load_frames(rec)
-        if cached or clip is not None:
-            items.append(PromptItem(rec, clip, run.model.chat_prompt_ids(question_text(rec)), position, path))
+        media = train.media(rec)
+        if all(_on_disk(videos, m) or train.load_medium(rec, m) for m in media):
+            items.append(PromptItem(rec, media, prompt_ids(run.model, rec), position))
     train.ledger.check(reduce=dp_summer(layout))  # collective: every rank judges the global share
     return items
+
+
+def _on_disk(videos: StepVideoCache, medium: Medium) -> bool:
+    """A video the on-disk embedding cache holds is not decoded."""
+    return medium.kind == "video" and videos.disk is not None and videos.disk.has(videos.disk.key(medium.path))
 
 
 def _rollout(engine: RolloutEngine, run: Run, videos: StepVideoCache, items: list[PromptItem],

@@ -28,8 +28,9 @@ import yaml
 from tqdm import tqdm
 
 from harness.config import ConfigError, RLConfig, SFTConfig, read_yaml, to_dict
-from harness.data.dataset import EpochSampler, SkipLedger, VideoQADataset
+from harness.data.dataset import EpochSampler, QADataset, SkipLedger
 from harness.errors import HarnessError
+from harness.model.build import family_media_kinds
 from harness.model.interface import VideoLM
 from harness.parallel.groups import Layout, build_layout
 from harness.parallel.strategy import Replicated, make_strategy
@@ -62,8 +63,8 @@ class Run:
     layout: Layout
     strategy: Replicated
     model: VideoLM
-    train: VideoQADataset
-    held_out: VideoQADataset | None
+    train: QADataset
+    held_out: QADataset | None
     sampler: EpochSampler
     timer: StepTimer = field(default_factory=StepTimer)
     embeds: DiskEmbeds | None = None  # the on-disk embedding cache, which held-out evaluation reads too
@@ -190,12 +191,14 @@ def open_run(cfg: SFTConfig | RLConfig, resume: bool, name: str) -> Run:
     seed_everything(cfg.run.seed)
     root = prepare_data(cfg.data)
     d = cfg.data
-    train = VideoQADataset(root / d.train, d.num_frames, SkipLedger(d.max_skip_fraction), d.video_dir,
-                           d.frame_sampling, d.fps)
+    kinds = family_media_kinds(cfg.model.family)
+    train = QADataset(root / d.train, d.num_frames, SkipLedger(d.max_skip_fraction), d.video_dir,
+                      d.frame_sampling, d.fps, media_kinds=kinds)
     # Its own ledger: only the main rank evaluates, and the training ledger's tally must be
     # the same on every rank of a data-parallel group (SkipLedger).
-    held_out = (VideoQADataset(root / d.eval, d.num_frames, SkipLedger(d.max_skip_fraction),
-                               d.eval_video_dir or d.video_dir, d.frame_sampling, d.fps) if d.eval else None)
+    held_out = (QADataset(root / d.eval, d.num_frames, SkipLedger(d.max_skip_fraction),
+                          d.eval_video_dir or d.video_dir, d.frame_sampling, d.fps, media_kinds=kinds)
+                if d.eval else None)
     model = build_model(cfg.model)
     check_frame_counts(model, d)
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.config import SFTConfig
-from harness.data.dataset import question_text, sft_target
+from harness.data.dataset import prompt_ids, sft_target
 from harness.model.batch import pack_sequences, response_logprobs
 from harness.parallel.reduce import dp_sum, dp_summer
 from harness.trainer.common import compute_precision, response_ids
@@ -67,9 +67,9 @@ def _train_sft(cfg: SFTConfig, resume: bool) -> dict[str, float]:
 
 
 def _draw(run: Run, step: int) -> tuple[list[list], int, int]:
-    """This rank's micro-batches of (record, clip, target ids) and the step's token and
-    example counts over every rank (the loss normalisers). Every rank draws the same global
-    batch and takes its share; unreadable videos are skipped (counted by the ledger)."""
+    """This rank's micro-batches of (record, loaded media, target ids) and the step's token
+    and example counts over every rank (the loss normalisers). Every rank draws the same
+    global batch and takes its share; unreadable media are skipped (counted by the ledger)."""
     cfg, layout, model = run.cfg, run.layout, run.model
     per_rank = cfg.train.batch_size * cfg.train.grad_accum
     ids = run.sampler.take(per_rank * layout.dp_size)
@@ -79,9 +79,9 @@ def _draw(run: Run, step: int) -> tuple[list[list], int, int]:
         micro = []
         for j in range(lo, lo + cfg.train.batch_size):
             rec = run.train.records[ids[j]]
-            clip = run.train.load_frames(rec, counts[j])
-            if clip is not None:
-                micro.append((rec, clip, response_ids(model.tokenizer, sft_target(rec), model.end_of_turn_id)))
+            media = run.train.media(rec)
+            if all(run.train.load_medium(rec, m, counts[j]) for m in media):
+                micro.append((rec, media, response_ids(model.tokenizer, sft_target(rec), model.end_of_turn_id)))
         micros.append(micro)
     run.train.ledger.check(reduce=dp_summer(layout))  # collective: all ranks stop together
     tokens, examples = dp_sum([sum(t.shape[0] for m in micros for _, _, t in m), sum(map(len, micros))], layout)
@@ -94,10 +94,9 @@ def _backward(run: Run, micro: list, n_tokens: int, weight: float) -> float:
     sum to the single-process gradient of the whole batch. Weight 0: a stand-in pass."""
     model = run.model
     with run.timer.block("encode"):
-        videos = [model.encode_frames(c.frames, c.timestamps, c.frame_seconds) for _, c, _ in micro]
+        encoded = [[model.encode_medium(m.kind, m.data) for m in media] for _, media, _ in micro]
     with run.timer.block("forward"):
-        prompts = [model.build_prompt(model.chat_prompt_ids(question_text(r)), v)
-                   for (r, _, _), v in zip(micro, videos, strict=True)]
+        prompts = [model.build_prompt(prompt_ids(model, r), e) for (r, _, _), e in zip(micro, encoded, strict=True)]
         batch = pack_sequences(model, prompts, [t for _, _, t in micro], run.cfg.train.padding_free)
         logp = response_logprobs(model, batch)  # [B, R]
         loss = -(logp * batch.response_mask).sum() / max(n_tokens, 1) * weight

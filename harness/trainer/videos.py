@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from harness.data.dataset import Medium
 from harness.data.embed_cache import EmbedCache, make_key, weights_fingerprint
 from harness.data.video import VideoClip
 from harness.errors import HarnessError
-from harness.model.interface import VideoEmbeds, VideoLM
+from harness.model.interface import MediaEmbeds, VideoLM
 
 
 class DiskEmbeds:
@@ -61,7 +62,7 @@ class DiskEmbeds:
     def has(self, key: str | None) -> bool:
         return key is not None and self.cache.path_for(key).is_file()
 
-    def read(self, key: str | None, group: dist.ProcessGroup | None = None) -> tuple[VideoEmbeds, dict] | None:
+    def read(self, key: str | None, group: dist.ProcessGroup | None = None) -> tuple[MediaEmbeds, dict] | None:
         """(embeddings on the model's device, what was stored about the clip) or None. With
         `group`, None unless every rank of it has the entry: encoding a miss is collective."""
         found = None if key is None else self.cache.get_with_meta(key, device=self.model.device)
@@ -72,9 +73,9 @@ class DiskEmbeds:
         if found is None:
             return None
         embeds, meta = found
-        return VideoEmbeds(embeds, tuple(meta["grid_hw"]), float(meta["seconds_per_unit"])), meta
+        return MediaEmbeds(embeds, tuple(meta["grid_hw"]), float(meta["seconds_per_unit"])), meta
 
-    def write(self, key: str, video: VideoEmbeds, clip: VideoClip) -> None:
+    def write(self, key: str, video: MediaEmbeds, clip: VideoClip) -> None:
         self.cache.put(key, video.embeds, {
             "grid_hw": list(video.grid_hw), "seconds_per_unit": video.seconds_per_unit,
             "indices": np.asarray(clip.indices).tolist(), "video_fps": clip.video_fps,
@@ -105,10 +106,10 @@ class StepVideoCache:
         self.disk = disk
         self.encoder_calls = 0
         self.disk_hits = 0
-        self._step: dict[str, VideoEmbeds] = {}
+        self._step: dict[str, MediaEmbeds] = {}
 
     def get(self, key: str, clip: VideoClip | None, path: str | Path | None = None,
-            load: Callable[[], VideoClip | None] | None = None) -> VideoEmbeds:
+            load: Callable[[], VideoClip | None] | None = None) -> MediaEmbeds:
         """The video's embeddings. With the disk cache, `path` names the video file; `clip`
         may then be None (the cache had it when the prompt was drawn) and `load` decodes it
         should the entry have gone since."""
@@ -127,7 +128,26 @@ class StepVideoCache:
             self._step[key] = video
         return video
 
-    def _from_disk(self, path: str | Path | None) -> VideoEmbeds | None:
+    def get_medium(self, key: str, medium: Medium, load: Callable[[], object] | None = None) -> MediaEmbeds:
+        """A record's medium's embeddings: a video as `get` (the disk cache is for videos);
+        an image or audio track encoded once per step (with reuse), whole on every rank of
+        the SP group for images, split over it where the family splits audio. `load`
+        decodes the medium when it was not loaded."""
+        if medium.kind == "video":
+            return self.get(key, medium.data, medium.path, load=load)
+        if self.reuse and key in self._step:
+            return self._step[key]
+        data = medium.data if medium.data is not None else (load() if load is not None else None)
+        if data is None:
+            raise HarnessError(f"{medium.path}: the {medium.kind} cannot be decoded")
+        with torch.no_grad():
+            embeds = self.model.encode_medium(medium.kind, data, self.sp_group)
+        self.encoder_calls += 1
+        if self.reuse:
+            self._step[key] = embeds
+        return embeds
+
+    def _from_disk(self, path: str | Path | None) -> MediaEmbeds | None:
         """The disk's entry, if every rank of the SP group has it (the group then encodes
         nothing; if any rank misses, all encode together: encoding is collective)."""
         if self.disk is None:
@@ -138,7 +158,7 @@ class StepVideoCache:
         self.disk_hits += 1
         return found[0]
 
-    def _encode(self, clip: VideoClip) -> VideoEmbeds:
+    def _encode(self, clip: VideoClip) -> MediaEmbeds:
         with torch.no_grad():
             video = self.model.encode_frames(clip.frames, clip.timestamps, clip.frame_seconds, self.sp_group)
         self.encoder_calls += 1

@@ -11,9 +11,9 @@ import pytest
 
 from harness.data.dataset import (
     EpochSampler,
+    QADataset,
     SkipBudgetExceeded,
     SkipLedger,
-    VideoQADataset,
     question_text,
     sft_target,
 )
@@ -41,7 +41,7 @@ def _broken_copy(data, tmp_path):
 def test_malformed_lines_and_unreadable_videos_are_skipped_with_reasons(data, tmp_path):
     root, video = _broken_copy(data, tmp_path)
     ledger = SkipLedger(max_fraction=1.0)
-    ds = VideoQADataset(root / "test.jsonl", 4, ledger)
+    ds = QADataset(root / "test.jsonl", 4, ledger)
     assert len(ledger.skipped) == 1 and "test.jsonl:" in ledger.skipped[0][0]
     clips = [ds.load_frames(r) for r in ds.records]
     bad = [r for r, c in zip(ds.records, clips, strict=True) if c is None]
@@ -67,15 +67,15 @@ def test_decodes_are_counted_per_attempt_and_lines_judged_per_split(data, tmp_pa
     or not); a malformed line is a share of its own split's lines, refused when read."""
     root, video = _broken_copy(data, tmp_path)
     ledger = SkipLedger(max_fraction=1.0)
-    ds = VideoQADataset(root / "test.jsonl", 4, ledger)
+    ds = QADataset(root / "test.jsonl", 4, ledger)
     assert ledger.decodes == [0, 0]  # reading the split decodes nothing
     clips = [ds.load_frames(r) for r in ds.records * 2]
     bad = 2 * sum(ds.video_path(r) == video for r in ds.records)
     assert ledger.decodes == [bad, 2 * len(ds.records)] and sum(c is None for c in clips) == bad
     read = len(ds.records) + 1  # one malformed line
-    VideoQADataset(root / "test.jsonl", 4, SkipLedger(max_fraction=1 / read))  # exactly at the budget
+    QADataset(root / "test.jsonl", 4, SkipLedger(max_fraction=1 / read))  # exactly at the budget
     with pytest.raises(SkipBudgetExceeded, match=f"1 of {read} lines of .*test.jsonl malformed"):
-        VideoQADataset(root / "test.jsonl", 4, SkipLedger(max_fraction=0.99 / read))
+        QADataset(root / "test.jsonl", 4, SkipLedger(max_fraction=0.99 / read))
 
 
 def test_skip_budget_reduce_judges_the_summed_decodes():
@@ -92,11 +92,11 @@ def test_skip_budget_reduce_judges_the_summed_decodes():
 
 def test_missing_split_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        VideoQADataset(tmp_path / "nope.jsonl", 4, SkipLedger(0.1))
+        QADataset(tmp_path / "nope.jsonl", 4, SkipLedger(0.1))
 
 
 def test_prompt_and_target_formats(data):
-    rec = VideoQADataset(data / "test.jsonl", 4, SkipLedger(0.1)).records[0]
+    rec = QADataset(data / "test.jsonl", 4, SkipLedger(0.1)).records[0]
     assert question_text(rec).startswith(rec.problem) and "<answer>" in question_text(rec)
     assert sft_target(rec) == f"<think>{rec.reasoning}</think>{rec.answer}"
 
@@ -188,7 +188,7 @@ def test_a_bad_first_line_does_not_refuse_a_json_lines_file(tmp_path):
     (tmp_path / "rl.jsonl").write_text('{"problem_id": 0, "cut off\n' + _lines(*[{**ROW0, "problem_id": i}
                                                                                for i in range(1, 4)]))
     ledger = SkipLedger(1.0)
-    ds = VideoQADataset(tmp_path / "rl.jsonl", 4, ledger)
+    ds = QADataset(tmp_path / "rl.jsonl", 4, ledger)
     assert len(ds.records) == 3 and ds.malformed == 1
     assert ledger.skipped[0][0].endswith("rl.jsonl:1") and "not valid JSON" in ledger.skipped[0][1]
 
@@ -197,11 +197,11 @@ def test_a_bad_first_line_does_not_refuse_a_json_lines_file(tmp_path):
 def test_fps_sampling_takes_frames_at_the_rate_with_num_frames_as_cap(data, fps, cap):
     """data.fps: frames k / fps seconds apart over the whole video, at most num_frames; the
     video's own length and rate decide the count (12 s synthetic videos)."""
-    ds = VideoQADataset(data / "test.jsonl", cap, SkipLedger(0.1), fps=fps)
+    ds = QADataset(data / "test.jsonl", cap, SkipLedger(0.1), fps=fps)
     clip = ds.load_frames(ds.records[0])
     expected = min(cap, math.ceil(clip.duration * fps - 1e-9))
     assert len(clip.timestamps) == expected
     if expected < cap:  # at the rate: consecutive frames 1 / fps seconds apart (within a frame)
         assert np.allclose(np.diff(clip.timestamps), 1 / fps, atol=1 / clip.video_fps)
-    uniform = VideoQADataset(data / "test.jsonl", cap, SkipLedger(0.1)).load_frames(ds.records[0])
+    uniform = QADataset(data / "test.jsonl", cap, SkipLedger(0.1)).load_frames(ds.records[0])
     assert len(uniform.timestamps) == cap

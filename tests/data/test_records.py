@@ -60,14 +60,13 @@ def test_unknown_keys_are_kept():
     "overrides, field",
     [
         ({"problem_id": ""}, "problem_id"),
-        ({"data_type": "audio"}, "data_type"),
+        ({"data_type": "sound"}, "data_type"),
         ({"videos": []}, "videos"),
         ({"videos": 3}, "videos"),  # one path string is the released form (test_released_lvr.py)
         ({"videos": [""]}, "videos"),
         ({"problem": ...}, "problem"),
         ({"problem": "  "}, "problem"),
         ({"problem_type": "mcq"}, "problem_type"),
-        ({"answer": "B"}, "answer"),
         ({"answer": "<answer></answer>"}, "answer"),
         ({"answer": "<answer>BC</answer>"}, "answer"),
         ({"answer": "<answer>E</answer>"}, "answer"),
@@ -143,7 +142,7 @@ def test_write_jsonl_is_validated_and_atomic(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text("old\n")
     with pytest.raises(RecordError, match="answer"):
-        write_jsonl(path, [good(), good(problem_id="v0001-q2", answer="B")])
+        write_jsonl(path, [good(), good(problem_id="v0001-q2", answer="<answer>BC</answer>")])
     with pytest.raises(RecordError, match="duplicate"):
         write_jsonl(path, [good(), good()])
     assert path.read_text() == "old\n"
@@ -181,3 +180,42 @@ def test_a_file_of_many_bad_lines_lists_a_capped_number(tmp_path, caplog):
     named = [m for m in caplog.messages if ": skipped: " in m]
     assert len(named) == LISTED_LINES
     assert caplog.messages[-1].endswith("skipped 200 of 201 records")
+
+
+# EasyR1-style records as Long-RL reads them (NVlabs/Long-RL verl/utils/dataset.py
+# `RLHFDataset`: `problem` with one "<image>" marker per image, `images` a list of paths,
+# `answer` the bare key; hiyouga/geometry3k and hiyouga/math12k on the HF hub name no id,
+# no data_type and no problem_type).
+EASYR1_IMAGE = {"images": ["geo/0001.png"], "problem": "<image>Find x. Choices: A. 3 B. 4", "answer": "3"}
+EASYR1_MATH = {"problem": "What is $\\frac{1}{2}+\\frac{1}{4}$?", "answer": "\\frac{3}{4}"}
+
+
+def test_easyr1_records_read_with_their_own_fields(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(d) for d in (EASYR1_IMAGE, EASYR1_MATH, {**EASYR1_MATH, "answer": 7})) + "\n")
+    image, math, number = list(read_jsonl(path))
+    assert (image.problem_id, image.data_type, image.images, image.answer_text) == ("train-1", "image", ["geo/0001.png"], "3")
+    assert image.problem_type == "math" and image.media_paths == ["geo/0001.png"]
+    assert (math.data_type, math.problem_type, math.answer_text, math.media_paths) == ("text", "math", "\\frac{3}{4}", [])
+    assert number.answer_text == "7" and number.problem_id == "train-3"
+
+
+@pytest.mark.parametrize("data_type, field", [("image", "images"), ("audio", "audios"), ("video+audio", "videos")])
+def test_every_media_type_needs_its_paths(data_type, field):
+    with pytest.raises(RecordError) as err:
+        validate_record(good(data_type=data_type, videos=..., options=..., problem="Which? A. x B. y"))
+    assert err.value.field == field
+    rec = validate_record(good(data_type=data_type, options=..., **{"videos": ..., field: ["m/1.x"]}))
+    assert rec.media_paths == ["m/1.x"]
+
+
+def test_the_recipes_refuse_media_the_model_does_not_take():
+    from harness.data.records import media_problem
+
+    text_only, vision = media_problem(()), media_problem(("image", "video"))
+    video = validate_record(good())
+    assert text_only(video)[0] == "data_type" and "takes text only" in text_only(video)[1]
+    assert vision(video) is None
+    assert vision(validate_record(good(videos=["a.mp4", "b.mp4"])))[0] == "videos"
+    two_images = validate_record(good(data_type="image", videos=..., images=["a.png", "b.png"]))
+    assert vision(two_images) is None and text_only(two_images) is not None

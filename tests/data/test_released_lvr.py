@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from harness.data.dataset import SkipLedger, VideoQADataset
+from harness.data.dataset import QADataset, SkipLedger
 from harness.data.records import read_jsonl, validate_record
 from tests.data.conftest import write_test_video
 
@@ -71,11 +71,11 @@ def test_split_with_a_separate_video_dir(tmp_path):
     rows = [ROW0, {**ROW0, "problem_id": 1, "problem_type": "temporal"}]
     (splits / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [r.problem_id for r in read_jsonl(splits / "test.jsonl")] == ["0", "1"]
-    ds = VideoQADataset(splits / "test.jsonl", 4, SkipLedger(0.0), video_dir=videos)
+    ds = QADataset(splits / "test.jsonl", 4, SkipLedger(0.0), video_dir=videos)
     clip = ds.load_frames(ds.records[0])
     assert clip is not None and clip.frames.shape[0] == 4
     with pytest.raises(FileNotFoundError, match="video_dir"):
-        VideoQADataset(splits / "test.jsonl", 4, SkipLedger(0.0), video_dir=tmp_path / "nope")
+        QADataset(splits / "test.jsonl", 4, SkipLedger(0.0), video_dir=tmp_path / "nope")
 
 
 def test_split_one_file_release_by_video(tmp_path):
@@ -115,18 +115,19 @@ def test_key_outside_the_questions_option_lines_is_refused():
 
 
 def test_records_the_recipes_cannot_use_are_refused_when_read(tmp_path):
-    """Validation and use agree: a text record, a numerical key that is not a number, a
-    non-UTF-8 byte are skipped with file:line and counted; a BOM costs nothing."""
-    rows = [json.dumps(ROW0), json.dumps({**ROW0, "problem_id": 1, "data_type": "text", "videos": []}),
+    """Validation and use agree: an audio record for a video model, a numerical key that is
+    not a number, a non-UTF-8 byte are skipped with file:line and counted; a BOM costs nothing."""
+    rows = [json.dumps(ROW0), json.dumps({**ROW0, "problem_id": 1, "data_type": "audio", "videos": [],
+                                          "audios": ["a.wav"]}),
             json.dumps({**ROW0, "problem_id": 2, "problem_type": "numerical", "problem": "How many?",
                         "answer": "<answer>many</answer>"})]
     path = tmp_path / "rl.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode() + b'\n{"problem_id": 3, "problem": "caf\xe9"}\n')
     (tmp_path / "longvila_videos").mkdir()
     ledger = SkipLedger(1.0)
-    ds = VideoQADataset(path, 4, ledger)
+    ds = QADataset(path, 4, ledger)
     assert [r.problem_id for r in ds.records] == ["0"]
     reasons = " | ".join(f"{w}: {y}" for w, y in ledger.skipped)
-    assert "rl.jsonl:2" in reasons and "video recipes read video records only" in reasons
+    assert "rl.jsonl:2" in reasons and "needs audio input; this model takes video" in reasons
     assert "rl.jsonl:3" in reasons and "exactly one number" in reasons
     assert "rl.jsonl:4" in reasons and "not UTF-8 (byte 0xe9" in reasons

@@ -23,6 +23,8 @@ GOLDEN = {  # (task, subtitles): sha256[:16] of the prompt rendered for probe_it
     ("videomme", False): "5522d32ff2ae4876",
     ("videomme", True): "eba90a41dbf59195",
     ("vnbench", False): "2c94997d5731d7fa",  # the owners' "A. ..." options, as LongVideoBench's
+    ("gsm8k", False): "ad3444c36cf61a21",
+    ("math500", False): "ad3444c36cf61a21",
 }
 
 GOLDEN_RECORD = {False: "91ea0f68c53f9d35", True: "5287a76c610ecfd9"}  # RECORD below

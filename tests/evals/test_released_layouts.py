@@ -235,7 +235,7 @@ class _Never:
 
 
 def test_a_run_that_drops_records_fails_with_the_reasons(tmp_path):
-    (tmp_path / "test.jsonl").write_text(json.dumps({**LVR_ROW, "answer": "B"}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({**LVR_ROW, "answer": "<answer></answer>"}) + "\n")
     bench = build_benchmark("longvideo_reason")
     with pytest.raises(EvalIncomplete, match=r"(?s)scored no question.*answer"):
         run_eval(bench, _Never(), tmp_path, tmp_path / "out.json", EvalSettings(frames=2, progress=False))

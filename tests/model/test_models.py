@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from harness.model.build import count_parameters, detect_family, init_model, load_model
-from harness.model.interface import splice_video
+from harness.model.interface import splice_media
 
 
 def _prompt(model, frames):
@@ -15,8 +15,8 @@ def _prompt(model, frames):
 
 def test_video_rows_are_spliced_at_the_placeholder(tiny_model, frames):
     prompt, video = _prompt(tiny_model, frames)
-    start, end = prompt.video_span
-    rows = tiny_model.video_rows(video, prompt.embeds)  # vila: each frame + its end token
+    start, end = prompt.spans[0][1:]
+    rows = tiny_model.media_rows(video, prompt.embeds)  # vila: each frame + its end token
     assert end - start == rows.shape[0] >= video.num_tokens
     assert torch.equal(prompt.embeds[start:end], rows)
     t = video.embeds.shape[1]
@@ -26,12 +26,26 @@ def test_video_rows_are_spliced_at_the_placeholder(tiny_model, frames):
     assert (prompt.input_ids[:start] != tiny_model.video_token_id).all()
 
 
-def test_splice_rejects_missing_or_double_placeholder():
-    embeds = torch.zeros(4, 2)
-    with pytest.raises(ValueError, match="exactly one video placeholder"):
-        splice_video(torch.tensor([1, 2, 3, 4]), embeds, torch.ones(3, 2), video_id=9)
-    with pytest.raises(ValueError, match="found 2"):
-        splice_video(torch.tensor([9, 2, 9, 4]), embeds, torch.ones(3, 2), video_id=9)
+def test_splice_rejects_missing_double_or_swapped_placeholders():
+    embeds, ids = torch.zeros(4, 2), {"video": 9, "image": 8}
+    video = [("video", 9, torch.ones(3, 2))]
+    with pytest.raises(ValueError, match=r"placeholders \[\] do not match"):
+        splice_media(torch.tensor([1, 2, 3, 4]), embeds, video, ids)
+    with pytest.raises(ValueError, match=r"\['video', 'video'\] do not match"):
+        splice_media(torch.tensor([9, 2, 9, 4]), embeds, video, ids)
+    image_then_video = [("image", 8, torch.ones(2, 2)), ("video", 9, torch.ones(3, 2))]
+    with pytest.raises(ValueError, match=r"\['video', 'image'\] do not match"):
+        splice_media(torch.tensor([9, 2, 8, 4]), embeds, image_then_video, ids)
+
+
+def test_splice_places_every_medium_in_order():
+    ids = torch.tensor([1, 8, 2, 9, 3])
+    text = torch.arange(5.0)[:, None].expand(5, 2)  # [5, 2]: row i holds i
+    media = [("image", 8, torch.full((2, 2), -1.0)), ("video", 9, torch.full((3, 2), -2.0))]
+    out_ids, out, spans = splice_media(ids, text, media, {"image": 8, "video": 9})
+    assert spans == (("image", 1, 3), ("video", 4, 7))
+    assert out_ids.tolist() == [1, 8, 8, 2, 9, 9, 9, 3]
+    assert out[:, 0].tolist() == [0, -1, -1, 2, -2, -2, -2, 4]
 
 
 def test_units_encode_independently(tiny_model, frames):

@@ -55,7 +55,7 @@ def test_video_prompt_layout(tiny_qwen):
     frames = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
     video = tiny_qwen.encode_frames(frames, np.arange(4.0) / 2)
     prompt = tiny_qwen.build_prompt(tiny_qwen.chat_prompt_ids("Why?"), video)
-    start, end = prompt.video_span
+    start, end = prompt.spans[0][1:]
     u, (h, w) = video.embeds.shape[0], video.grid_hw
     assert (u, end - start) == (2, u * h * w)
     ids = prompt.input_ids.tolist()

@@ -55,7 +55,7 @@ def test_two_frame_video_prompt_layout(released):
     video = model.encode_frames(frames, np.array([0.0, 1.0]))
     assert video.embeds.shape == (2, 4, 64)  # 56/14 = 4x4 patches -> 2x2 tokens per frame
     prompt = model.build_prompt(ids, video)
-    start, end = prompt.video_span
+    start, end = prompt.spans[0][1:]
     assert start == ids.tolist().index(model.video_token_id)
     assert end - start == 2 * (4 + 1)
     newline = model.embed_tokens(torch.tensor(tok("\n")["input_ids"]))[0]
@@ -212,7 +212,7 @@ def test_first_harness_layout_reads_with_its_own_prompt(tmp_path):
     assert model.video_token_id == model.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     frames = np.zeros((2, 32, 32, 3), dtype=np.uint8)
     video = model.encode_frames(frames, np.arange(2.0))
-    start, end = model.build_prompt(ids, video).video_span
+    start, end = model.build_prompt(ids, video).spans[0][1:]
     assert end - start == video.num_tokens  # no end tokens
     model.save_pretrained(tmp_path / "again")  # the released layout, its prompt format recorded
     again = load_model(tmp_path / "again")

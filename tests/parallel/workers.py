@@ -218,7 +218,7 @@ def pitfall_last_rank_slice(rank: int, world: int, family: str) -> dict:
         for q_len, r_len in ((q, r) for q in range(1, 30) for r in range(3, 12)):
             prompt = model.build_prompt(model.chat_prompt_ids("y" * q_len), video)
             length = len(prompt) + r_len
-            start, end = prompt.video_span
+            start, end = prompt.spans[0][1:]
             if length % world and start < -(-length // world) < end and length - end > 10:
                 break
         response = torch.arange(5, 5 + r_len)
@@ -226,7 +226,7 @@ def pitfall_last_rank_slice(rank: int, world: int, family: str) -> dict:
         ref = model.response_logprobs(prompt, response)  # [R]
         sp = sp_response_logprobs(model, batch, layout.sp_group)[0]  # [R]
     half = -(-length // world)
-    start, end = prompt.video_span
+    start, end = prompt.spans[0][1:]
     on_last = batch.response_index[0] >= half  # tokens predicted from the last rank's slice
     return {"boundary_in_video": start < half < end, "odd_length": length % world != 0,
             "last_slice_tokens": int(on_last.sum()),

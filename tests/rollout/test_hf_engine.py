@@ -194,7 +194,7 @@ def test_training_flags_restored(model, prompts):
         other = p.positions.expand(3, -1) if p.positions.dim() == 1 else p.positions[0]
         with pytest.raises(ValueError, match="mix 1-D and M-RoPE"):
             HFEngine(model).generate(
-                [p, PromptEmbeds(p.embeds, other, p.input_ids, p.video_span)], greedy()
+                [p, PromptEmbeds(p.embeds, other, p.input_ids, p.spans)], greedy()
             )
         assert {name: m.training for name, m in model.named_modules()} == before
     finally:

@@ -4,7 +4,7 @@ samples) from the same prompts."""
 import pytest
 
 from harness.config import SFTConfig, load_config
-from harness.data.dataset import SkipLedger, VideoQADataset
+from harness.data.dataset import QADataset, SkipLedger
 from harness.data.synthetic import synthesize
 from harness.model.build import load_model
 from harness.trainer.evaluate import evaluate_accuracy
@@ -25,7 +25,7 @@ def memorised(tmp_path_factory):
         "optim.warmup_steps": 0, "train.batch_size": 4, "train.freeze_vision": False})
     train_sft(load_config("configs/sft/toy-cpu.yaml", overrides, SFTConfig))
     model = load_model(out / "final").eval()
-    return model, VideoQADataset(data / "sft.jsonl", 4, SkipLedger(1.0))
+    return model, QADataset(data / "sft.jsonl", 4, SkipLedger(1.0))
 
 
 def test_greedy_only_unless_samples_are_asked_for(memorised):

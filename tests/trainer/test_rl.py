@@ -159,7 +159,7 @@ def test_minibatch_split_is_exact_so_every_dp_rank_runs_the_same_number():
 def _samples(rewards, lengths, groups):
     from harness.trainer.rl_collect import PromptItem, Sample
 
-    items = {g: PromptItem(record=None, clip=None, input_ids=torch.zeros(1, dtype=torch.long), position=g, path=None)
+    items = {g: PromptItem(record=None, media=[], input_ids=torch.zeros(1, dtype=torch.long), position=g)
              for g in set(groups)}
     return [Sample(items[g], torch.zeros(n, dtype=torch.long), torch.zeros(n), "", reward=r)
             for r, n, g in zip(rewards, lengths, groups, strict=True)]
