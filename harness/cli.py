@@ -9,6 +9,7 @@ heavy imports happen inside the handlers so `harness --help` stays instant.
     harness model info DIR                 family, parameter counts, tokens per frame
     harness data synth --out DIR --videos N [--seed S] [--minutes A-B] [--fps F]
                        [--size WxH] [--format harness|videomme] [--difficulty default|easy|basic]
+    harness data synth --out DIR --modality text|image|audio|video+audio --items N [--seed S]
     harness data build --videos DIR --out DIR --captioner SPEC --reasoner SPEC [--clip-seconds 10]
     harness eval --task T --data DIR --model DIR --out FILE [--frames N] [--subtitles]
     harness eval --task all --config configs/eval/FILE.yaml --model DIR --out DIR
@@ -116,6 +117,18 @@ def _model_info(args: argparse.Namespace) -> int:
 def _data_synth(args: argparse.Namespace) -> int:
     from harness.data.synthetic import parse_confusion, parse_minutes, parse_size, synthesize
 
+    if args.modality != "video":
+        from harness.data.synthetic.modalities import synthesize_modality
+
+        if args.videos is not None:
+            raise ValueError("--videos counts videos of --modality video; give --items for the other media")
+        if args.items is None:
+            raise ValueError(f"--modality {args.modality}: say how many questions with --items N")
+        for name, path in synthesize_modality(Path(args.out), args.modality, args.items, args.seed).items():
+            print(f"{name}: {path}")
+        return 0
+    if args.videos is None:
+        raise ValueError("--modality video: say how many videos with --videos N")
     formats = ("harness",) if args.format == "harness" else ("harness", "videomme")
     summary = synthesize(
         Path(args.out), args.videos, seed=args.seed, minutes=parse_minutes(args.minutes),
@@ -191,9 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_model_info)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
-    p = data.add_parser("synth", help="write synthetic long-video reasoning tasks as real mp4")
+    p = data.add_parser("synth", help="write synthetic reasoning tasks as real media files (mp4, PNG, WAV)")
     p.add_argument("--out", required=True)
-    p.add_argument("--videos", type=int, required=True)
+    p.add_argument("--modality", choices=["video", "text", "image", "audio", "video+audio"], default="video",
+                   help="video: long-video reasoning; text: arithmetic word problems; image: single images "
+                        "and pairs; audio: beeps, pitch order, onsets; video+audio: what was on screen when the "
+                        "tone sounded (all with sft/rl/test splits)")
+    p.add_argument("--videos", type=int, help="videos to write (--modality video; several questions each)")
+    p.add_argument("--items", type=int, help="questions to write over the splits (the other modalities)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", default="0.5-1", help="video length range in minutes, A-B")
     p.add_argument("--fps", type=float, default=4.0)

@@ -33,6 +33,9 @@ class ConfigError(ValueError):
 
 # --- sections ------------------------------------------------------------------------------
 
+# The model families (harness/model/build.py): video LMs, text-only LMs
+MODEL_FAMILIES = ("vila", "qwen2_5_vl", "qwen2", "qwen3")
+
 
 @dataclass
 class ModelConfig:
@@ -57,7 +60,7 @@ class ModelConfig:
     video_pixels: tuple[int, int, int] | None = None
 
     def check(self) -> None:
-        _one_of("model.family", self.family, ("vila", "qwen2_5_vl"))
+        _one_of("model.family", self.family, MODEL_FAMILIES)
         if self.video_pixels is not None:
             if self.family != "qwen2_5_vl":
                 raise ConfigError("model.video_pixels is for qwen2_5_vl (vila frames are the tower's fixed size)")
@@ -101,9 +104,12 @@ class DataConfig:
     # A split with more than this share of its lines malformed is refused; a run stops once
     # more than this share of the video decodes attempted (summed over data-parallel ranks) fail.
     max_skip_fraction: float = 0.1
-    # When `dir` has no data yet, synthesise this many videos there first (0: never).
-    synth_videos: int = 0
+    # When `dir` has no data yet, synthesise this many items there first (0: never): videos
+    # (several questions each) or, for the other media, questions.
+    synth_items: int = 0
     synth_seed: int = 0
+    # What to synthesise: video | text | image | audio | video+audio (harness/data/synthetic/modalities.py)
+    synth_modality: str = "video"
 
     def check(self) -> None:
         _positive("data.num_frames", self.num_frames)
@@ -112,7 +118,8 @@ class DataConfig:
                               f"sampler's limit), got {self.num_frames}")
         if self.fps is not None:
             _positive("data.fps", self.fps)
-        _non_negative("data.synth_videos", self.synth_videos)
+        _non_negative("data.synth_items", self.synth_items)
+        _one_of("data.synth_modality", self.synth_modality, ("video", "text", "image", "audio", "video+audio"))
         if not 0 <= self.min_frames <= self.num_frames:
             raise ConfigError(f"data.min_frames must be in [0, data.num_frames={self.num_frames}], got {self.min_frames}")
         if not 0.0 <= self.max_skip_fraction <= 1.0:

@@ -45,6 +45,16 @@ RELEASED_TOKEN_IDS = {
 }
 POSITION_ID_PER_SECONDS = 25  # one audio token = 40 ms = one position id
 SECONDS_PER_CHUNK = 2
+# Frame area bounds (pixels, min and max) for images and video frames: one 2x2-token grid
+# (56 x 56 pixels at patch 14) for the toy sizes; for 3b / 7b the video bounds of Qwen's
+# own pipeline (qwen-omni-utils v2_5 vision_process.py, the same as qwen-vl-utils':
+# 128 .. 768 tokens of 28 x 28 pixels per frame).
+OMNI_PIXELS = {
+    "tiny": (56 * 56, 56 * 56),
+    "toy": (56 * 56, 56 * 56),
+    "3b": (128 * 28 * 28, 768 * 28 * 28),
+    "7b": (128 * 28 * 28, 768 * 28 * 28),
+}
 
 
 @dataclass(frozen=True)

@@ -77,13 +77,20 @@ red circle touched it? So the answer is B. the of and a to in is it that was for
 """.split()
 
 
-def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+def build_tokenizer(vocab_size: int = 1024, *, special_tokens: list[str] = SPECIAL_TOKENS,
+                    chat_template: str = CHAT_TEMPLATE,
+                    named_tokens: dict[str, str] | None = None) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE of at most `vocab_size` entries (specials included) and wrap
     it as a transformers fast tokenizer with Qwen's specials and chat template.
 
-    Deterministic: the same `vocab_size` gives the same vocabulary on every machine.
+    Another family's toy tokenizer (harness/model/omni_tokenizer.py) passes its own
+    `special_tokens` (the first is the pad token, `<|im_end|>` must be among them),
+    `chat_template`, and `named_tokens` (attribute name -> token, e.g. "image_token", which
+    that family's transformers processor reads off the tokenizer).
+
+    Deterministic: the same arguments give the same vocabulary on every machine.
     """
-    n_added = len(SPECIAL_TOKENS) + len(REASONING_TOKENS)
+    n_added = len(special_tokens) + len(REASONING_TOKENS)
     if vocab_size < 256 + n_added:
         raise ValueError(f"vocab_size={vocab_size} is below the {256 + n_added} byte + special tokens")
     bpe = Tokenizer(models.BPE())
@@ -100,16 +107,17 @@ def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     bpe.train_from_iterator([" ".join(_CORPUS)] * 4, trainer=trainer)
     # Specials first (ids in Qwen's order right after the BPE vocabulary), then the
     # reasoning tags as ordinary added tokens.
-    bpe.add_special_tokens(SPECIAL_TOKENS)
+    bpe.add_special_tokens(special_tokens)
     bpe.add_tokens(REASONING_TOKENS)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
+        pad_token=special_tokens[0],
+        additional_special_tokens=special_tokens[1:],
         clean_up_tokenization_spaces=False,
         model_max_length=1 << 20,
         padding_side="left",  # decoder-only generation pads on the left
+        **(named_tokens or {}),
     )
-    tok.chat_template = CHAT_TEMPLATE
+    tok.chat_template = chat_template
     return tok

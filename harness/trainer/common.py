@@ -42,13 +42,14 @@ def prepare_data(cfg: DataConfig) -> Path:
     asks for synthetic data."""
     root = Path(cfg.dir)
     if not (root / cfg.train).exists():
-        if cfg.synth_videos <= 0:
+        if cfg.synth_items <= 0:
             raise FileNotFoundError(
-                f"{root / cfg.train} does not exist (set data.synth_videos to synthesise toy data there)"
+                f"{root / cfg.train} does not exist (set data.synth_items to synthesise toy data there)"
             )
-        from harness.data.synthetic import synthesize
+        from harness.data.synthetic.modalities import synthesize_modality
 
-        synthesize(root, cfg.synth_videos, seed=cfg.synth_seed, formats=("harness", "videomme"))
+        video = {"formats": ("harness", "videomme")} if cfg.synth_modality == "video" else {}
+        synthesize_modality(root, cfg.synth_modality, cfg.synth_items, cfg.synth_seed, **video)
     return root
 
 

@@ -58,7 +58,7 @@ def test_resume_continues_exactly(toy_data, tmp_path):
 
 def test_missing_data_without_synthesis_is_a_clear_error(tmp_path):
     cfg = load_config(None, [f"data.dir={tmp_path}", f"run.out_dir={tmp_path / 'o'}"], SFTConfig)
-    with pytest.raises(FileNotFoundError, match="synth_videos"):
+    with pytest.raises(FileNotFoundError, match="synth_items"):
         train_sft(cfg)
 
 

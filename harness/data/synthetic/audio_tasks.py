@@ -269,9 +269,14 @@ MAKERS = {"count": make_count_task, "order": make_order_task, "onset": make_onse
           "screen": make_screen_task}
 
 
-def item_rng(seed: int, kind: str, i: int) -> np.random.Generator:
-    """The random stream of item i of `kind` (independent of n and of the other kinds)."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KIND_KEYS[kind], i)))
+def item_rng(seed: int, kind: str, i: int, split: int = 0) -> np.random.Generator:
+    """The random stream of item i of `kind` (independent of n and of the other kinds);
+    `split`: a split's number, so the splits of one seed draw different items."""
+    key = (_KIND_KEYS[kind], i) if split == 0 else (_KIND_KEYS[kind], i, split)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+SPLIT_KEYS = {"": 0, "sft": 1, "rl": 2, "test": 3}  # `split` names the writers take
 
 
 # ----------------------------------------------------------------------------- files
@@ -365,17 +370,19 @@ def _check_split_args(n: object, seed: object, kinds: Sequence[str], allowed: Se
 
 
 def write_audio_split(out_dir: str | Path, n: int, seed: int,
-                      kinds: Sequence[str] = AUDIO_KINDS, filename: str = "audio.jsonl") -> Path:
+                      kinds: Sequence[str] = AUDIO_KINDS, filename: str = "audio.jsonl", split: str = "") -> Path:
     """n audio questions (kinds in turn) as `out_dir/audios/<id>.wav` and `out_dir/<filename>`;
-    returns the jsonl's path."""
+    returns the jsonl's path. `split` (one of SPLIT_KEYS): its items are drawn apart from
+    the other splits' and its ids carry its name, so splits can share one folder."""
     _check_split_args(n, seed, kinds, AUDIO_KINDS)
+    tag = f"{split}-" if split else ""
     out = Path(out_dir)
     (out / "audios").mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n):
         kind = kinds[i % len(kinds)]
-        task = MAKERS[kind](item_rng(seed, kind, i))
-        pid = f"audio-{kind}-{i:05d}"
+        task = MAKERS[kind](item_rng(seed, kind, i, SPLIT_KEYS[split]))
+        pid = f"audio-{tag}{kind}-{i:05d}"
         rel = f"audios/{pid}.wav"
         write_wav(out / rel, task.samples)
         records.append(_record(task, pid, "audios", rel, "audio"))
@@ -384,16 +391,18 @@ def write_audio_split(out_dir: str | Path, n: int, seed: int,
     return path
 
 
-def write_video_audio_split(out_dir: str | Path, n: int, seed: int, filename: str = "video_audio.jsonl") -> Path:
+def write_video_audio_split(out_dir: str | Path, n: int, seed: int, filename: str = "video_audio.jsonl",
+                            split: str = "") -> Path:
     """n "screen" questions as `out_dir/videos/<id>.mp4` (video + audio) and
-    `out_dir/<filename>`; returns the jsonl's path."""
+    `out_dir/<filename>`; returns the jsonl's path. `split`: as for `write_audio_split`."""
     _check_split_args(n, seed, VIDEO_AUDIO_KINDS, VIDEO_AUDIO_KINDS)
+    tag = f"{split}-" if split else ""
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n):
-        task = make_screen_task(item_rng(seed, "screen", i))
-        pid = f"va-screen-{i:05d}"
+        task = make_screen_task(item_rng(seed, "screen", i, SPLIT_KEYS[split]))
+        pid = f"va-{tag}screen-{i:05d}"
         rel = f"videos/{pid}.mp4"
         write_av_mp4(out / rel, _screen_frames(task.colours), SCREEN_FPS, task.samples)
         rec = _record(task, pid, "videos", rel, "video+audio")
