@@ -63,6 +63,7 @@ class Benchmark:
     breakdowns: tuple[str, ...] = ()  # Item.fields keys reported as per-group accuracy
     supports_subtitles = False
     needs_judge = False  # open answers scored by an LLM judge (checked before the model loads)
+    modality = "video"  # or "text": items name no video, prompts hold the question alone
 
     def __init__(self) -> None:
         self.dropped: list[dict] = []  # records `load` could not use: where and why

@@ -4,7 +4,8 @@ the multiple-choice adapters as lm-eval tasks on local data.
 Importing this module registers the model (lm_eval.api.registry.register_model). The task
 YAMLs in evals/lm_eval_tasks/ (`harness_videomme`, `harness_videomme_subtitles`,
 `harness_longvideobench`, `harness_mlvu`, `harness_perceptiontest`, `harness_nextqa`,
-`harness_vnbench`, `harness_longvideo_reason`) name `HarnessVideoTask` through `class:
+`harness_vnbench`, `harness_longvideo_reason`, and the text math tasks `harness_gsm8k`,
+`harness_math500`) name `HarnessVideoTask` through `class:
 !function evals.lm_eval_bridge.HarnessVideoTask`, so loading a YAML also imports this module.
 Where the data is comes from lm-eval's task metadata: `data_dir` (or `<task>_dir`, e.g.
 `videomme_dir`, when several tasks run at once), plus `frames` (default 16) and `sample_fps`
@@ -78,6 +79,10 @@ class HarnessLM(LM):
             queries, slots = [], []
             for req in requests[start : start + bs]:
                 prompt, _gen_kwargs, visual = req.args
+                if visual is None:  # a text benchmark's question
+                    slots.append(True)
+                    queries.append(VideoQuery(prompt, None))
+                    continue
                 key = (visual["video"], visual["frames"], visual.get("sample_fps"))
                 if key != last:
                     last, embeds = key, None
@@ -174,7 +179,8 @@ class HarnessVideoTask(Task):
         return self.items[doc["index"]].answer
 
     def construct_requests(self, doc: dict, ctx: str, **kwargs) -> Instance:
-        visual = {"video": doc["video"], "frames": self.frames, "sample_fps": self.sample_fps}
+        visual = None if self.bench.modality == "text" else {
+            "video": doc["video"], "frames": self.frames, "sample_fps": self.sample_fps}
         return Instance(request_type="generate_until", doc=doc, arguments=(ctx, {"until": []}, visual),
                         idx=0, metadata=kwargs.get("metadata", (None, None, None)))
 

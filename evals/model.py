@@ -38,8 +38,7 @@ ENGINES = ("hf", "vllm", "auto")
 @dataclass
 class VideoQuery:
     prompt: str
-    video: VideoClip | MediaEmbeds
-
+    video: VideoClip | MediaEmbeds | None  # None: a text-only question
 
 def build_engine(model: VideoLM, choice: str, max_batch: int) -> tuple[object, str]:
     """(engine, the engine's name as results record it) for `choice` in ENGINES."""
@@ -170,6 +169,10 @@ class HarnessVLM:
             chunk = queries[start : start + self.batch_size]
             prompts = []
             for q in chunk:
+                if q.video is None:
+                    ids = self.model.chat_prompt_ids(q.prompt, system=self.system_prompt, media=())
+                    prompts.append(self.model.build_prompt(ids))
+                    continue
                 video = q.video if isinstance(q.video, MediaEmbeds) else self.encode(q.video)
                 ids = self.model.chat_prompt_ids(q.prompt, system=self.system_prompt)
                 prompts.append(self.model.build_prompt(ids, video))

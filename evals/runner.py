@@ -1,6 +1,7 @@
 """`harness eval`: run one benchmark adapter with a model, resumably, and write the results.
 
-For each video (in the order its questions appear): decode N frames (uniform, as lmms-eval
+For each video (in the order its questions appear; a text benchmark's questions have none):
+decode N frames (uniform, as lmms-eval
 samples them; or at --fps with N as a cap), encode them once, render every question's
 prompt (with subtitles: the cues covering those frames), and generate in batches. Each
 batch's predictions are appended to `<out stem>.predictions.jsonl` at once, so a killed run
@@ -161,7 +162,9 @@ def run_eval(bench: Benchmark, model: HarnessVLM, data: Path, out: Path, s: Eval
         rejudged = _rejudge(done, bench, by_qid, judge, f) if main else 0
         for video, its in todo.items():
             try:
-                embeds, indices, video_fps = _encoded(video, s, model, disk)
+                # a text benchmark's items name no video (one group): text-only prompts
+                embeds, indices, video_fps = (None, None, None) if bench.modality == "text" else _encoded(
+                    video, s, model, disk)
             except VideoDecodeError as err:
                 log.warning("skipping %d questions: %s", len(its), err)
                 missing.append({"video": str(video), "reason": err.reason, "questions": [i.qid for i in its]})
