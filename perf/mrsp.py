@@ -77,7 +77,7 @@ class PerfConfig:
     warmup: int = 1
     global_prompts: int = 2  # prompts per step over all ranks
     data_dir: str | None = None  # an existing harness dataset; None: synthesise one
-    synth_videos: int = 4
+    synth_items: int = 4
     memory_sp_sizes: list[int] = field(default_factory=lambda: [1, 2])
     memory_steps: int = 1
     memory_frames: list[int] | None = None  # None: `frames`
@@ -232,7 +232,7 @@ def _probe(cfg, time_encode: bool) -> dict[str, float]:
     the baseline pays on every pass; the RL loop times it only in cached modes)."""
     import torch
 
-    from harness.data.dataset import SkipLedger, QADataset, question_text
+    from harness.data.dataset import QADataset, SkipLedger, question_text
     from harness.trainer.common import build_model
 
     model = build_model(cfg.model)
@@ -360,7 +360,7 @@ def prepare(pc: PerfConfig, work: Path) -> tuple[str, str]:
 
         data_dir = str(work / "data")
         if not (Path(data_dir) / "rl.jsonl").exists():
-            synthesize(Path(data_dir), pc.synth_videos, seed=0, minutes=(0.5, 0.5), progress=False)
+            synthesize(Path(data_dir), pc.synth_items, seed=0, minutes=(0.5, 0.5), progress=False)
     if pc.model_path:
         return data_dir, pc.model_path
     from harness.model.build import init_model

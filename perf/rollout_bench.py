@@ -16,7 +16,7 @@ from typing import Any
 
 
 def build_prompts(model, data_dir: str, count: int, frames: int) -> list:
-    from harness.data.dataset import SkipLedger, QADataset, question_text
+    from harness.data.dataset import QADataset, SkipLedger, question_text
     from harness.trainer.videos import StepVideoCache
 
     data = QADataset(Path(data_dir) / "rl.jsonl", frames, SkipLedger(1.0))

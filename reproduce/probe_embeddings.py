@@ -27,7 +27,7 @@ def question_kind(question: str) -> str:
 def probe(model_dir: Path, data_dir: Path, split: str = "rl.jsonl", frames: int = 16, videos: int = 900,
           steps: int = 300, seed: int = 0) -> dict[str, float]:
     """Held-out linear-probe accuracy per attribute (colour, shape, region)."""
-    from harness.data.dataset import SkipLedger, QADataset
+    from harness.data.dataset import QADataset, SkipLedger
     from harness.model.build import load_model
 
     torch.manual_seed(seed)

@@ -70,7 +70,7 @@ def probe(model_dir: Path, data_dir: Path, split: str = "test150.jsonl", frames:
     """Greedy responses of the model at `model_dir` to the basic-level questions of `split`, scored."""
     import torch
 
-    from harness.data.dataset import SkipLedger, QADataset
+    from harness.data.dataset import QADataset, SkipLedger
     from harness.model.build import load_model
     from harness.rollout.engine import SamplingConfig
     from harness.rollout.hf_engine import HFEngine

@@ -136,7 +136,7 @@ SAMPLES, TEMPERATURE = 8, 1.0  # sampled accuracy: RL's rollouts per prompt and 
 
 def _accuracy(model_dir: Path | None, data: Path, split: str, frames: int, samples: int = 0,
               seed: int = 0) -> dict[str, float]:
-    from harness.data.dataset import SkipLedger, QADataset
+    from harness.data.dataset import QADataset, SkipLedger
     from harness.model.build import init_model, load_model
     from harness.trainer.evaluate import evaluate_accuracy
 

@@ -16,7 +16,7 @@ import json
 import numpy as np
 import torch
 
-from harness.data.dataset import SkipLedger, QADataset
+from harness.data.dataset import QADataset, SkipLedger
 from harness.model.build import load_model
 from harness.trainer.evaluate import evaluate_accuracy
 

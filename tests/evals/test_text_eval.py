@@ -48,8 +48,9 @@ def test_gsm8k_runs_and_resumes(text_ckpt, gsm8k_root, tmp_path):
 
 def test_lm_eval_bridge_gives_the_same_answers(text_ckpt, gsm8k_root, tmp_path):
     lm_eval = pytest.importorskip("lm_eval")
-    import evals.lm_eval_bridge  # noqa: F401  (registers harness-vlm)
     from lm_eval.tasks import TaskManager
+
+    import evals.lm_eval_bridge  # noqa: F401  (registers harness-vlm)
 
     out = tmp_path / "harness.json"
     run_eval(build_benchmark("gsm8k"), HarnessVLM(text_ckpt, max_new_tokens=6, batch_size=2), gsm8k_root, out,
