@@ -3,6 +3,7 @@ heavy imports happen inside the handlers so `harness --help` stays instant.
 
     harness doctor                         what this environment has and what to fix
     harness demo [--out DIR] [--fresh] [--quick]   the end-to-end toy demo (SFT, RL with MR-SP, eval, report)
+    harness demo --modality text|image|audio|video+audio [--quick]   the same on another medium
     harness sft --config FILE [k=v ...] [--resume]    CoT-SFT
     harness rl  --config FILE [k=v ...] [--resume]    RL (GRPO, DAPO, RLOO, Dr.GRPO)
     harness model init --family F --size S --out DIR [--seed N]
@@ -38,9 +39,20 @@ def _demo(args: argparse.Namespace) -> int:
 
     from harness.demo import FULL, QUICK, run_demo
 
+    if args.modality != "video":
+        from harness.demo import media
+
+        if args.procs is not None:
+            raise ValueError("--procs is for the video demo (MR-SP over 2 processes); the other media run in one")
+        settings = media.QUICK if args.quick else media.FULL
+        settings = replace(settings, engine=args.engine) if args.engine else settings
+        out = Path(args.out) if args.out else Path("runs") / f"demo-{args.modality.replace('+', '-')}"
+        media.run_media_demo(out, args.modality, settings, fresh=args.fresh, seed=args.seed,
+                             size="tiny" if args.quick else "toy")
+        return 0
     settings = QUICK if args.quick else FULL
     changes = {k: getattr(args, k) for k in ("procs", "engine") if getattr(args, k) is not None}
-    run_demo(Path(args.out), replace(settings, **changes), fresh=args.fresh, seed=args.seed)
+    run_demo(Path(args.out or "runs/demo"), replace(settings, **changes), fresh=args.fresh, seed=args.seed)
     return 0
 
 
@@ -175,12 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("demo", help="run the end-to-end toy demo on CPU")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", help="output folder (default runs/demo, runs/demo-<modality> for the other media)")
+    p.add_argument("--modality", choices=["video", "text", "image", "audio", "video+audio"], default="video",
+                   help="video: the MR-SP demo; the others: SFT then RL on that medium's toy tasks")
     p.add_argument("--fresh", action="store_true", help="rebuild everything instead of reusing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="seconds-scale settings (the test suite's); nothing learns")
     p.add_argument("--procs", type=int, choices=[1, 2], help="RL processes (default 2: MR-SP with sp_size=2)")
-    p.add_argument("--engine", choices=["vllm", "hf"], help="RL rollout engine (default vllm)")
+    p.add_argument("--engine", choices=["vllm", "hf", "auto"],
+                   help="RL rollout engine (default vllm for video, auto for the other media)")
     p.set_defaults(func=_demo)
 
     for name, func, what in (("sft", _sft, "chain-of-thought SFT"), ("rl", _rl, "RL (GRPO family)")):

@@ -13,7 +13,9 @@ Media (docs/omni-notes.md has the facts and where they were read):
   piece to exactly its rows, and the units split over an MR-SP group like video frames.
   Its `MediaEmbeds` holds the rows as [1, A, D] (A tokens of 40 ms, `grid_hw` (1, A),
   `seconds_per_unit` 0.04: the time of one token), so `embeds.reshape(-1, D)` is exactly
-  the A rows even when the last 2-s unit is short;
+  the A rows even when the last 2-s unit is short. A track over the feature extractor's
+  300 s is refused (`OmniInputError`), not cut: the tower has no length limit, the log-mel
+  features do (`audio_features`);
 * a video with its audio track (records of data_type "video+audio", media [video, audio]):
   one placeholder group, `<|vision_bos|><|audio_bos|><|VIDEO|><|audio_eos|><|vision_eos|>`
   (omni_tokenizer.VIDEO_WITH_AUDIO, what `chat_prompt_ids(q, media=("video", "audio"))`
@@ -22,6 +24,9 @@ Media (docs/omni-notes.md has the facts and where they were read):
   (`omni_positions.video_audio_chunks`). `PromptEmbeds.spans` lists such a group as ONE
   span ("video+audio", start, end) over those rows (its ids say which row is which), every
   other medium as (kind, start, end) as usual: a span per placeholder group, in order.
+  A prompt holds videos with their audio or videos without, not both (transformers'
+  processor and vLLM take one `use_audio_in_video` flag per prompt); lone audios mix
+  with either.
 
 Positions follow transformers' rule (`omni_positions`, rule="transformers"), the reference
 code the model was released with; vLLM 0.32 places a video with its audio differently and
@@ -308,9 +313,11 @@ class OmniModel(VideoLM):
         if isinstance(question, list) or tuple(media) != ("video", "audio"):
             return super().chat_prompt_ids(question, system, media)
         ids = super().chat_prompt_ids(question, system, ("video",)).tolist()
-        (at,) = [i for i, tok in enumerate(ids) if tok == self.tokens.video]
+        found = [i for i, tok in enumerate(ids) if tok == self.tokens.video]
+        at = found[0] if len(found) == 1 else 0
         if ids[at - 1 : at + 2] != [self.tokens.vision_bos, self.tokens.video, self.tokens.vision_eos]:
-            raise ValueError("the chat template does not render a video as <|vision_bos|><|VIDEO|><|vision_eos|>")
+            raise ValueError("the chat template does not render a video item as one "
+                             "<|vision_bos|><|VIDEO|><|vision_eos|> (with no other <|VIDEO|> in the prompt)")
         ids[at : at + 1] = [self.tokens.audio_bos, self.tokens.video, self.tokens.audio_eos]
         return torch.tensor(ids)  # [L]
 

@@ -11,7 +11,8 @@ the local omni tokenizer), pinned to transformers' own Qwen2.5-Omni thinker:
   positions from the thinker's `get_rope_index` (responses continue as `generate` does);
 * audio encoded in 2-s units equals the tower on the whole track, also split over 2 ranks;
 * save / load round trips, and a folder in the released Qwen2.5-Omni layout loads;
-* trainability, the vLLM refusal, positions against omni_positions' rules.
+* trainability, the vLLM refusal, the HF engine (this family's rollout engine), positions
+  against omni_positions' rules.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from harness.model.omni import VLLM_REFUSAL, OmniInputError, OmniModel
 from harness.model.omni_config import OMNI_PIXELS, omni_thinker_config
 from harness.model.omni_positions import omni_mrope_positions
 from harness.model.omni_tokenizer import VIDEO_WITH_AUDIO, build_omni_tokenizer, omni_token_ids
+from harness.rollout.engine import SamplingConfig
+from harness.rollout.hf_engine import HFEngine
 from tests.parallel.launch import run_distributed
 
 RATE = 16000
@@ -596,6 +599,22 @@ def test_vllm_requests_are_refused_with_the_reason():
         model.rollout_request(prompt)
     assert str(err.value) == VLLM_REFUSAL == model.rollout_unavailable_reason
     assert "\n" not in VLLM_REFUSAL
+
+
+def test_hf_engine_samples_what_the_trainer_scores():
+    """The rollout engine of this family: its sampled log-probs are the trainer's for the
+    same tokens, on a prompt with a video and its audio track and one with an image."""
+    model = _tiny()
+    prompts = []
+    with torch.no_grad():
+        for case in ("video+audio", "image"):
+            media, content, _ = _inputs(case)
+            prompts.append(model.build_prompt(_prompt_ids(case, content), media))
+    outs = HFEngine(model).generate(prompts, SamplingConfig(n=2, max_new_tokens=6, seed=0))
+    with torch.no_grad():
+        for out in outs:
+            scored = model.response_logprobs(prompts[out.prompt_index], out.token_ids)
+            torch.testing.assert_close(out.logprobs, scored, rtol=0, atol=1e-4)
 
 
 def test_audio_media_embeds_flatten_to_their_rows():
