@@ -102,7 +102,7 @@ class DataConfig:
     # learns to answer from however many frames it is given; 0: always num_frames.
     min_frames: int = 0
     # A split with more than this share of its lines malformed is refused; a run stops once
-    # more than this share of the video decodes attempted (summed over data-parallel ranks) fail.
+    # more than this share of the media decodes attempted (summed over data-parallel ranks) fail.
     max_skip_fraction: float = 0.1
     # When `dir` has no data yet, synthesise this many items there first (0: never): videos
     # (several questions each) or, for the other media, questions.

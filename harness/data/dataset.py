@@ -119,7 +119,7 @@ class SkipLedger:
         failed, attempted = self.totals
         if attempted and failed / attempted > self.max_fraction:
             over = "" if reduce is None else " over all data-parallel ranks (this rank's skips listed)"
-            raise SkipBudgetExceeded(f"{failed} of {attempted} video decodes failed{over} "
+            raise SkipBudgetExceeded(f"{failed} of {attempted} media decodes failed{over} "
                                      f"(> {self.max_fraction:.0%} allowed):\n{self.listing()}")
 
     def listing(self) -> str:

@@ -56,7 +56,7 @@ def test_skip_budget_stops_with_the_list():
         ledger.decoded()
     ledger.check()  # 1 of 4 is allowed
     ledger.decoded(failure=("b.mp4", "missing"))
-    with pytest.raises(SkipBudgetExceeded, match="2 of 5 video decodes failed") as err:
+    with pytest.raises(SkipBudgetExceeded, match="2 of 5 media decodes failed") as err:
         ledger.check()
     assert "a.mp4: truncated" in str(err.value) and "b.mp4: missing" in str(err.value)
     assert ledger.totals == [2, 5]
@@ -83,7 +83,7 @@ def test_skip_budget_reduce_judges_the_summed_decodes():
     another's); the verdict is on the sum, not on this rank's own share."""
     ledger = SkipLedger(max_fraction=0.2, decodes=[0, 4])
     other = [3, 6]
-    with pytest.raises(SkipBudgetExceeded, match="3 of 10 video decodes failed over all data-parallel ranks"):
+    with pytest.raises(SkipBudgetExceeded, match="3 of 10 media decodes failed over all data-parallel ranks"):
         ledger.check(reduce=lambda mine: [a + b for a, b in zip(mine, other, strict=True)])
     ledger.check()  # alone, this rank is within budget
     ledger.check(reduce=lambda mine: [a + b for a, b in zip(mine, [2, 6], strict=True)])  # 2 of 10: at the budget

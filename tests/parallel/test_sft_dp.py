@@ -85,6 +85,6 @@ def test_dp2_skip_budget_stops_every_rank_with_the_global_count(toy_data, tmp_pa
     (data / "sft.jsonl").write_text("\n".join(lines) + "\n")
     messages = run_distributed(workers.run_error, 2, "sft", _overrides(
         data, tmp_path / "run", **{"parallel.dp_size": 2, "data.max_skip_fraction": 0.05, "run.steps": 6}))
-    assert all(m and "1 of 4 video decodes failed over all data-parallel ranks" in m for m in messages), messages
+    assert all(m and "1 of 4 media decodes failed over all data-parallel ranks" in m for m in messages), messages
     assert "missing.mp4" in messages[0] and "missing.mp4" not in messages[1]  # only rank 0 had it
     assert messages[0].splitlines()[0] == messages[1].splitlines()[0]

@@ -137,7 +137,7 @@ def test_dp2_rl_skip_budget_stops_every_rank_with_the_global_count(toy_data, tmp
     common = {"rollout.engine": "hf", "parallel.dp_size": 2, "train.prompts_per_step": 2, "rollout.n": 2,
               "train.micro_batch": 2, "train.mini_batches": 1, "run.steps": 6, "data.max_skip_fraction": 0.05}
     messages = run_distributed(workers.run_error, 2, "rl", _overrides(data, tmp_path / "run", "vila", **common))
-    assert all(m and "video decodes failed over all data-parallel ranks" in m for m in messages), messages
+    assert all(m and "media decodes failed over all data-parallel ranks" in m for m in messages), messages
     assert messages[0].splitlines()[0] == messages[1].splitlines()[0]
     # the case the sum is for: one rank stopped without a failure of its own (rank 0's first
     # share, [9, 2] with run.seed 0, has none; if the sampler changes, pick another video)
