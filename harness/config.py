@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 # --- sections ------------------------------------------------------------------------------
 
 # The model families (harness/model/build.py): video LMs, text-only LMs
-MODEL_FAMILIES = ("vila", "qwen2_5_vl", "qwen2", "qwen3")
+MODEL_FAMILIES = ("vila", "qwen2_5_vl", "qwen2", "qwen3", "qwen2_5_omni")
 
 
 @dataclass

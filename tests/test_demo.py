@@ -64,7 +64,7 @@ def test_demo_quick_with_mrsp_sp2_and_vllm(tmp_path):
     assert all(r["rollout/logp_diff_max"] < 1e-4 for r in _rows(out / "rl") if "reward/mean" in r)
 
 
-@pytest.mark.parametrize("modality", ["text", "image"])
+@pytest.mark.parametrize("modality", ["text", "image", "audio", "video+audio"])
 def test_media_demo_quick_runs_every_stage_and_reuses_them(tmp_path, modality, capsys):
     """`harness demo --modality M --quick`: data, model, SFT, RL, eval and the report, then
     a second run reuses every stage."""
@@ -73,7 +73,8 @@ def test_media_demo_quick_runs_every_stage_and_reuses_them(tmp_path, modality, c
     out = tmp_path / modality
     assert main(["demo", "--modality", modality, "--quick", "--out", str(out)]) == 0
     summary = json.loads((out / "demo.json").read_text())
-    assert summary["family"] == {"text": "qwen2", "image": "qwen2_5_vl"}[modality]
+    assert summary["family"] == {"text": "qwen2", "image": "qwen2_5_vl", "audio": "qwen2_5_omni",
+                                 "video+audio": "qwen2_5_omni"}[modality]
     assert set(summary["accuracy"]) == {"untrained", "sft", "rl"}
     assert all(r["questions"] == 4 for r in summary["accuracy"].values())
     assert "| rl |" in (out / "report.md").read_text() and (out / "reward.png").is_file()

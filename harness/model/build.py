@@ -17,6 +17,9 @@ from harness.model.configs import (
     vila_configs,
 )
 from harness.model.interface import VideoLM
+from harness.model.omni import OMNI_MODEL_TYPES, OmniModel
+from harness.model.omni_config import OMNI_PIXELS, omni_thinker_config
+from harness.model.omni_tokenizer import build_omni_tokenizer, omni_token_ids
 from harness.model.qwen_vl import QwenVLModel
 from harness.model.text_lm import TEXT_MODEL_TYPES, TextLM
 from harness.model.tokenizer import build_tokenizer
@@ -29,14 +32,18 @@ def init_model(family: str, size: str, seed: int = 0) -> VideoLM:
     """A model with random weights. `size='7b'` is built on the meta device (no memory is
     allocated; for parameter and FLOP accounting only)."""
     check_family_size(family, size)
-    tokenizer = build_tokenizer(TOKENIZER_VOCAB)
+    omni = family == "qwen2_5_omni"
+    tokenizer = build_omni_tokenizer(TOKENIZER_VOCAB) if omni else build_tokenizer(TOKENIZER_VOCAB)
     n = len(tokenizer)
     torch.manual_seed(seed)
-    device = torch.device("meta") if size == "7b" else torch.device("cpu")
+    device = torch.device("meta") if size in ("3b", "7b") else torch.device("cpu")
     with device:
-        if family == "vila":
+        if omni:
+            config = omni_thinker_config(size, n, omni_token_ids(tokenizer))
+            model: VideoLM = OmniModel.from_config(config, tokenizer, *OMNI_PIXELS[size])
+        elif family == "vila":
             vision, llm = vila_configs(size, n)
-            model: VideoLM = VilaModel.from_configs(vision, llm, tokenizer)
+            model = VilaModel.from_configs(vision, llm, tokenizer)
         elif family in TEXT_FAMILIES:
             ids = {"bos_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
                    "pad_token_id": tokenizer.pad_token_id}
@@ -67,15 +74,18 @@ def detect_family(path: str | Path) -> str:
     model_type = json.loads(cfg.read_text()).get("model_type") if cfg.exists() else None
     if model_type == "qwen2_5_vl" or model_type in TEXT_MODEL_TYPES:
         return model_type
+    if model_type in OMNI_MODEL_TYPES:  # a released Qwen2.5-Omni folder, or the thinker we saved
+        return "qwen2_5_omni"
     raise ValueError(
         f"{path}: not a recognised checkpoint (expected llm/ + vision_tower/ + mm_projector/ "
-        f"for vila, or a config.json with model_type qwen2_5_vl, {' or '.join(TEXT_MODEL_TYPES)})"
+        f"for vila, or a config.json with model_type qwen2_5_vl, {', '.join(TEXT_MODEL_TYPES)} or "
+        f"{', '.join(OMNI_MODEL_TYPES)})"
     )
 
 
 def family_class(family: str) -> type[VideoLM]:
     check_family_size(family, "tiny")
-    return {"vila": VilaModel, "qwen2_5_vl": QwenVLModel}.get(family, TextLM)
+    return {"vila": VilaModel, "qwen2_5_vl": QwenVLModel, "qwen2_5_omni": OmniModel}.get(family, TextLM)
 
 
 def family_media_kinds(family: str) -> tuple[str, ...]:

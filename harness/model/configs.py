@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 from transformers import Qwen2_5_VLConfig, Qwen2Config, Qwen3Config, SiglipVisionConfig
 
+from harness.model.omni_config import OMNI_SIZES  # the toy sizes and the released 3B / 7B thinkers
+
 SIZES = ("tiny", "toy", "small", "7b", "perf")
 TEXT_FAMILIES = ("qwen2", "qwen3")  # text-only causal LMs (Qwen2.5, Qwen3)
-FAMILIES = ("vila", "qwen2_5_vl", *TEXT_FAMILIES)
+FAMILIES = ("vila", "qwen2_5_vl", *TEXT_FAMILIES, "qwen2_5_omni")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ _REAL_VOCAB = 152064  # Qwen2.5's embedding rows (tokenizer length is smaller; p
 def check_family_size(family: str, size: str) -> None:
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; choose one of {FAMILIES}")
+    if family == "qwen2_5_omni":
+        if size not in OMNI_SIZES:
+            raise ValueError(f"unknown qwen2_5_omni size {size!r}; choose one of {OMNI_SIZES}")
+        return
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r}; choose one of {SIZES}")
 

