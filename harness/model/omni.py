@@ -81,6 +81,7 @@ from harness.model.qwen_vl import (
     VIDEO_MAX_PIXELS,
     VIDEO_MIN_PIXELS,
     VIDEO_TOTAL_PIXELS,
+    tower_settings,
     video_frame_max_pixels,
 )
 from harness.parallel.encode import encode_split
@@ -124,13 +125,6 @@ def _feature_settings(fe: WhisperFeatureExtractor) -> dict:
     d = fe.to_dict()
     return {k: d[k] for k in ("feature_extractor_type", *FEATURE_KEYS, *OPTIONAL_FEATURE_KEYS,
                               "n_samples", "nb_max_frames")}
-
-
-def _tower_settings(config) -> dict:
-    """A tower config's settings without its `dtype`, which a loaded config records and a
-    freshly built one does not: the embedding cache keys the weights' dtype itself, and a
-    saved and reloaded model keeps its cache entries."""
-    return {k: v for k, v in config.to_diff_dict().items() if k != "dtype"}
 
 
 class OmniModel(VideoLM):
@@ -252,8 +246,8 @@ class OmniModel(VideoLM):
     def encoder_settings(self) -> dict:
         return {"family": self.family, "preprocess": self.preprocess_cfg, "video_pixels": list(self.video_pixels),
                 "audio_features": _feature_settings(self.feature_extractor),
-                "vision_tower": _tower_settings(self._vision),
-                "audio_tower": _tower_settings(self.model.config.audio_config)}
+                "vision_tower": tower_settings(self._vision),
+                "audio_tower": tower_settings(self.model.config.audio_config)}
 
     # --- audio -------------------------------------------------------------------------
 

@@ -54,6 +54,12 @@ IMAGE_TOKEN = "<|image_pad|>"
 MAX_IMAGES_PER_PROMPT = 8
 
 
+def tower_settings(config) -> dict:
+    """A tower config's settings without its `dtype`, which a loaded config records and a
+    freshly built one does not (the weights' dtype is part of the cache key on its own)."""
+    return {k: v for k, v in config.to_diff_dict().items() if k not in ("dtype", "torch_dtype")}
+
+
 class QwenVLModel(VideoLM):
     family = "qwen2_5_vl"
     media_kinds = ("image", "video")
@@ -109,7 +115,7 @@ class QwenVLModel(VideoLM):
 
     def encoder_settings(self) -> dict:
         return {"family": self.family, "preprocess": self.preprocess_cfg, "video_pixels": list(self.video_pixels),
-                "tower": self._vision.to_diff_dict()}
+                "tower": tower_settings(self._vision)}
 
     def placeholder_id(self, kind: str) -> int:
         if kind == "image":

@@ -119,3 +119,12 @@ def test_vllm_rule_of_several_spans_matches_ours_over_shapes(qwen):
             cursor += units * rows * cols + int(rng.integers(0, 4))
         length = cursor + int(rng.integers(0, 3))
         assert torch.equal(mrope_segments(length, ours), vllm_mrope_positions(length, segments))
+
+
+def test_a_saved_and_reloaded_model_keeps_its_encoder_settings(qwen, tmp_path):
+    """The disk embedding cache's key: a reloaded tower config records its dtype, a fresh one
+    does not; the settings must not differ for that (the weights' dtype is keyed apart)."""
+    from harness.model.build import load_model
+
+    qwen.save_pretrained(tmp_path / "m")
+    assert load_model(tmp_path / "m").encoder_settings() == qwen.encoder_settings()
