@@ -205,17 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. optim.lr=1e-5")
         p.set_defaults(func=func)
 
+    from harness.model.configs import FAMILIES, OMNI_SIZES, SIZES
+
+    sizes = [*SIZES, *(s for s in OMNI_SIZES if s not in SIZES)]  # which size a family has: checked on use
     model = sub.add_parser("model", help="build or inspect models").add_subparsers(dest="action", required=True)
     p = model.add_parser("init", help="random weights + local tokenizer, saved as a checkpoint")
-    p.add_argument("--family", choices=["vila", "qwen2_5_vl"], required=True)
-    p.add_argument("--size", choices=["tiny", "toy", "small", "7b"], default="tiny")
+    p.add_argument("--family", choices=FAMILIES, required=True)
+    p.add_argument("--size", choices=sizes, default="tiny")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_model_init)
     p = model.add_parser("info", help="parameter counts of a checkpoint or a named size")
     p.add_argument("path", nargs="?", help="checkpoint folder (or give --family/--size)")
-    p.add_argument("--family", choices=["vila", "qwen2_5_vl"], default="vila")
-    p.add_argument("--size", choices=["tiny", "toy", "small", "7b"], default="tiny")
+    p.add_argument("--family", choices=FAMILIES, default="vila")
+    p.add_argument("--size", choices=sizes, default="tiny")
     p.set_defaults(func=_model_info)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
