@@ -136,7 +136,11 @@ def _data_synth(args: argparse.Namespace) -> int:
             raise ValueError("--videos counts videos of --modality video; give --items for the other media")
         if args.items is None:
             raise ValueError(f"--modality {args.modality}: say how many questions with --items N")
-        for name, path in synthesize_modality(Path(args.out), args.modality, args.items, args.seed).items():
+        level = {"default": None, "basic": "easy"}.get(args.difficulty, args.difficulty) if args.modality == "text" else None
+        if args.modality != "text" and args.difficulty != "default":
+            raise ValueError("--difficulty is for --modality video and text")
+        for name, path in synthesize_modality(Path(args.out), args.modality, args.items, args.seed,
+                                              text_level=level).items():
             print(f"{name}: {path}")
         return 0
     if args.videos is None:
@@ -236,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="64x64", help="frame size WxH")
     p.add_argument("--format", choices=["harness", "videomme"], default="harness",
                    help="videomme also writes the test split in the official Video-MME layout")
-    p.add_argument("--difficulty", choices=["default", "easy", "basic"], default="default",
-                   help="easy: 2x2 grid, 3 objects, ~12 events, reasoning by order; basic: one object, "
-                        "answered with a word (toy models trained from scratch on CPU)")
+    p.add_argument("--difficulty", choices=["default", "easy", "basic", "medium", "hard"], default="default",
+                   help="video: easy: 2x2 grid, 3 objects, ~12 events, reasoning by order; basic: one object, "
+                        "answered with a word (toy models trained from scratch on CPU). text: easy (=basic): one "
+                        "operation on numbers <= 10; medium: 1-2 on <= 20; hard: 2-3 on <= 50; default 1-3 on <= 10")
     p.add_argument("--teacher-confusion", action="append", default=[], metavar="TRUE=SAID:RATE",
                    help="basic level: the SFT split's reasoning comes from an imperfect teacher that names "
                         "colour TRUE as SAID in a fraction RATE of its TRUE-coloured videos (repeatable; RL and test keep "

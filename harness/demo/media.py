@@ -43,6 +43,9 @@ class MediaDemoSettings:
     max_new_tokens: int = 48
     frames: int = 8  # video+audio: frames per video
     engine: str = "auto"
+    # text: one operation on numbers up to 10, what the toy model learns from scratch in
+    # minutes (1-3 operations: 0.11 after 400 SFT steps; easy: 0.52; reproduce/LOG.md)
+    text_level: str = "easy"
 
 
 FULL = MediaDemoSettings()
@@ -86,7 +89,7 @@ def _data(data: Path, modality: str, s: MediaDemoSettings, seed: int) -> str:
     from harness.data.synthetic.modalities import synthesize_modality
 
     shutil.rmtree(data, ignore_errors=True)  # a half-built set from an interrupted run
-    synthesize_modality(data, modality, s.items, seed)
+    synthesize_modality(data, modality, s.items, seed, text_level=s.text_level if modality == "text" else None)
     held = list(read_jsonl(data / "test.jsonl"))[: s.heldout]
     write_jsonl(data / "heldout.jsonl", held)
     return f"{len(held)} held-out questions -> {data / 'heldout.jsonl'}"

@@ -29,9 +29,12 @@ def split_sizes(n: int) -> dict[str, int]:
     return sizes
 
 
-def synthesize_modality(root: str | Path, modality: str, n: int, seed: int = 0, **video_options) -> dict[str, Path]:
+def synthesize_modality(root: str | Path, modality: str, n: int, seed: int = 0, *, text_level: str | None = None,
+                        **video_options) -> dict[str, Path]:
     """Write `n` items of `modality` under `root` as sft / rl / test splits; returns the
-    split files. `video_options` go to the video synthesiser (minutes, fps, size, ...)."""
+    split files. `text_level`: the arithmetic difficulty (arithmetic.DIFFICULTIES: easy,
+    medium, hard; None: 1-3 operations on numbers up to 10). `video_options` go to the
+    video synthesiser (minutes, fps, size, ...)."""
     root = Path(root)
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
@@ -44,9 +47,11 @@ def synthesize_modality(root: str | Path, modality: str, n: int, seed: int = 0, 
         raise ValueError(f"{', '.join(video_options)}: video options, not for modality {modality}")
     sizes = split_sizes(n)
     if modality == "text":
-        from harness.data.synthetic.arithmetic import write_arithmetic_splits
+        from harness.data.synthetic.arithmetic import ArithmeticConfig, write_arithmetic_splits
 
-        return write_arithmetic_splits(root, sizes, seed)
+        return write_arithmetic_splits(root, sizes, seed, ArithmeticConfig.level(text_level) if text_level else None)
+    if text_level is not None:
+        raise ValueError(f"text_level is for modality text, not {modality}")
     if modality == "image":
         from harness.data.synthetic.image_tasks import write_image_splits
 
