@@ -110,6 +110,9 @@ class DataConfig:
     synth_seed: int = 0
     # What to synthesise: video | text | image | audio | video+audio (harness/data/synthetic/modalities.py)
     synth_modality: str = "video"
+    # Every video record also brings its own audio track (read as data_type video+audio), as
+    # Long-RL's `data.is_omni=true` does for Qwen2.5-Omni; needs a family that takes audio.
+    audio_in_video: bool = False
 
     def check(self) -> None:
         _positive("data.num_frames", self.num_frames)
@@ -555,6 +558,11 @@ def check_all(cfg: Any) -> None:
         section = getattr(cfg, f.name)
         if dataclasses.is_dataclass(section) and hasattr(section, "check"):
             section.check()
+    model, data = getattr(cfg, "model", None), getattr(cfg, "data", None)
+    if isinstance(model, ModelConfig) and isinstance(data, DataConfig) and data.audio_in_video \
+            and model.family != "qwen2_5_omni":
+        raise ConfigError(f"data.audio_in_video needs a family that takes audio (qwen2_5_omni), "
+                          f"got model.family={model.family}")
     if hasattr(cfg, "check"):
         cfg.check()
 

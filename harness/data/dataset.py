@@ -140,14 +140,17 @@ class QADataset:
 
     def __init__(self, path: str | Path, num_frames: int, ledger: SkipLedger,
                  video_dir: str | Path | None = None, sampler: str = "uniform", fps: float | None = None,
-                 media_kinds: tuple[str, ...] = ("video",), audio_rate: int = 16000):
+                 media_kinds: tuple[str, ...] = ("video",), audio_rate: int = 16000, audio_in_video: bool = False):
         """`video_dir`: where the records' media paths are relative to (the released
         LongVideo-Reason keeps its videos apart from its jsonl files); default the split's
         own folder. `sampler`: which frames (`harness.data.video.load_video`); `fps`: at
         this rate with `num_frames` as the cap, else `num_frames` spread over the video.
         `media_kinds`: what the model takes; records needing other media are refused when
         read (counted as malformed lines). `audio_rate`: samples per second audio is
-        resampled to (the model's feature extractor's)."""
+        resampled to (the model's feature extractor's). `audio_in_video`: every video record
+        is read as video+audio (its own audio track too)."""
+        if audio_in_video and "audio" not in media_kinds:
+            raise ValueError("data.audio_in_video needs a model that takes audio (model.family qwen2_5_omni)")
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"dataset split {self.path} does not exist")
@@ -161,6 +164,9 @@ class QADataset:
         self.ledger = ledger
         bad: list[SkippedLine] = []
         self.records: list[Record] = list(read_jsonl(self.path, skipped=bad, usable=media_problem(media_kinds)))
+        for rec in self.records if audio_in_video else ():
+            if rec.data_type == "video":
+                rec.data_type = "video+audio"
         self.malformed = len(bad)  # lines refused when read (logged in the metrics too)
         for line in bad:
             ledger.skip(f"{self.path}:{line.line}", line.reason, logged=True)

@@ -193,11 +193,12 @@ def open_run(cfg: SFTConfig | RLConfig, resume: bool, name: str) -> Run:
     d = cfg.data
     kinds = family_media_kinds(cfg.model.family)
     train = QADataset(root / d.train, d.num_frames, SkipLedger(d.max_skip_fraction), d.video_dir,
-                      d.frame_sampling, d.fps, media_kinds=kinds)
+                      d.frame_sampling, d.fps, media_kinds=kinds, audio_in_video=d.audio_in_video)
     # Its own ledger: only the main rank evaluates, and the training ledger's tally must be
     # the same on every rank of a data-parallel group (SkipLedger).
     held_out = (QADataset(root / d.eval, d.num_frames, SkipLedger(d.max_skip_fraction),
-                          d.eval_video_dir or d.video_dir, d.frame_sampling, d.fps, media_kinds=kinds)
+                          d.eval_video_dir or d.video_dir, d.frame_sampling, d.fps, media_kinds=kinds,
+                          audio_in_video=d.audio_in_video)
                 if d.eval else None)
     model = build_model(cfg.model)
     check_frame_counts(model, d)

@@ -140,3 +140,23 @@ def test_omni_rl_resumes_exactly(omni_data, tmp_path, medium):
     wa = load_model(tmp_path / "a" / "final").state_dict()
     wb = load_model(tmp_path / "b" / "final").state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_audio_in_video_reads_video_records_with_their_audio_track(omni_data, tmp_path):
+    """Long-RL's `data.is_omni=true`: records written as plain video (no data_type) are read
+    as video+audio, so every prompt holds the video and its own audio track."""
+    import json
+
+    from harness.config import ConfigError
+
+    src = omni_data / "video+audio"
+    for split in ("rl", "test"):
+        rows = [json.loads(line) for line in (src / f"{split}.jsonl").read_text().splitlines()]
+        (tmp_path / f"{split}.jsonl").write_text("".join(
+            json.dumps({k: v for k, v in r.items() if k != "data_type"}) + "\n" for r in rows))
+    (tmp_path / "videos").symlink_to(src / "videos")
+    extra = {"model.family": "qwen2_5_omni", "data.num_frames": 4, "run.steps": 1}
+    train_rl(_rl(tmp_path, tmp_path / "run", **extra, **{"data.audio_in_video": True}))
+    assert _rows(tmp_path / "run")[0]["video/encoder_calls"] == 4  # 2 prompts x (video + audio)
+    with pytest.raises(ConfigError, match="audio_in_video needs a family that takes audio"):
+        _rl(tmp_path, tmp_path / "bad", **{**extra, "model.family": "qwen2_5_vl", "data.audio_in_video": True})
