@@ -40,7 +40,7 @@ class MediaDemoSettings:
     rl_steps: int = 40
     rl_prompts: int = 8
     rl_n: int = 8
-    max_new_tokens: int = 48
+    max_new_tokens: int = 48  # at least: raised to the longest SFT target (+8) of the medium's data
     frames: int = 8  # video+audio: frames per video
     engine: str = "auto"
     # text: one operation on numbers up to 10, what the toy model learns from scratch in
@@ -76,7 +76,8 @@ def run_media_demo(out: Path, modality: str, settings: MediaDemoSettings = FULL,
         Stage("eval", f"held-out accuracy of {', '.join(MODELS)} ({s.heldout} questions)", results.exists,
               lambda: _evaluate(models, data, results, s)),
     ])
-    summary = {"modality": modality, "family": family, "settings": asdict(s), "seed": seed, "stages": stages,
+    tokens = _response_budget(data, models["untrained"], s)
+    summary = {"modality": modality, "max_new_tokens": tokens, "family": family, "settings": asdict(s), "seed": seed, "stages": stages,
                "accuracy": json.loads(results.read_text()), "wall_seconds": round(time.perf_counter() - start, 1)}
     _report(out, summary)
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -122,7 +123,8 @@ def _rl(out: Path, models: dict[str, Path], family: str, data: Path, s: MediaDem
     train_rl(load_config(CONFIGS / "rl" / "toy-text.yaml", _overrides({
         "model.family": family, "model.path": models["sft"], "data.dir": data, "data.eval": None,
         "data.num_frames": s.frames, "rollout.engine": s.engine, "rollout.n": s.rl_n,
-        "rollout.max_new_tokens": s.max_new_tokens, "train.prompts_per_step": s.rl_prompts,
+        "rollout.max_new_tokens": _response_budget(data, models["untrained"], s),
+        "train.prompts_per_step": s.rl_prompts,
         "run.out_dir": out / "rl", "run.steps": s.rl_steps, "run.save_every": s.rl_steps, "run.eval_every": 0,
         "run.seed": seed,
     }), RLConfig))
@@ -138,12 +140,26 @@ def _evaluate(models: dict[str, Path], data: Path, results: Path, s: MediaDemoSe
     for name in MODELS:
         model = load_model(models[name]).eval()
         held = QADataset(data / "heldout.jsonl", s.frames, SkipLedger(0.1), media_kinds=family_media_kinds(model.family))
-        r = evaluate_accuracy(model, held, s.max_new_tokens, batch_prompts=16)
+        r = evaluate_accuracy(model, held, _response_budget(data, models["untrained"], s), batch_prompts=16)
         scores[name] = {"accuracy": r["eval/accuracy"], "format_rate": r["eval/format_rate"],
                         "questions": int(r["eval/questions"])}
         print(f"    {name}: held-out accuracy {r['eval/accuracy']:.3f} ({int(r['eval/questions'])} questions)")
     results.write_text(json.dumps(scores, indent=2) + "\n")
     return f"results: {results}"
+
+
+def _response_budget(data: Path, model_dir: Path, s: MediaDemoSettings) -> int:
+    """Tokens a response may take: the settings' budget, or more when the medium's SFT
+    targets are longer (the audio tasks' reasoning is), so a trained answer is not cut."""
+    from transformers import AutoTokenizer
+
+    from harness.data.dataset import sft_target
+    from harness.data.records import read_jsonl
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    longest = max(len(tokenizer(sft_target(r), add_special_tokens=False)["input_ids"])
+                  for r in read_jsonl(data / "sft.jsonl"))
+    return max(s.max_new_tokens, longest + 8)
 
 
 def _report(out: Path, summary: dict) -> None:
