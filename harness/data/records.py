@@ -114,6 +114,15 @@ def _released_form(d: Mapping[str, Any], default_id: str | None = None) -> dict[
     return d
 
 
+def answer_key(record: Mapping[str, Any]) -> str:
+    """The answer key of a raw record without its tags: "<answer>B</answer>" -> "B"."""
+    m = ANSWER_RE.match(record["answer"].strip())
+    if not m:
+        raise ValueError(f"record {record.get('problem_id')!r}: answer {record['answer']!r} "
+                         "is not <answer>...</answer>")
+    return m.group(1).strip()
+
+
 class RecordError(ValueError):
     """A record that breaks the schema; says which record and which field."""
 

@@ -47,6 +47,7 @@ import av
 import numpy as np
 
 from harness.data.audio import AudioClip, load_audio
+from harness.data.records import answer_key as answer_text  # one reading of the key
 from harness.data.synthetic.render import pick_codec
 from harness.data.synthetic.scene import COLOURS
 
@@ -491,15 +492,6 @@ def screen_colour_during_tone(path: str | Path, names: Sequence[str] = SCREEN_CO
     # frame i is on screen during [i / fps, (i + 1) / fps)
     idx = int(np.clip(np.searchsorted(clip.timestamps, middle, side="right") - 1, 0, len(clip.frames) - 1))
     return _frame_colour(clip.frames[idx], names)
-
-
-def answer_text(record: Mapping[str, Any]) -> str:
-    """The answer key without its tags: "<answer>B</answer>" -> "B"."""
-    m = re.fullmatch(r"<answer>(.*)</answer>", record["answer"].strip(), re.DOTALL)
-    if not m:
-        raise ValueError(f"record {record.get('problem_id')!r}: answer {record['answer']!r} "
-                         "is not <answer>...</answer>")
-    return m.group(1).strip()
 
 
 def _onset_of_option(text: str) -> float:

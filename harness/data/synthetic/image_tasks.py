@@ -69,7 +69,8 @@ import numpy as np
 from PIL import Image
 
 from harness.data.image import load_image
-from harness.data.records import ANSWER_RE, read_jsonl, write_jsonl
+from harness.data.records import answer_key as answer_text
+from harness.data.records import read_jsonl, write_jsonl
 from harness.data.synthetic.render import BACKGROUND, shape_mask
 from harness.data.synthetic.scene import COLOURS, LEVELS, SHAPES
 
@@ -440,15 +441,6 @@ def find_object(img: np.ndarray) -> Seen:
     row, col = int(ys.mean() >= height / 2), int(xs.mean() >= width / 2)
     colour = nearest_colour(img[mask].astype(np.float64).mean(axis=0))
     return Seen(colour, mask_shape(mask), REGIONS[row * 2 + col])
-
-
-def answer_text(record: Mapping[str, Any]) -> str:
-    """The answer key without its tags: "<answer>red</answer>" -> "red"."""
-    m = ANSWER_RE.match(record["answer"].strip())
-    if not m:
-        raise ValueError(f"record {record.get('problem_id')!r}: answer {record['answer']!r} "
-                         "is not <answer>...</answer>")
-    return m.group(1).strip()
 
 
 def _asked_colour(problem: str) -> str:
