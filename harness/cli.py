@@ -44,12 +44,16 @@ def _demo(args: argparse.Namespace) -> int:
 
         if args.procs is not None:
             raise ValueError("--procs is for the video demo (MR-SP over 2 processes); the other media run in one")
+        family = args.family or media.MEDIA_FAMILIES[args.modality]
         settings = media.QUICK if args.quick else media.FULL
         settings = replace(settings, engine=args.engine) if args.engine else settings
-        out = Path(args.out) if args.out else Path("runs") / f"demo-{args.modality.replace('+', '-')}"
+        name = args.modality.replace("+", "-") + ("" if args.family is None else f"-{family}")
+        out = Path(args.out) if args.out else Path("runs") / f"demo-{name}"
         media.run_media_demo(out, args.modality, settings, fresh=args.fresh, seed=args.seed,
-                             size="tiny" if args.quick else "toy")
+                             size="tiny" if args.quick else "toy", family=family)
         return 0
+    if args.family is not None:
+        raise ValueError("--family is for the other media; the video demo runs the vila family")
     settings = QUICK if args.quick else FULL
     changes = {k: getattr(args, k) for k in ("procs", "engine") if getattr(args, k) is not None}
     run_demo(Path(args.out or "runs/demo"), replace(settings, **changes), fresh=args.fresh, seed=args.seed)
@@ -200,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--procs", type=int, choices=[1, 2], help="RL processes (default 2: MR-SP with sp_size=2)")
     p.add_argument("--engine", choices=["vllm", "hf", "auto"],
                    help="RL rollout engine (default vllm for video, auto for the other media)")
+    p.add_argument("--family", help="model family for the other media (default: qwen2 for text, qwen2_5_vl for "
+                                    "image, qwen2_5_omni for audio and video+audio; vila also takes images)")
     p.set_defaults(func=_demo)
 
     for name, func, what in (("sft", _sft, "chain-of-thought SFT"), ("rl", _rl, "RL (GRPO family)")):

@@ -80,3 +80,16 @@ def test_media_demo_quick_runs_every_stage_and_reuses_them(tmp_path, modality, c
     assert "| rl |" in (out / "report.md").read_text() and (out / "reward.png").is_file()
     assert main(["demo", "--modality", modality, "--quick", "--out", str(out)]) == 0
     assert all(v == "reused" for v in json.loads((out / "demo.json").read_text())["stages"].values())
+
+
+def test_media_demo_takes_another_family_that_takes_the_medium(tmp_path):
+    """`--family vila` runs the image demo on VILA's image path; a family without the
+    medium is refused before anything is built."""
+    from harness.cli import main
+
+    out = tmp_path / "vila"
+    assert main(["demo", "--modality", "image", "--family", "vila", "--quick", "--out", str(out)]) == 0
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["family"] == "vila" and set(summary["accuracy"]) == {"untrained", "sft", "rl"}
+    assert main(["demo", "--modality", "audio", "--family", "vila", "--quick", "--out", str(tmp_path / "no")]) == 2
+    assert not (tmp_path / "no").exists()

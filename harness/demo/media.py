@@ -54,12 +54,19 @@ QUICK = MediaDemoSettings(items=24, heldout=4, sft_steps=2, sft_batch=4, rl_step
 
 
 def run_media_demo(out: Path, modality: str, settings: MediaDemoSettings = FULL, *, fresh: bool = False,
-                   seed: int = 0, size: str = "toy") -> dict:
+                   seed: int = 0, size: str = "toy", family: str | None = None) -> dict:
+    """`family`: the model family (default MEDIA_FAMILIES[modality]); it must take the medium."""
+    from harness.model.build import family_media_kinds
+
     if modality not in MEDIA_FAMILIES:
         raise ValueError(f"unknown modality {modality!r}; choose one of video, {', '.join(MEDIA_FAMILIES)}")
+    family = family or MEDIA_FAMILIES[modality]
+    if not set(modality.split("+")) - {"text"} <= set(family_media_kinds(family)):
+        raise ValueError(f"--family {family} takes {', '.join(family_media_kinds(family)) or 'text only'}, "
+                         f"not {modality}")
     start, out, s = time.perf_counter(), Path(out), settings
-    family = MEDIA_FAMILIES[modality]
-    open_out(out, {**asdict(s), "modality": modality, "seed": seed, "size": size}, fresh=fresh, kind="demo")
+    open_out(out, {**asdict(s), "modality": modality, "seed": seed, "size": size, "family": family}, fresh=fresh,
+             kind="demo")
     data = out / "data"
     models = {"untrained": out / "model", "sft": out / "sft" / "final", "rl": out / "rl" / "final"}
     results = out / "eval.json"
@@ -156,7 +163,8 @@ def _response_budget(data: Path, model_dir: Path, s: MediaDemoSettings) -> int:
     from harness.data.dataset import sft_target
     from harness.data.records import read_jsonl
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    folder = model_dir / "llm" if (model_dir / "llm").is_dir() else model_dir  # vila keeps it beside its LLM
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     longest = max(len(tokenizer(sft_target(r), add_special_tokens=False)["input_ids"])
                   for r in read_jsonl(data / "sft.jsonl"))
     return max(s.max_new_tokens, longest + 8)

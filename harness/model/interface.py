@@ -186,19 +186,31 @@ class VideoLM(nn.Module, ABC):
         """input_ids [L] with one placeholder per medium (in order) -> the LLM's input."""
         media = [media] if isinstance(media, MediaEmbeds) else list(media)
         input_ids = input_ids.cpu()  # token bookkeeping stays on the host
-        text = self.embed_tokens(input_ids.to(self.device))  # [L, D]
+        text, media_text = self.prompt_text_embeds(input_ids)  # [L, D], [E, D]
         placeholders = {kind: self.placeholder_id(kind) for kind in self.media_kinds}
-        rows = [(m.kind, self.placeholder_id(m.kind), self.media_rows(m, text)) for m in media]
+        rows = [(m.kind, self.placeholder_id(m.kind), self.media_rows(m, media_text)) for m in media]
         ids, embeds, spans = splice_media(input_ids.to(text.device), text, rows, placeholders)
         ids = ids.cpu()
         positions = self.prompt_positions(ids, media, spans).to(text.device)
         return PromptEmbeds(embeds, positions, ids, spans)
 
-    def media_rows(self, medium: MediaEmbeds, text_embeds: torch.Tensor) -> torch.Tensor:
-        """The rows that replace a medium's placeholder: [U*T, D] here; `vila` adds each
-        frame's end-token embedding (formed from the current text embeddings, so a cached
-        video stays exact while the LLM trains)."""
-        return medium.embeds.reshape(-1, medium.embeds.shape[-1]).to(text_embeds.device)
+    # Token ids whose embeddings the media rows hold besides the medium's own (vila's text
+    # around each frame); embedded with every prompt, so a cached video stays exact while the
+    # LLM trains.
+    media_text_ids: tuple[int, ...] = ()
+
+    def prompt_text_embeds(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [L, D] of the prompt's ids, embeddings [E, D] of `media_text_ids`) from
+        one embedding call whatever the prompt's media: under ZeRO-3 each call gathers the
+        table, and every DP rank must make as many calls as the others."""
+        extra = torch.tensor(self.media_text_ids, dtype=input_ids.dtype)
+        embeds = self.embed_tokens(torch.cat([input_ids, extra]).to(self.device))  # [L+E, D]
+        return embeds[: input_ids.shape[0]], embeds[input_ids.shape[0]:]
+
+    def media_rows(self, medium: MediaEmbeds, media_text: torch.Tensor) -> torch.Tensor:
+        """The rows that replace a medium's placeholder: [U*T, D] here; `vila` adds the text
+        around each frame, whose embeddings are `media_text` [E, D] (`media_text_ids`)."""
+        return medium.embeds.reshape(-1, medium.embeds.shape[-1]).to(media_text.device)
 
     @abstractmethod
     def save_pretrained(self, out: str | Path) -> None: ...

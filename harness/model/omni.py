@@ -354,10 +354,10 @@ class OmniModel(VideoLM):
         return [medium.embeds.shape[0], h * m, w * m]
 
     def _interleaved(self, video: MediaEmbeds, audio: MediaEmbeds,
-                     text_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     media_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A video with its audio track: (rows [V+A, D], ids [V+A]) in the 2-s chunks of
         transformers' processor (`use_audio_in_video`)."""
-        rows = {"video": self.media_rows(video, text_embeds), "audio": self.media_rows(audio, text_embeds)}
+        rows = {"video": self.media_rows(video, media_text), "audio": self.media_rows(audio, media_text)}
         ids = {"video": self.tokens.video, "audio": self.tokens.audio}
         chunks = video_audio_chunks(self._grid_thw(video), video.seconds_per_unit, rows["audio"].shape[0],
                                     self.timing, rule=POSITION_RULE)
@@ -372,14 +372,14 @@ class OmniModel(VideoLM):
         media = [media] if isinstance(media, MediaEmbeds) else list(media)
         input_ids = input_ids.cpu()  # token bookkeeping stays on the host
         groups = self._media_groups(input_ids, media)
-        text = self.embed_tokens(input_ids.to(self.device))  # [L, D]
+        text, media_text = self.prompt_text_embeds(input_ids.cpu())  # [L, D], [0, D]
         rows, pair_ids = [], {}
         for k, (kind, members) in enumerate(groups):
             if kind == "video+audio":
-                embeds, pair_ids[k] = self._interleaved(*members, text)
+                embeds, pair_ids[k] = self._interleaved(*members, media_text)
                 rows.append((kind, self.tokens.video, embeds))
             else:
-                rows.append((kind, self.placeholder_id(kind), self.media_rows(members[0], text)))
+                rows.append((kind, self.placeholder_id(kind), self.media_rows(members[0], media_text)))
         placeholders = {kind: self.placeholder_id(kind) for kind in self.media_kinds}
         ids, embeds, spans = splice_media(input_ids.to(text.device), text, rows, placeholders)
         ids = ids.cpu()

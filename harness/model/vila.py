@@ -17,11 +17,16 @@ What the released code does, and this class reproduces (NVlabs/Long-RL
 - the video encoder named in the config (media_encoder.py): each frame's (or, for
   TSPVideoEncoder, each pool of frames') tokens followed by the embedding of its end text,
   "\\n" by default: LongVILA's 256 + 1 = 257 rows per frame;
-- the prompt is the tokenizer's own chat template over the user text `<vila/video>` +
-  question (media.py `extract_media`), tokenised, and every pad or eos id dropped before
-  the embeddings are formed (modeling_vila.py `_embed` skips `pad_token_list`; its third
-  entry is a token string, never equal to an id, so only those two ids drop). The video's
-  rows replace the `<vila/video>` token.
+- an image (modeling_vila.py `encoders["image"]`, a BasicImageEncoder with its defaults;
+  the "resize" / "pad" aspect, one tile per image, mm_utils.py `process_images`) is one
+  frame through the same tower and projector, never time-pooled, followed by the "\\n"
+  embedding once;
+- the prompt is the tokenizer's own chat template over the user text: the content's parts
+  in order, `<image>` / `<vila/video>` for each medium and the text as it is (media.py
+  `extract_media`), tokenised, and every pad or eos id dropped before the embeddings are
+  formed (modeling_vila.py `_embed` skips `pad_token_list`; its third entry is a token
+  string, never equal to an id, so only those two ids drop). Each medium's rows replace
+  its token.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from torch import nn
 from transformers import AutoTokenizer, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from harness.data.video import preprocess_siglip
+from harness.errors import HarnessError
 from harness.model.interface import MediaEmbeds, PromptEmbeds, VideoLM, VideoPixels, mean_spacing
 from harness.model.positions import linear_positions
 from harness.model.vila_config import (
@@ -68,8 +74,13 @@ DEFAULT_SPEC = VilaSpec(
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 
 
+# BasicImageEncoder as modeling_vila.py builds it: no start text, "\n" after each image
+IMAGE_ENCODER = VideoEncoderSpec()
+
+
 class VilaModel(VideoLM):
     family = "vila"
+    media_kinds = ("image", "video")
 
     def __init__(
         self,
@@ -92,7 +103,20 @@ class VilaModel(VideoLM):
         self.spec = spec
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.loaded_config = dict(loaded_config or {})
+        if spec.prompt_format == "harness-v0" or spec.tiles_images:
+            self.media_kinds = ("video",)  # no image path here for these: see _no_medium
         _check_geometry(spec, vision_tower.config, projector.merge)
+
+    def _no_medium(self, kind: str) -> HarnessError:
+        err = super()._no_medium(kind)
+        if kind != "image":
+            return err
+        if self.spec.prompt_format == "harness-v0":
+            return HarnessError(f"{err}: a checkpoint of the harness's first vila layout was trained on videos only")
+        if self.spec.tiles_images:
+            return HarnessError(f"{err}: its image_aspect_ratio {self.spec.image_aspect!r} tiles a prompt's image "
+                                f"(NVILA's dynamic tiling), which is not implemented; 'resize' and 'pad' are")
+        return err
 
     @property
     def language_model(self) -> nn.Module:
@@ -142,12 +166,26 @@ class VilaModel(VideoLM):
                 "spec": dataclasses.asdict(self.spec),
                 "tower": self.vision_tower.config.to_diff_dict(), "projector_merge": self.mm_projector.merge}
 
+    def encode_image(self, image: np.ndarray) -> MediaEmbeds:
+        """One image [H, W, 3] uint8 as the released processor and image encoder see it: the
+        tower's square input ("pad" centres it on the mean colour first), projected, unpooled."""
+        s = self.image_size
+        x = preprocess_siglip(image[None], s, self.image_mean, self.image_std,
+                              pad_square=self.spec.aspect == "pad")  # [1, 3, S, S]
+        side = _merged_side(self.spec, self.vision_tower.config, self.mm_projector.merge)
+        unit = VideoPixels(x[:, None], 1, 0.0, (self.patch_grid, self.patch_grid))  # [1, 1, 3, S, S]
+        return MediaEmbeds(self._project(unit), (side, side), 0.0, kind="image")  # [1, side*side, D]
+
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
         side = _merged_side(self.spec, self.vision_tower.config, self.mm_projector.merge)
         _, ph, pw = self.spec.video_encoder.pool
         return side // ph, side // pw
 
     def encode_unit_block(self, pixels: VideoPixels) -> torch.Tensor:
+        return _tsp_pool(self._project(pixels), pixels.units.shape[0], self.spec.video_encoder.pool)  # [U, T', D]
+
+    def _project(self, pixels: VideoPixels) -> torch.Tensor:
+        """Every frame of the units through the tower and projector: [U*t, T, D]."""
         tower_dtype = next(self.vision_tower.parameters()).dtype
         u, t = pixels.units.shape[:2]
         frames = pixels.units.reshape(u * t, *pixels.units.shape[2:]).to(self.device, tower_dtype)
@@ -156,45 +194,63 @@ class VilaModel(VideoLM):
         if self.spec.select_feature == "patch":
             feats = feats[:, 1:]  # the released feature_select drops the first token
         side = math.isqrt(feats.shape[1])
-        tokens = self.mm_projector(feats.reshape(u * t, side, side, -1))  # [U*t, T, D]
-        return _tsp_pool(tokens, u, self.spec.video_encoder.pool)  # [U, T', D]
+        return self.mm_projector(feats.reshape(u * t, side, side, -1))  # [U*t, T, D]
 
-    def media_rows(self, medium: MediaEmbeds, text_embeds: torch.Tensor) -> torch.Tensor:
+    def media_rows(self, medium: MediaEmbeds, media_text: torch.Tensor) -> torch.Tensor:
         """Each unit's tokens between its start and end text embeddings, flattened."""
-        rows = medium.embeds.to(text_embeds.device, text_embeds.dtype)  # [U, T, D]
-        start, end = self._marker_ids
-        parts = [self._marker(start, rows), rows, self._marker(end, rows)]
+        rows = medium.embeds.to(media_text.device, media_text.dtype)  # [U, T, D]
+        around = [media_text[s].expand(rows.shape[0], -1, -1) if s is not None else None  # [U, E, D]
+                  for s in self._markers[1][medium.kind]]
+        parts = [around[0], rows, around[1]]
         return torch.cat([p for p in parts if p is not None], dim=1).reshape(-1, rows.shape[-1])
 
     @functools.cached_property
-    def _marker_ids(self) -> tuple[list[int] | None, list[int] | None]:
-        """Token ids of the start / end text around each unit, tokenised once (build_prompt
-        runs for every rollout and log-prob pass)."""
-        enc = self.spec.video_encoder
-        return tuple(None if text is None else self.tokenizer(text)["input_ids"]
-                     for text in (enc.start_tokens, enc.end_tokens))
+    def _markers(self) -> tuple[tuple[int, ...], dict[str, tuple[slice | None, slice | None]]]:
+        """(token ids of every start / end text, tokenised once; per medium kind, where its
+        start and end text lie among them). An image is one unit."""
+        ids: list[int] = []
+        where = {}
+        for kind, enc in (("video", self.spec.video_encoder), ("image", IMAGE_ENCODER)):
+            places = []
+            for text in (enc.start_tokens, enc.end_tokens):
+                tokens = [] if text is None else self.tokenizer(text)["input_ids"]
+                places.append(slice(len(ids), len(ids) + len(tokens)) if text is not None else None)
+                ids += tokens
+            where[kind] = tuple(places)
+        return tuple(ids), where
 
-    def _marker(self, ids: list[int] | None, rows: torch.Tensor) -> torch.Tensor | None:
-        if ids is None:
-            return None
-        tokens = torch.tensor(ids, device=rows.device)  # [E]
-        return self.embed_tokens(tokens).to(rows.dtype).expand(rows.shape[0], -1, -1)  # [U, E, D]
+    @property
+    def media_text_ids(self) -> tuple[int, ...]:
+        return self._markers[0]
 
     def prompt_positions(self, input_ids: torch.Tensor, media: list[MediaEmbeds],
                          spans: tuple[tuple[str, int, int], ...]) -> torch.Tensor:
         return linear_positions(input_ids.shape[0])  # [L]
 
+    def placeholder_id(self, kind: str) -> int:
+        if kind == "image" and kind in self.media_kinds:
+            return self.tokenizer.convert_tokens_to_ids(MEDIA_TOKENS["image"])
+        return super().placeholder_id(kind)
+
     def chat_prompt_ids(self, question: str | list[dict], system: str | None = None,
                         media: tuple[str, ...] | list[str] = ("video",)) -> torch.Tensor:
         if isinstance(question, list):
-            raise self._no_medium("image")  # content lists place images
-        if tuple(media) not in ((), ("video",)):
-            raise self._no_medium("+".join(media))  # one video per prompt at most
+            if media:
+                raise ValueError("give the media either inside the content list or in `media`, not both")
+            content = question
+        else:
+            content = [{"type": kind} for kind in media] + [{"type": "text", "text": question}]
+        kinds = [item["type"] for item in content if item["type"] != "text"]
+        if "video" in kinds and (len(kinds) > 1):
+            raise HarnessError(f"a vila prompt holds one video alone or images only, not {'+'.join(kinds)}")
+        for kind in set(kinds) - set(self.media_kinds):
+            raise self._no_medium(kind)
         if self.spec.prompt_format == "harness-v0":
             return super().chat_prompt_ids(question, system, media)
         messages = [{"role": "system", "content": system}] if system else []
-        video = MEDIA_TOKENS["video"] if media else ""
-        messages.append({"role": "user", "content": (video + question).strip()})
+        # extract_media: the parts in order, each medium as its token, text as it is
+        user = "".join(MEDIA_TOKENS[item["type"]] if item["type"] != "text" else item["text"] for item in content)
+        messages.append({"role": "user", "content": user.strip()})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         dropped = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
         ids = [i for i in self.tokenizer(text)["input_ids"] if i not in dropped]

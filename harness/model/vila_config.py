@@ -67,6 +67,13 @@ class VilaSpec:
     # "harness-v0": this harness before it read the released layout (Qwen's `<|video_pad|>`
     # placeholder, every id kept), for checkpoints trained that way
     prompt_format: str = "released"
+    # the config's own image_aspect_ratio: "dynamic" / "dynamic_s2" tile a prompt's single
+    # image (not implemented: such a model's prompts take no images here); frames resize
+    image_aspect: str = "resize"
+
+    @property
+    def tiles_images(self) -> bool:
+        return self.image_aspect in ("dynamic", "dynamic_s2")
 
 
 def _json(path: Path) -> dict:
@@ -163,6 +170,7 @@ def read_spec(path: str | Path) -> VilaSpec:
         select_layer=layer,
         select_feature=feature,
         aspect=_ASPECT[aspect],
+        image_aspect=aspect or "resize",
         video_encoder=encoder,
         chat_template=top.get("chat_template"),
         prompt_format=prompt_format,
@@ -214,7 +222,7 @@ def top_config(spec: VilaSpec, llm_hidden: int, vision_hidden: int, image_size: 
                              **projector_cfg, "mm_projector_type": spec.projector_type},
         "hidden_size": llm_hidden,
         "mm_hidden_size": vision_hidden,
-        "image_aspect_ratio": spec.aspect,
+        "image_aspect_ratio": spec.image_aspect,
         "mm_vision_select_layer": spec.select_layer,
         "mm_vision_select_feature": spec.select_feature,
         "mm_use_im_start_end": False,

@@ -16,7 +16,8 @@ def _prompt(model, frames):
 def test_video_rows_are_spliced_at_the_placeholder(tiny_model, frames):
     prompt, video = _prompt(tiny_model, frames)
     start, end = prompt.spans[0][1:]
-    rows = tiny_model.media_rows(video, prompt.embeds)  # vila: each frame + its end token
+    media_text = tiny_model.embed_tokens(torch.tensor(tiny_model.media_text_ids, dtype=torch.long))  # [E, D]
+    rows = tiny_model.media_rows(video, media_text)  # vila: each frame + its end token
     assert end - start == rows.shape[0] >= video.num_tokens
     assert torch.equal(prompt.embeds[start:end], rows)
     t = video.embeds.shape[1]

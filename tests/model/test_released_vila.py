@@ -217,3 +217,76 @@ def test_first_harness_layout_reads_with_its_own_prompt(tmp_path):
     model.save_pretrained(tmp_path / "again")  # the released layout, its prompt format recorded
     again = load_model(tmp_path / "again")
     assert again.spec.prompt_format == "harness-v0" and torch.equal(again.chat_prompt_ids("q"), ids)
+
+
+def test_image_prompt_layout_is_the_released_image_encoders(released, tmp_path):
+    """Golden layout for images (modeling_vila.py `encoders["image"]` = BasicImageEncoder with
+    its defaults; media.py `extract_media`): the user text is the content's parts in order,
+    `<image>` per image; each image's rows are its tokens then the '\\n' embedding once. An
+    image goes through the tower and projector as a video frame does (`encode_images` serves
+    both), but is never time-pooled, even under a TSP video encoder."""
+    model = load_model(released)
+    tok = model.tokenizer
+    content = [{"type": "image"}, {"type": "text", "text": "left,"}, {"type": "image"},
+               {"type": "text", "text": " right: same?"}]
+    ids = model.chat_prompt_ids(content, media=())
+    text = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\n<image>left,<image> right: same?<|im_end|>\n<|im_start|>assistant\n")
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert ids.tolist() == [i for i in tok(text)["input_ids"] if i != im_end]
+    assert model.chat_prompt_ids("Count.", media=("image",)).tolist() == [
+        i for i in tok(text.replace("<image>left,<image> right: same?", "<image>Count."))["input_ids"] if i != im_end]
+
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 255, (30, 50, 3), dtype=np.uint8), rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)]
+    media = [model.encode_image(im) for im in images]
+    assert [(m.kind, tuple(m.embeds.shape)) for m in media] == [("image", (1, 4, 64))] * 2
+    for im, m in zip(images, media, strict=True):  # one frame of a video: the same tokens
+        torch.testing.assert_close(m.embeds, model.encode_frames(im[None], np.zeros(1)).embeds)
+    prompt = model.build_prompt(ids, media)
+    newline = model.embed_tokens(torch.tensor(tok("\n")["input_ids"]))[0]
+    assert [kind for kind, _, _ in prompt.spans] == ["image", "image"]
+    for (_, start, end), m in zip(prompt.spans, media, strict=True):
+        assert end - start == 4 + 1
+        assert torch.equal(prompt.embeds[start:start + 4], m.embeds[0])
+        assert torch.equal(prompt.embeds[end - 1], newline)
+    assert torch.equal(prompt.positions, torch.arange(len(prompt)))
+
+    enc = '{"_target_": "llava.model.encoders.TSPVideoEncoder", "pool_sizes": [[2, 1, 1]]}'
+    tsp = load_model(write_released_vila(tmp_path / "tsp", top_overrides={"video_encoder": enc}))
+    torch.testing.assert_close(tsp.encode_image(images[0]).embeds, media[0].embeds)  # same weights, unpooled
+
+
+def test_image_prompts_refused_where_the_released_code_has_none(released, tmp_path):
+    model = load_model(released)
+    with pytest.raises(Exception, match="one video alone or images only"):
+        model.chat_prompt_ids("q", media=("image", "video"))
+    with pytest.raises(Exception, match="takes no audio"):
+        model.chat_prompt_ids("q", media=("audio",))
+    from harness.model.build import init_model
+
+    init_model("vila", "tiny", seed=0).save_pretrained(tmp_path / "old")
+    top = {"model_type": "llava_llama", "harness_family": "vila", "mm_projector_type": "mlp_downsample",
+           "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "mm_hidden_size": 32, "hidden_size": 64}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(top))
+    old = load_model(tmp_path / "old")  # the harness's first layout: trained on videos only
+    with pytest.raises(Exception, match="takes no image input"):
+        old.chat_prompt_ids("q", media=("image",))
+    with pytest.raises(Exception, match="takes no image input"):
+        old.encode_medium("image", np.zeros((28, 28, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("aspect", ["dynamic", "dynamic_s2"])
+def test_tiling_aspects_take_videos_and_refuse_images_by_name(tmp_path, aspect):
+    """NVILA's `dynamic` / `dynamic_s2` tile a prompt's single image (mm_utils.py
+    `process_image`); frames still resize, so videos run, images are refused with the reason,
+    and a save keeps the config's own aspect for the authors' code."""
+    root = write_released_vila(tmp_path / "ck", top_overrides={"image_aspect_ratio": aspect})
+    model = load_model(root)
+    assert model.media_kinds == ("video",) and model.spec.aspect == "resize"
+    frames = np.random.default_rng(0).integers(0, 255, (2, 28, 28, 3), dtype=np.uint8)
+    model.build_prompt(model.chat_prompt_ids("Why?"), model.encode_frames(frames, np.arange(2.0)))
+    with pytest.raises(Exception, match=f"{aspect}.*tiles a prompt's image"):
+        model.chat_prompt_ids("Count.", media=("image",))
+    model.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["image_aspect_ratio"] == aspect

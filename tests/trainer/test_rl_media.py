@@ -88,10 +88,11 @@ def image_data(tmp_path_factory):
     return root
 
 
-def test_image_rl_resumes_exactly_and_encodes_each_image_once_per_step(image_data, tmp_path):
-    """Single images and image pairs on the tiny Qwen2.5-VL: the step's images are encoded
-    once each (MR-SP's cache serves every pass), and a resumed run is exact."""
-    extra = {"model.family": "qwen2_5_vl", "run.steps": 4}
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "vila"])
+def test_image_rl_resumes_exactly_and_encodes_each_image_once_per_step(image_data, tmp_path, family):
+    """Single images and image pairs on the tiny Qwen2.5-VL and VILA: the step's images are
+    encoded once each (MR-SP's cache serves every pass), and a resumed run is exact."""
+    extra = {"model.family": family, "run.steps": 4}
     train_rl(_rl(image_data, tmp_path / "a", **extra))
     train_rl(_rl(image_data, tmp_path / "b", **{**extra, "run.steps": 2}))
     train_rl(_rl(image_data, tmp_path / "b", **extra), resume=True)
