@@ -1,0 +1,198 @@
+"""Flow-matching text-to-image and text-to-video models for Flow-GRPO, held as diffusers
+pipelines:
+
+- `sd3`: Stable-Diffusion-3 style (`StableDiffusion3Pipeline`: `SD3Transformer2DModel`, a
+  2-D `AutoencoderKL`, two CLIP text encoders with projection and a T5 encoder);
+- `wan`: Wan2.1 style (`WanPipeline`: `WanTransformer3DModel`, `AutoencoderKLWan`, a UMT5
+  encoder).
+
+A released folder (Stable Diffusion 3.5-medium, Wan2.1-T2V-1.3B-Diffusers) loads by path
+(`model_index.json` names the pipeline); toy sizes are built locally from configs with
+random weights and the tokenizers of harness/gen/tokenizer.py. `save_pretrained` writes the
+same diffusers layout, so a trained folder loads in diffusers as it is.
+
+Only the transformer trains: it is this module's one registered child, so `state_dict()`,
+the optimizer and the checkpoints hold it alone; the VAE and text encoders are frozen
+parts of the pipeline and are written only with the whole folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+KINDS = ("sd3", "wan")
+_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "WanPipeline": "wan"}
+NUM_TRAIN_TIMESTEPS = 1000  # diffusers' flow-matching schedulers: timestep = sigma * 1000
+
+
+@dataclass
+class TextCond:
+    """Text-encoder outputs of prompts: embeds [B, S, D], and for sd3 the pooled [B, P]."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def select(self, idx: list[int] | torch.Tensor) -> TextCond:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return TextCond(self.embeds[idx], None if self.pooled is None else self.pooled[idx])
+
+    @staticmethod
+    def cat(conds: list[TextCond]) -> TextCond:
+        pooled = None if conds[0].pooled is None else torch.cat([c.pooled for c in conds])
+        return TextCond(torch.cat([c.embeds for c in conds]), pooled)
+
+
+class GenModel(nn.Module):
+    def __init__(self, kind: str, pipe, shift: float, max_text_len: int):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"unknown generation model kind {kind!r}; choose one of {', '.join(KINDS)}")
+        self.kind = kind
+        self.transformer = pipe.transformer
+        self.pipe = pipe  # a diffusers pipeline, not a module: its frozen parts stay out of state_dict
+        self.shift = float(shift)  # the flow schedule's shift (SD3.5 and Wan2.1: 3.0)
+        self.max_text_len = max_text_len  # T5 / UMT5 tokens per prompt
+        for part in self._frozen_parts():
+            part.requires_grad_(False).eval()
+
+    def _frozen_parts(self) -> list[nn.Module]:
+        p = self.pipe
+        names = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+        return [getattr(p, n) for n in names if getattr(p, n, None) is not None]
+
+    def place(self, device: str | torch.device, dtype: torch.dtype) -> GenModel:
+        """Every part on `device`; the transformer in `dtype` (fp32 master weights with a
+        bf16 compute dtype), the frozen parts too, except the VAE, kept in fp32 as
+        diffusers' SD3 and Wan pipelines run it."""
+        self.transformer.to(device=device, dtype=dtype)
+        for part in self._frozen_parts():
+            part.to(device=device, dtype=torch.float32 if part is self.pipe.vae else dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    # --- text ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> TextCond:
+        """The pipeline's own prompt encoding (CLIP x2 + T5 for sd3, UMT5 for wan)."""
+        if self.kind == "sd3":
+            embeds, _, pooled, _ = self.pipe.encode_prompt(
+                prompt=prompts, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
+                max_sequence_length=self.max_text_len, device=self.device)
+            return TextCond(embeds, pooled)
+        embeds, _ = self.pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
+                                            max_sequence_length=self.max_text_len, device=self.device)
+        return TextCond(embeds)
+
+    # --- the flow --------------------------------------------------------------------
+
+    def sigmas(self, num_steps: int) -> torch.Tensor:
+        """The sampling schedule [num_steps + 1], 1 down to 0: diffusers' flow-matching Euler
+        scheduler with this model's shift (its `set_timesteps` rule), float64 on the host."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=self.shift)
+        sched.set_timesteps(num_steps, device="cpu")
+        return sched.sigmas.double()
+
+    def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: TextCond,
+                 uncond: TextCond | None, guidance: float) -> torch.Tensor:
+        """The transformer's velocity [B, ...] at latents [B, ...] and sigma [B], with
+        classifier-free guidance `uncond + g (cond - uncond)` when `uncond` is given (one
+        batched call over [uncond; cond], as diffusers' SD3 pipeline does)."""
+        t = sigma.to(latents.device, torch.float32) * NUM_TRAIN_TIMESTEPS  # [B]
+        if uncond is None:
+            return self._forward(latents, t, cond)
+        both = self._forward(torch.cat([latents, latents]), torch.cat([t, t]), TextCond.cat([uncond, cond]))
+        v_uncond, v_cond = both.chunk(2)
+        return v_uncond + guidance * (v_cond - v_uncond)
+
+    def _forward(self, latents: torch.Tensor, t: torch.Tensor, cond: TextCond) -> torch.Tensor:
+        dtype = next(self.transformer.parameters()).dtype
+        x, text = latents.to(dtype), cond.embeds.to(latents.device, dtype)
+        if self.kind == "sd3":
+            out = self.transformer(hidden_states=x, encoder_hidden_states=text,
+                                   pooled_projections=cond.pooled.to(latents.device, dtype), timestep=t,
+                                   return_dict=False)[0]
+        else:
+            out = self.transformer(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+        return out.float()
+
+    # --- pixels ----------------------------------------------------------------------
+
+    def latent_shape(self, height: int, width: int, frames: int = 1) -> tuple[int, ...]:
+        """One sample's latent shape: [C, h, w] (sd3) or [C, f, h, w] (wan)."""
+        c = self.transformer.config.in_channels
+        if self.kind == "sd3":
+            f = self.pipe.vae_scale_factor
+            _check_multiple("height/width", (height, width), f * self.transformer.config.patch_size)
+            return (c, height // f, width // f)
+        fs, ft = self.pipe.vae_scale_factor_spatial, self.pipe.vae_scale_factor_temporal
+        _check_multiple("height/width", (height, width), fs * self.transformer.config.patch_size[1])
+        if (frames - 1) % ft:
+            raise ValueError(f"frames={frames}: the Wan VAE takes 1 + {ft}k frames")
+        return (c, (frames - 1) // ft + 1, height // fs, width // fs)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> pixels in [0, 1]: images [B, 3, H, W] or videos [B, F, 3, H, W]."""
+        vae = self.pipe.vae
+        z = latents.to(self.device, torch.float32)
+        if self.kind == "sd3":
+            z = z / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
+            pixels = vae.decode(z, return_dict=False)[0]  # [B, 3, H, W]
+        else:
+            shape = (1, -1, 1, 1, 1)
+            mean = torch.tensor(vae.config.latents_mean, device=z.device).view(shape)
+            std = torch.tensor(vae.config.latents_std, device=z.device).view(shape)
+            pixels = vae.decode(z * std + mean, return_dict=False)[0].transpose(1, 2)  # [B, F, 3, H, W]
+        return (pixels / 2 + 0.5).clamp(0, 1)
+
+    # --- persistence -----------------------------------------------------------------
+
+    def save_pretrained(self, out: str | Path) -> None:
+        self.pipe.save_pretrained(out)
+        _write_json(Path(out) / "harness_gen.json", {"kind": self.kind, "shift": self.shift,
+                                                     "max_text_len": self.max_text_len})
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> GenModel:
+        """A diffusers pipeline folder: a released one, or one this harness wrote."""
+        path = Path(path)
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise FileNotFoundError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+        name = json.loads(index.read_text()).get("_class_name")
+        if name not in _PIPELINES:
+            raise ValueError(f"{index}: pipeline {name!r} is not supported; {', '.join(_PIPELINES)} are")
+        kind = _PIPELINES[name]
+        import diffusers
+
+        pipe = getattr(diffusers, name).from_pretrained(path, dtype=dtype)
+        ours = path / "harness_gen.json"
+        extra = json.loads(ours.read_text()) if ours.is_file() else {}
+        sched = pipe.scheduler.config
+        shift = extra.get("shift", sched.get("shift", sched.get("flow_shift", 1.0)))
+        # the anchors' text lengths: T5 128 tokens for SD3 (Flow-GRPO), UMT5 512 for Wan (diffusers)
+        max_len = extra.get("max_text_len", 128 if kind == "sd3" else 512)
+        return cls(kind, pipe, shift, max_len)
+
+
+def _check_multiple(what: str, values: tuple[int, ...], factor: int) -> None:
+    if any(v % factor for v in values):
+        raise ValueError(f"{what} {values} must be multiples of {factor} (VAE factor x patch size)")
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
