@@ -157,3 +157,37 @@ def test_synthetic_prompt_sets_hold_out_unseen_combinations(tmp_path, modality, 
         check(p.prompt)
     if modality == "gen-image":
         assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["tag"] == "color_attr"
+
+
+def test_clip_score_is_the_models_own_logit_for_each_pair(tmp_path):
+    """A CLIP-style reward model from a local folder (random toy CLIP here; PickScore is
+    the same class): each sample's score is the model's logits_per_image for its own
+    prompt, divided by `scale`; a video's is its frames' mean."""
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTextConfig, CLIPVisionConfig
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from harness.gen.tokenizer import clip_tokenizer
+
+    tok = clip_tokenizer(16)
+    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                          pad_token_id=1)
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=8))
+    proc = CLIPProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
+                                                               crop_size={"height": 32, "width": 32}), tokenizer=tok)
+    model.save_pretrained(tmp_path / "clip")
+    proc.save_pretrained(tmp_path / "clip")
+    reward = load_gen_reward("clip_score", str(tmp_path / "clip"), scale=26.0)
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompts = ["a red square", "a blue circle"]
+    images = [(p * 255).round().byte().permute(1, 2, 0).numpy() for p in pixels]
+    with torch.no_grad():
+        ref = model(**proc(text=prompts, images=images, return_tensors="pt", padding=True)).logits_per_image.diag()
+    torch.testing.assert_close(reward(pixels, prompts, [{}, {}]), ref / 26.0, rtol=1e-4, atol=1e-5)
+    video = torch.stack([pixels[0], pixels[0]])[None]  # [1, 2, 3, H, W]
+    torch.testing.assert_close(reward(video, prompts[:1], [{}]), ref[:1] / 26.0, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="reward.model_path"):
+        load_gen_reward("clip_score")
