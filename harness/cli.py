@@ -6,11 +6,12 @@ heavy imports happen inside the handlers so `harness --help` stays instant.
     harness demo --modality text|image|audio|video+audio [--quick]   the same on another medium
     harness sft --config FILE [k=v ...] [--resume]    CoT-SFT
     harness rl  --config FILE [k=v ...] [--resume]    RL (GRPO, DAPO, RLOO, Dr.GRPO)
+    harness gen-rl --config FILE [k=v ...] [--resume] Flow-GRPO on SD3- / Wan-style generators
     harness model init --family F --size S --out DIR [--seed N]
     harness model info DIR                 family, parameter counts, tokens per frame
     harness data synth --out DIR --videos N [--seed S] [--minutes A-B] [--fps F]
                        [--size WxH] [--format harness|videomme] [--difficulty default|easy|basic]
-    harness data synth --out DIR --modality text|image|audio|video+audio --items N [--seed S]
+    harness data synth --out DIR --modality text|image|audio|video+audio|gen-image|gen-video --items N [--seed S]
     harness data build --videos DIR --out DIR --captioner SPEC --reasoner SPEC [--clip-seconds 10]
     harness eval --task T --data DIR --model DIR --out FILE [--frames N] [--subtitles]
     harness eval --task all --config configs/eval/FILE.yaml --model DIR --out DIR
@@ -74,6 +75,13 @@ def _rl(args: argparse.Namespace) -> int:
     return _recipe(args, RLConfig, train_rl)
 
 
+def _gen_rl(args: argparse.Namespace) -> int:
+    from harness.gen.config import GenRLConfig
+    from harness.gen.train import train_gen_rl
+
+    return _recipe(args, GenRLConfig, train_gen_rl)
+
+
 def _recipe(args: argparse.Namespace, kind, train) -> int:
     from harness.config import load_config
 
@@ -133,6 +141,13 @@ def _model_info(args: argparse.Namespace) -> int:
 def _data_synth(args: argparse.Namespace) -> int:
     from harness.data.synthetic import parse_confusion, parse_minutes, parse_size, synthesize
 
+    if args.modality in ("gen-image", "gen-video"):
+        from harness.gen.data import synthesize_gen
+
+        if args.items is None:
+            raise ValueError(f"--modality {args.modality}: say how many prompts with --items N")
+        print(synthesize_gen(Path(args.out), args.modality, args.items, args.seed))
+        return 0
     if args.modality != "video":
         from harness.data.synthetic.modalities import synthesize_modality
 
@@ -208,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "image, qwen2_5_omni for audio and video+audio; vila also takes images)")
     p.set_defaults(func=_demo)
 
-    for name, func, what in (("sft", _sft, "chain-of-thought SFT"), ("rl", _rl, "RL (GRPO family)")):
+    for name, func, what in (("sft", _sft, "chain-of-thought SFT"), ("rl", _rl, "RL (GRPO family)"),
+                             ("gen-rl", _gen_rl, "RL of image / video generators (Flow-GRPO)")):
         p = sub.add_parser(name, help=f"{what} from a YAML config")
         p.add_argument("--config", help="YAML file (configs/...); defaults when omitted")
         p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.out_dir")
@@ -234,10 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
     p = data.add_parser("synth", help="write synthetic reasoning tasks as real media files (mp4, PNG, WAV)")
     p.add_argument("--out", required=True)
-    p.add_argument("--modality", choices=["video", "text", "image", "audio", "video+audio"], default="video",
+    p.add_argument("--modality", choices=["video", "text", "image", "audio", "video+audio", "gen-image", "gen-video"],
+                   default="video",
                    help="video: long-video reasoning; text: arithmetic word problems; image: single images "
                         "and pairs; audio: beeps, pitch order, onsets; video+audio: what was on screen when the "
-                        "tone sounded (all with sft/rl/test splits)")
+                        "tone sounded (all with sft/rl/test splits); gen-image / gen-video: prompts for "
+                        "generation RL (train/test, held-out combinations)")
     p.add_argument("--videos", type=int, help="videos to write (--modality video; several questions each)")
     p.add_argument("--items", type=int, help="questions to write over the splits (the other modalities)")
     p.add_argument("--seed", type=int, default=0)

@@ -83,6 +83,24 @@ def clipped_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages:
     return torch.maximum(unclipped, clipped), (ratio - 1).abs() > clip_range
 
 
+def step_loss(new: SDEStep, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_range: float,
+              ref_mean: torch.Tensor | None = None, kl_coef: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """One denoising step's loss over a micro-batch, summed over its samples (the caller
+    divides by every rank's samples x trained steps): the clipped surrogate plus kl_coef x
+    the flow_grpo KL to the reference's step mean `ref_mean` (None: no KL term). Also the
+    sums of the KL, of the clipped samples, and of Flow-GRPO's approx_kl
+    0.5 (log_prob - old)^2."""
+    surrogate, clipped = clipped_loss(new.log_prob, old_log_prob, advantages, clip_range)
+    loss = surrogate.sum()
+    stats = {"clip": float(clipped.float().sum()),
+             "approx_kl": float(0.5 * ((new.log_prob.detach() - old_log_prob) ** 2).sum())}
+    if ref_mean is not None:
+        kl = flow_grpo_kl(new.mean, ref_mean, new.std_dev_t)  # [b]
+        loss = loss + kl_coef * kl.sum()
+        stats["kl"] = float(kl.detach().sum())
+    return loss, stats
+
+
 def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, *, clip: float,
                      global_std: torch.Tensor | float | None = None, eps: float = 1e-4) -> torch.Tensor:
     """Per-prompt advantages [N]: (r - the mean of the prompt's group) / (the group's

@@ -183,6 +183,11 @@ class QADataset:
     def video_path(self, record: Record) -> Path:
         return self.root / record.videos[0]  # its only video: others are refused when read
 
+    def counters(self) -> dict[str, float]:
+        """The split's tallies for a step's metrics: decode failures (all DP ranks, this run)
+        and lines refused when the split was read."""
+        return {"data/decode_failures": float(self.ledger.totals[0]), "data/malformed_lines": float(self.malformed)}
+
     def media(self, record: Record) -> list[Medium]:
         """The record's media in prompt order, not yet loaded (video+audio: the video file's
         frames, then its own audio track)."""

@@ -40,12 +40,18 @@ class GenPrompt:
 
 
 @dataclass
-class PromptFile:
+class PromptSet:
     prompts: list[GenPrompt]
     malformed: int  # lines skipped
 
+    def __len__(self) -> int:
+        return len(self.prompts)
 
-def read_prompts(path: str | Path) -> PromptFile:
+    def counters(self) -> dict[str, float]:
+        return {"data/malformed_lines": float(self.malformed)}
+
+
+def read_prompts(path: str | Path) -> PromptSet:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
@@ -67,7 +73,7 @@ def read_prompts(path: str | Path) -> PromptFile:
     if not prompts:
         raise ValueError(f"{path} holds no prompts ({bad} malformed lines): JSONL with 'prompt' or 'text', "
                          f"or .txt with one prompt per line")
-    return PromptFile(prompts, bad)
+    return PromptSet(prompts, bad)
 
 
 def synthesize_gen(root: str | Path, modality: str, n: int, seed: int = 0, heldout_fraction: float = 0.2) -> dict:

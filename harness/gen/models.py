@@ -18,6 +18,7 @@ parts of the pipeline and are written only with the whole folder.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,17 +52,30 @@ class TextCond:
 
 
 class GenModel(nn.Module):
-    def __init__(self, kind: str, pipe, shift: float, max_text_len: int):
+    def __init__(self, kind: str, pipe, shift: float, max_text_len: int, transformer: nn.Module | None = None):
+        """`transformer`: another transformer over the same frozen parts (the reference
+        model of the KL term); default the pipeline's."""
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown generation model kind {kind!r}; choose one of {', '.join(KINDS)}")
         self.kind = kind
-        self.transformer = pipe.transformer
+        self.transformer = pipe.transformer if transformer is None else transformer
         self.pipe = pipe  # a diffusers pipeline, not a module: its frozen parts stay out of state_dict
         self.shift = float(shift)  # the flow schedule's shift (SD3.5 and Wan2.1: 3.0)
         self.max_text_len = max_text_len  # T5 / UMT5 tokens per prompt
         for part in self._frozen_parts():
             part.requires_grad_(False).eval()
+
+    def frozen_copy(self) -> GenModel:
+        """The reference policy: a frozen copy of the transformer over the same frozen parts."""
+        twin = copy.deepcopy(self.transformer).requires_grad_(False).eval()
+        return GenModel(self.kind, self.pipe, self.shift, self.max_text_len, transformer=twin)
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        if on:
+            self.transformer.enable_gradient_checkpointing()
+        else:
+            self.transformer.disable_gradient_checkpointing()
 
     def _frozen_parts(self) -> list[nn.Module]:
         p = self.pipe
@@ -74,7 +88,10 @@ class GenModel(nn.Module):
         diffusers' SD3 and Wan pipelines run it."""
         self.transformer.to(device=device, dtype=dtype)
         for part in self._frozen_parts():
-            part.to(device=device, dtype=torch.float32 if part is self.pipe.vae else dtype)
+            if part is self.pipe.vae:
+                part.to(device=device)  # loaded in fp32 (from_pretrained) or built so
+            else:
+                part.to(device=device, dtype=dtype)
         return self
 
     @property
@@ -166,6 +183,18 @@ class GenModel(nn.Module):
         _write_json(Path(out) / "harness_gen.json", {"kind": self.kind, "shift": self.shift,
                                                      "max_text_len": self.max_text_len})
 
+    def save_trainable(self, out: str | Path) -> None:
+        """What a checkpoint holds: the transformer alone (diffusers' layout, `transformer/`);
+        the frozen parts come back from the run's model.path or toy seed."""
+        self.transformer.save_pretrained(Path(out) / "transformer")
+        _write_json(Path(out) / "harness_gen.json", {"kind": self.kind, "checkpoint": "transformer only"})
+
+    def load_trainable(self, folder: str | Path) -> dict[str, torch.Tensor]:
+        """The state dict a `save_trainable` folder holds (keys as `state_dict()`'s)."""
+        dtype = next(self.transformer.parameters()).dtype
+        loaded = type(self.transformer).from_pretrained(Path(folder) / "transformer", dtype=dtype)
+        return {f"transformer.{k}": v for k, v in loaded.state_dict().items()}
+
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> GenModel:
         """A diffusers pipeline folder: a released one, or one this harness wrote."""
@@ -180,6 +209,7 @@ class GenModel(nn.Module):
         import diffusers
 
         pipe = getattr(diffusers, name).from_pretrained(path, dtype=dtype)
+        pipe.vae.to(torch.float32)  # decoded in fp32, as diffusers' SD3 and Wan pipelines upcast it
         ours = path / "harness_gen.json"
         extra = json.loads(ours.read_text()) if ours.is_file() else {}
         sched = pipe.scheduler.config

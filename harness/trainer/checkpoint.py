@@ -5,6 +5,9 @@ Layout of one checkpoint, `out_dir/checkpoints/step_000123/`:
 
 - `model/`            the model in HF format (`model.save_pretrained`): loadable by
                       `harness.model.build.load_model`, and its LLM part by transformers.
+                      A model whose frozen parts are large and never change (a generation
+                      pipeline's text encoders and VAE) writes only what trains instead
+                      (`save_trainable` / `load_trainable`, harness/gen/models.py).
 - `trainer_state.pt`  optimizer and scheduler state dicts, the RNG states (python `random`,
                       numpy's global generator, torch CPU, every visible CUDA device), the
                       caller's `data_state`, `step` and `extra`.
@@ -134,7 +137,8 @@ def _write_tree(tmp: Path, step: int, model: torch.nn.Module, state: dict[str, A
     file's size and sha256; fsynced (durable before the rename, and the rename durable
     before pruning: otherwise a power loss could leave neither the new checkpoint nor the
     old ones)."""
-    model.save_pretrained(tmp / "model")
+    save = getattr(model, "save_trainable", None) or model.save_pretrained
+    save(tmp / "model")
     torch.save(state, tmp / "trainer_state.pt")
     files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
              for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -232,15 +236,18 @@ def load_checkpoint(
 
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     try:
-        loaded = load_model(path / "model", dtype=dtype)
-    except Exception as e:  # safetensors and transformers raise many types for damaged files
+        if hasattr(model, "load_trainable"):
+            weights = model.load_trainable(path / "model")
+        else:
+            weights = load_model(path / "model", dtype=dtype).state_dict()
+    except Exception as e:  # safetensors, transformers and diffusers raise many types for damaged files
         raise CheckpointError(f"{path / 'model'} cannot be loaded (damaged?): {str(e).splitlines()[0]}") from e
     strategy = strategy or Replicated(SINGLE_PROCESS)
     try:
-        strategy.load_state(model, optimizer, loaded.state_dict(), state["optimizer"])
+        strategy.load_state(model, optimizer, weights, state["optimizer"])
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit the given model or optimizer: {e}") from e
-    del loaded
+    del weights
 
     if scheduler is not None:
         if state["scheduler"] is None:

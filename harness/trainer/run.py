@@ -30,6 +30,7 @@ from tqdm import tqdm
 from harness.config import ConfigError, RLConfig, SFTConfig, read_yaml, to_dict
 from harness.data.dataset import EpochSampler, QADataset, SkipLedger
 from harness.errors import HarnessError
+from harness.gen.data import PromptSet
 from harness.model.build import family_media_kinds
 from harness.model.interface import VideoLM
 from harness.parallel.groups import Layout, build_layout
@@ -63,7 +64,7 @@ class Run:
     layout: Layout
     strategy: Replicated
     model: VideoLM
-    train: QADataset
+    train: QADataset | PromptSet  # anything with `counters()`: the data's tallies for the metrics
     held_out: QADataset | None
     sampler: EpochSampler
     timer: StepTimer = field(default_factory=StepTimer)
@@ -136,8 +137,7 @@ class Run:
         save_now = not bad and ((step + 1) % run.save_every == 0 or step + 1 == run.steps)
         gathered = self.strategy.gather_for_save(self.model, self.optimizer) if save_now else None  # collective
         metrics = {**metrics, "lr": self.scheduler.get_last_lr()[0],
-                   "data/decode_failures": float(self.train.ledger.totals[0]),  # all DP ranks, this run
-                   "data/malformed_lines": float(self.train.malformed),  # refused when the split was read
+                   **self.train.counters(),
                    **self.timer.pop(), **peak_memory()}
         if not self.main:  # weights are identical on every rank; the main rank evaluates, logs and saves
             return
