@@ -2,7 +2,9 @@
 every part is the released architecture's own diffusers / transformers class at a small
 size, assembled into the released pipeline class, so the code paths are the real ones.
 
-    tiny: seconds-scale tests            toy: the CPU demo (still seconds per step)
+    tiny: seconds-scale tests (every weight random)
+    toy:  the CPU demo; its VAE is first fit to the toy world for a few hundred steps
+          (harness/gen/toy_vae.py says why), the rest random
 
 Sizes (latent channels 4 instead of 16; the VAE downsamples 4x in space for sd3, 2x in
 space and time for wan) keep a 32 x 32 image or a 5-frame 16 x 16 video a few hundred
@@ -26,13 +28,16 @@ LATENT_CHANNELS = 4
 def init_gen_model(kind: str, size: str = "tiny", seed: int = 0) -> GenModel:
     if size not in SIZES:
         raise ValueError(f"unknown generation model size {size!r}; choose one of {', '.join(SIZES)}")
+    if kind not in ("sd3", "wan"):
+        raise ValueError(f"unknown generation model kind {kind!r}; choose sd3 or wan")
     torch.manual_seed(seed)
     s = SIZES[size]
-    if kind == "sd3":
-        return GenModel("sd3", _sd3_pipeline(s), SHIFT, TEXT_TOKENS)
-    if kind == "wan":
-        return GenModel("wan", _wan_pipeline(s), SHIFT, TEXT_TOKENS)
-    raise ValueError(f"unknown generation model kind {kind!r}; choose sd3 or wan")
+    pipe = _sd3_pipeline(s) if kind == "sd3" else _wan_pipeline(s)
+    if size == "toy":
+        from harness.gen.toy_vae import fit_toy_vae
+
+        fit_toy_vae(pipe.vae, kind, seed=seed)
+    return GenModel(kind, pipe, SHIFT, TEXT_TOKENS)
 
 
 def _clip(vocab: int, width: int):

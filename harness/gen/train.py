@@ -117,6 +117,8 @@ def open_gen_run(cfg: GenRLConfig, resume: bool, reward: GenReward) -> tuple[Run
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         _prepare_prompts(cfg)
+        if cfg.model.path is None:
+            _write_toy_model(cfg.model, out / TOY_MODEL)
     barrier(layout)
     seed_everything(cfg.run.seed)
     root = Path(cfg.data.dir)
@@ -124,7 +126,7 @@ def open_gen_run(cfg: GenRLConfig, resume: bool, reward: GenReward) -> tuple[Run
     held_out = read_prompts(root / cfg.data.eval) if cfg.data.eval else None
     for split in (train, held_out):
         _check_scorable(split, reward)
-    model = build_gen_model(cfg.model)
+    model = build_gen_model(cfg.model, out / TOY_MODEL)
     model.latent_shape(cfg.sample.height, cfg.sample.width, cfg.sample.frames)  # sizes checked before any step
     run = Run(cfg, "gen-rl", layout, make_strategy(cfg.parallel.zero_stage, layout), model, train, None,
               EpochSampler(len(train), cfg.run.seed))
@@ -152,10 +154,24 @@ def _check_scorable(split: PromptSet | None, reward: GenReward) -> None:
                           f"choose a reward for these prompts (reward.name)")
 
 
-def build_gen_model(cfg: GenModelConfig) -> GenModel:
+# A toy model (model.path null) is built once, into the run's folder, and every rank and
+# every resume loads it from there: building it again would fit the toy VAE again.
+TOY_MODEL = "toy_model"
+
+
+def _write_toy_model(cfg: GenModelConfig, folder: Path) -> None:
+    if (folder / "model_index.json").is_file():
+        return
+    tmp = folder.with_name(folder.name + ".tmp")
+    log.info("building the %s %s model (seed %d) -> %s", cfg.size, cfg.kind, cfg.seed, folder)
+    init_gen_model(cfg.kind, cfg.size, cfg.seed).save_pretrained(tmp)
+    tmp.rename(folder)
+
+
+def build_gen_model(cfg: GenModelConfig, toy_folder: Path) -> GenModel:
+    """model.path's pipeline, or the run's toy model (`_write_toy_model` wrote it)."""
     dtype = getattr(torch, cfg.dtype)
-    model = GenModel.from_pretrained(cfg.path, dtype=dtype) if cfg.path else init_gen_model(cfg.kind, cfg.size,
-                                                                                             cfg.seed)
+    model = GenModel.from_pretrained(cfg.path or toy_folder, dtype=dtype)
     if model.kind != cfg.kind:
         raise ConfigError(f"model.path {cfg.path} holds a {model.kind} pipeline but model.kind={cfg.kind}")
     model.set_activation_checkpointing(cfg.activation_checkpointing)
