@@ -6,11 +6,13 @@ They read the request from the prompt's words, so they score the toy prompt sets
 Pixels are in [0, 1]. A pixel's likeness to the requested colour c is
     sim(p) = exp(-|p - c|^2 / (2 * 0.25^2))
 Image (`shape_match`): the requested shape drawn as a mask T at the requested place (a
-quadrant, or the centre; the centre when the prompt names none); the reward is the soft
-intersection over union of sim and T
-    sum min(sim, T) / sum max(sim, T)     in [0, 1]
-high only when the shape's pixels have the colour and the rest do not (another shape in
-the same place covers a different area: a square over a requested circle scores about pi/4).
+quadrant, or the centre; the centre when the prompt names none); the reward is
+    0.5 * max(mean_T sim' - mean_{not T} sim', 0) + 0.5 * sum min(sim, T) / sum max(sim, T)
+in [0, 1]: a graded contrast (sim' with scale 0.5: a colour part of the way there already
+counts, so a model that paints noise gets a signal to follow) plus the soft intersection
+over union of sim and T, high only when the shape's pixels have the colour and the rest do
+not (another shape in the same place covers a different area: a square over a requested
+circle has IoU about pi/4).
 Video (`motion_match`): each frame's sim-weighted centroid; the reward is
     colour * clamp(0.5 + 2 * d, 0, 1)
 with colour the mean over frames of the top sixteenth of sim (an object of that size
@@ -31,6 +33,7 @@ SHAPES = ("square", "circle", "triangle")
 REGIONS = ("top left", "top right", "bottom left", "bottom right", "centre")
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 SIM_SCALE = 0.25
+LOOSE_SCALE = 0.5  # the graded term's likeness: partly right colours count
 
 
 class UnscorablePrompt(ValueError):
@@ -62,10 +65,10 @@ def video_request(prompt: str) -> tuple[str, str]:
     return colour, direction
 
 
-def colour_similarity(pixels: torch.Tensor, colour: str) -> torch.Tensor:
+def colour_similarity(pixels: torch.Tensor, colour: str, scale: float = SIM_SCALE) -> torch.Tensor:
     """pixels [..., 3, H, W] -> sim [..., H, W]."""
     c = torch.tensor(PALETTE[colour], dtype=pixels.dtype, device=pixels.device).view(3, 1, 1)
-    return torch.exp(-((pixels - c) ** 2).sum(dim=-3) / (2 * SIM_SCALE**2))
+    return torch.exp(-((pixels - c) ** 2).sum(dim=-3) / (2 * scale**2))
 
 
 def shape_mask(shape: str, region: str, h: int, w: int) -> torch.Tensor:
@@ -95,8 +98,11 @@ def shape_match(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
     for img, prompt in zip(images, prompts, strict=True):
         colour, shape, region = image_request(prompt)
         sim = colour_similarity(img.float(), colour)  # [H, W]
-        mask = shape_mask(shape, region, *sim.shape).to(sim.device, sim.dtype)
-        out.append(torch.minimum(sim, mask).sum() / torch.maximum(sim, mask).sum())
+        loose = colour_similarity(img.float(), colour, LOOSE_SCALE)  # [H, W]
+        mask = shape_mask(shape, region, *sim.shape).to(sim.device)
+        contrast = (loose[mask].mean() - loose[~mask].mean()).clamp_min(0)
+        iou = torch.minimum(sim, mask.to(sim.dtype)).sum() / torch.maximum(sim, mask.to(sim.dtype)).sum()
+        out.append(0.5 * contrast + 0.5 * iou)
     return torch.stack(out)
 
 

@@ -9,9 +9,9 @@ One step reads as timed blocks:
   -> advantage (per prompt group; the std of every rank's rewards with algo.global_std)
   -> update (every sample's trained steps re-scored with gradients: the clipped ratio loss
   plus kl_coef x the flow_grpo KL to the starting model; one optimizer update per step).
-Held-out prompts are scored with the ODE sampler (sample.eval_num_steps, noise 0) at
-run.eval_every and at the end, and a grid of samples is drawn before and after training
-(out_dir/samples/). The run shares SFT's and RL's setup, checkpoints, metrics, bad-step
+Held-out prompts are scored with the ODE sampler (sample.eval_num_steps, noise 0) before
+training, at run.eval_every and at the end (out_dir/eval.json: before and after), and a
+grid of samples is drawn before and after training (out_dir/samples/). The run shares SFT's and RL's setup, checkpoints, metrics, bad-step
 rule and exact resume (harness/trainer/run.py); the toy models and prompt sets make it run
 on CPU in minutes (docs/gen-rl.md).
 """
@@ -69,6 +69,9 @@ def _train(cfg: GenRLConfig, resume: bool) -> dict[str, float]:
     shape = run.model.latent_shape(s.height, s.width, s.frames)
     if run.main and run.first_step == 0:
         _draw(run, held_out, texts, uncond, shape, "before")
+        if held_out is not None:  # the untrained model's held-out reward, kept for the final comparison
+            before = evaluate(run.model, held_out, reward, texts, uncond, shape, cfg)
+            (run.out / "eval_before.json").write_text(json.dumps({"eval/reward": before}) + "\n")
     for step in run.steps():
         timer = run.timer
         with timer.block("data"):
@@ -96,7 +99,10 @@ def _train(cfg: GenRLConfig, resume: bool) -> dict[str, float]:
     if run.main and run.first_step < cfg.run.steps:
         if held_out is not None:
             final["eval/reward"] = evaluate(run.model, held_out, reward, texts, uncond, shape, cfg)
-            (run.out / "eval.json").write_text(json.dumps(final, indent=1) + "\n")
+            before = json.loads((run.out / "eval_before.json").read_text())["eval/reward"]
+            summary = {"before": before, "after": final["eval/reward"], "steps": cfg.run.steps,
+                       "prompts": len(held_out)}
+            (run.out / "eval.json").write_text(json.dumps(summary, indent=1) + "\n")
         _draw(run, held_out, texts, uncond, shape, "after")
     barrier(run.layout)
     return final

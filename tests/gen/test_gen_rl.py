@@ -74,7 +74,9 @@ def test_gen_rl_resumes_exactly_and_writes_samples(tmp_path, kind):
     want = {"sd3": ["after.png", "after.txt", "before.png", "before.txt"],
             "wan": ["after.gif", "after.png", "after.txt", "before.gif", "before.png", "before.txt"]}[kind]
     assert shots == want
-    assert 0 <= json.loads((tmp_path / "a" / "eval.json").read_text())["eval/reward"] <= 1
+    summary = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert summary["steps"] == 4 and all(0 <= summary[k] <= 1 for k in ("before", "after"))
+    assert summary == json.loads((tmp_path / "b" / "eval.json").read_text())  # the resumed run kept its "before"
 
 
 def test_text_encoders_run_once_per_prompt(tmp_path):
