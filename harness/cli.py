@@ -4,6 +4,7 @@ heavy imports happen inside the handlers so `harness --help` stays instant.
     harness doctor                         what this environment has and what to fix
     harness demo [--out DIR] [--fresh] [--quick]   the end-to-end toy demo (SFT, RL with MR-SP, eval, report)
     harness demo --modality text|image|audio|video+audio [--quick]   the same on another medium
+    harness demo --modality gen-image|gen-video [--quick]   Flow-GRPO on a toy image / video generator
     harness sft --config FILE [k=v ...] [--resume]    CoT-SFT
     harness rl  --config FILE [k=v ...] [--resume]    RL (GRPO, DAPO, RLOO, Dr.GRPO)
     harness gen-rl --config FILE [k=v ...] [--resume] Flow-GRPO on SD3- / Wan-style generators
@@ -40,6 +41,15 @@ def _demo(args: argparse.Namespace) -> int:
 
     from harness.demo import FULL, QUICK, run_demo
 
+    if args.modality in ("gen-image", "gen-video"):
+        from harness.demo import gen
+
+        for flag in ("procs", "engine", "family"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag} is not a setting of the generation demo")
+        out = Path(args.out) if args.out else Path("runs") / f"demo-{args.modality}"
+        gen.run_gen_demo(out, args.modality, gen.QUICK if args.quick else gen.FULL, fresh=args.fresh, seed=args.seed)
+        return 0
     if args.modality != "video":
         from harness.demo import media
 
@@ -211,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the end-to-end toy demo on CPU")
     p.add_argument("--out", help="output folder (default runs/demo, runs/demo-<modality> for the other media)")
-    p.add_argument("--modality", choices=["video", "text", "image", "audio", "video+audio"], default="video",
-                   help="video: the MR-SP demo; the others: SFT then RL on that medium's toy tasks")
+    p.add_argument("--modality", choices=["video", "text", "image", "audio", "video+audio", "gen-image", "gen-video"],
+                   default="video", help="video: the MR-SP demo; text/image/audio/video+audio: SFT then RL on that "
+                                         "medium's toy tasks; gen-image/gen-video: Flow-GRPO on a toy generator")
     p.add_argument("--fresh", action="store_true", help="rebuild everything instead of reusing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="seconds-scale settings (the test suite's); nothing learns")

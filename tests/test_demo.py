@@ -93,3 +93,22 @@ def test_media_demo_takes_another_family_that_takes_the_medium(tmp_path):
     assert summary["family"] == "vila" and set(summary["accuracy"]) == {"untrained", "sft", "rl"}
     assert main(["demo", "--modality", "audio", "--family", "vila", "--quick", "--out", str(tmp_path / "no")]) == 2
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("modality", ["gen-image", "gen-video"])
+def test_gen_demo_quick_runs_every_stage_and_reuses_them(tmp_path, modality):
+    """`harness demo --modality gen-image|gen-video --quick`: prompts, Flow-GRPO on the tiny
+    generator with held-out scoring before and after, the report with its sample grids."""
+    from harness.cli import main
+
+    out = tmp_path / modality
+    assert main(["demo", "--modality", modality, "--quick", "--out", str(out)]) == 0
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["kind"] == {"gen-image": "sd3", "gen-video": "wan"}[modality]
+    r = summary["held_out_reward"]
+    assert r["steps"] == 2 and r["prompts"] == 4 and all(0 <= r[k] <= 1 for k in ("before", "after"))
+    report = (out / "report.md").read_text()
+    assert "rl/samples/before.png" in report and (out / "rl" / "samples" / "after.png").is_file()
+    assert main(["demo", "--modality", modality, "--quick", "--out", str(out)]) == 0
+    assert all(v == "reused" for v in json.loads((out / "demo.json").read_text())["stages"].values())
+    assert main(["demo", "--modality", modality, "--quick", "--engine", "hf", "--out", str(tmp_path / "x")]) == 2
