@@ -7,9 +7,10 @@ Pixels are in [0, 1]. A pixel's likeness to the requested colour c is
     sim(p) = exp(-|p - c|^2 / (2 * 0.25^2))
 Image (`shape_match`): the requested shape drawn as a mask T at the requested place (a
 quadrant, or the centre; the centre when the prompt names none); the reward is
-    0.5 * max(mean_T sim' - mean_{not T} sim', 0) + 0.5 * sum min(sim, T) / sum max(sim, T)
-in [0, 1]: a graded contrast (sim' with scale 0.5: a colour part of the way there already
-counts, so a model that paints noise gets a signal to follow) plus the soft intersection
+    0.5 * (mean_T sim' - mean_{not T} sim') + 0.5 * sum min(sim, T) / sum max(sim, T)
+in [-0.5, 1]: a graded contrast (sim' with scale 0.5: a colour part of the way there already
+counts, and a picture with the colour in the wrong place scores below one without it, so
+a model that paints noise gets a signal from every sample) plus the soft intersection
 over union of sim and T, high only when the shape's pixels have the colour and the rest do
 not (another shape in the same place covers a different area: a square over a requested
 circle has IoU about pi/4).
@@ -100,7 +101,7 @@ def shape_match(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         sim = colour_similarity(img.float(), colour)  # [H, W]
         loose = colour_similarity(img.float(), colour, LOOSE_SCALE)  # [H, W]
         mask = shape_mask(shape, region, *sim.shape).to(sim.device)
-        contrast = (loose[mask].mean() - loose[~mask].mean()).clamp_min(0)
+        contrast = loose[mask].mean() - loose[~mask].mean()
         iou = torch.minimum(sim, mask.to(sim.dtype)).sum() / torch.maximum(sim, mask.to(sim.dtype)).sum()
         out.append(0.5 * contrast + 0.5 * iou)
     return torch.stack(out)

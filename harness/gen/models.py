@@ -86,12 +86,13 @@ class GenModel(nn.Module):
         """Every part on `device`; the transformer in `dtype` (fp32 master weights with a
         bf16 compute dtype), the frozen parts too, except the VAE, kept in fp32 as
         diffusers' SD3 and Wan pipelines run it."""
-        self.transformer.to(device=device, dtype=dtype)
-        for part in self._frozen_parts():
-            if part is self.pipe.vae:
-                part.to(device=device)  # loaded in fp32 (from_pretrained) or built so
-            else:
-                part.to(device=device, dtype=dtype)
+        for part in [self.transformer, *self._frozen_parts()]:
+            # the VAE stays in fp32 (from_pretrained upcasts it); casting only when needed
+            # keeps diffusers from warning about modules it keeps in fp32
+            want = torch.float32 if part is self.pipe.vae else dtype
+            part.to(device=device)
+            if next(part.parameters()).dtype != want:
+                part.to(dtype=want)
         return self
 
     @property
