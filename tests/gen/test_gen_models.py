@@ -90,3 +90,33 @@ def test_bad_sizes_and_folders_are_named(model, tmp_path):
             model.latent_shape(16, 16, 4)
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         GenModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["sd3", "wan"])
+def test_toy_vae_fit_learns_the_toy_world_and_normalises_its_latents(kind):
+    """A few steps of the toy size's VAE fit lower its reconstruction error and leave the
+    latent normalisation the pipeline applies (SD3: shift/scale; Wan: per-channel mean/std)
+    such that the encoded toy world has zero mean and unit std."""
+    from harness.gen import toy_vae
+
+    model = init_gen_model(kind, "tiny", seed=0)
+    vae = model.pipe.vae
+    g = torch.Generator().manual_seed(1)
+    x = (toy_vae._pictures(8, 32, g) if kind == "sd3" else toy_vae._videos(4, 5, 16, g)) * 2 - 1
+
+    def error() -> float:
+        with torch.no_grad():
+            return float(((vae.decode(vae.encode(x).latent_dist.mean).sample - x) ** 2).mean())
+
+    before = error()
+    toy_vae.fit_toy_vae(vae, kind, steps=40, seed=0)
+    assert error() < 0.7 * before
+    assert not any(p.requires_grad for p in vae.parameters())
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mean
+    if kind == "sd3":
+        normed = (z - vae.config.shift_factor) * vae.config.scaling_factor
+    else:
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+        normed = (z - mean) / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    assert abs(float(normed.mean())) < 0.3 and 0.6 < float(normed.std()) < 1.5
