@@ -120,3 +120,14 @@ def test_toy_vae_fit_learns_the_toy_world_and_normalises_its_latents(kind):
         mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
         normed = (z - mean) / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     assert abs(float(normed.mean())) < 0.3 and 0.6 < float(normed.std()) < 1.5
+
+
+def test_toy_pretraining_lowers_the_flow_matching_loss():
+    """The toy image model's base training (rectified flow on captioned toy pictures)."""
+    from harness.gen.toy_pretrain import pretrain_toy_sd3
+
+    model = init_gen_model("sd3", "tiny", seed=0)
+    first = pretrain_toy_sd3(model, steps=1, seed=0, batch=16)
+    last = pretrain_toy_sd3(model, steps=60, seed=1, batch=16)
+    assert last < 0.8 * first
+    assert not model.transformer.training
