@@ -39,7 +39,7 @@ class GenModelConfig:
 
 @dataclass
 class GenDataConfig:
-    dir: str = "data/gen-toy"
+    dir: str = "runs/data/gen-toy"
     train: str = "train.jsonl"
     eval: str | None = "test.jsonl"  # held-out prompts, scored with the ODE sampler
     # > 0: write toy prompts of `synth_modality` into `dir` first when it has none
