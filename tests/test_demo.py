@@ -106,7 +106,8 @@ def test_gen_demo_quick_runs_every_stage_and_reuses_them(tmp_path, modality):
     summary = json.loads((out / "demo.json").read_text())
     assert summary["kind"] == {"gen-image": "sd3", "gen-video": "wan"}[modality]
     r = summary["held_out_reward"]
-    assert r["steps"] == 2 and r["prompts"] == 4 and all(0 <= r[k] <= 1 for k in ("before", "after"))
+    low = -0.5 if modality == "gen-image" else 0.0  # shape_match's contrast term may be negative
+    assert r["steps"] == 2 and r["prompts"] == 4 and all(low <= r[k] <= 1 for k in ("before", "after"))
     report = (out / "report.md").read_text()
     assert "rl/samples/before.png" in report and (out / "rl" / "samples" / "after.png").is_file()
     assert main(["demo", "--modality", modality, "--quick", "--out", str(out)]) == 0

@@ -55,7 +55,7 @@ def load_gen_reward(name: str, model_path: str | None = None, scale: float = 1.0
         return GenReward(name, lambda px, p, m: gen_rewards.motion_match(_videos(px, name), p),
                          gen_rewards.video_request)
     if name == "brisque":
-        return GenReward(name, lambda px, p, m: brisque_reward(px))
+        return GenReward(name, BrisqueReward())
     if name == "clip_score":
         if model_path is None:
             raise ValueError("reward.name=clip_score needs reward.model_path: a local CLIP / PickScore folder")
@@ -92,18 +92,36 @@ def _plug_in(spec: str) -> RewardFn:
     return fn
 
 
-def brisque_reward(pixels: torch.Tensor) -> list[float]:
-    """Long-RL's mapping of BRISQUE (lower is better, about 0-100) to [0, 1], higher better."""
+class BrisqueReward:
+    """Long-RL's mapping of BRISQUE (lower is better, about 0-100) to [0, 1], higher better.
+    The `brisque` package imports numba, whose objects break vLLM's kernel scan of
+    `sys.modules` in the same process (measured: every vLLM engine start then fails), so
+    the scores are computed in one worker process, started on first use."""
+
+    def __init__(self):
+        self._pool = None
+
+    def __call__(self, pixels: torch.Tensor, prompts: list[str], metadata: list[dict]) -> list[float]:
+        samples = []
+        for sample in pixels:
+            frames = sample[None] if sample.dim() == 3 else sample  # [F, 3, H, W]
+            picks = np.linspace(0, frames.shape[0] - 1, max(1, frames.shape[0] // 8)).round().astype(int)
+            samples.append([_uint8(frames[i]) for i in picks])
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        raw = self._pool.submit(_brisque_scores, samples).result()
+        return [float(np.clip(1 - r / 100, 0.0, 1.0)) for r in raw]
+
+
+def _brisque_scores(samples: list[list[np.ndarray]]) -> list[float]:
+    """The mean raw BRISQUE score of each sample's frames (runs in the worker process)."""
     from brisque import BRISQUE
 
     scorer = BRISQUE(url=False)
-    out = []
-    for sample in pixels:
-        frames = sample[None] if sample.dim() == 3 else sample  # [F, 3, H, W]
-        picks = np.linspace(0, frames.shape[0] - 1, max(1, frames.shape[0] // 8)).round().astype(int)
-        raw = np.mean([scorer.score(_uint8(frames[i])) for i in picks])
-        out.append(float(np.clip(1 - raw / 100, 0.0, 1.0)))
-    return out
+    return [float(np.mean([scorer.score(frame) for frame in frames])) for frames in samples]
 
 
 def _uint8(image: torch.Tensor) -> np.ndarray:

@@ -75,7 +75,8 @@ def test_gen_rl_resumes_exactly_and_writes_samples(tmp_path, kind):
             "wan": ["after.gif", "after.png", "after.txt", "before.gif", "before.png", "before.txt"]}[kind]
     assert shots == want
     summary = json.loads((tmp_path / "a" / "eval.json").read_text())
-    assert summary["steps"] == 4 and all(0 <= summary[k] <= 1 for k in ("before", "after"))
+    low = -0.5 if kind == "sd3" else 0.0  # shape_match's contrast term may be negative
+    assert summary["steps"] == 4 and all(low <= summary[k] <= 1 for k in ("before", "after"))
     assert summary == json.loads((tmp_path / "b" / "eval.json").read_text())  # the resumed run kept its "before"
 
 
