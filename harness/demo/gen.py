@@ -83,18 +83,9 @@ def _report(out: Path, summary: dict, cfg: GenRLConfig) -> None:
              f"| untrained | {r['before']:.3f} | {r['prompts']} |",
              f"| after {r['steps']} Flow-GRPO steps | {r['after']:.3f} | {r['prompts']} |"]
     if rows:
-        import matplotlib
+        from harness.demo.report import plot_reward_curve
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot([x["step"] for x in rows], [x["reward/mean"] for x in rows])
-        ax.set_xlabel("Flow-GRPO step")
-        ax.set_ylabel("mean reward (SDE samples)")
-        fig.tight_layout()
-        fig.savefig(out / "reward.png", dpi=100)
-        plt.close(fig)
+        plot_reward_curve(rows, out / "reward.png", "Flow-GRPO step", "mean reward (SDE samples)")
         lines += ["", "![reward](reward.png)"]
     for when in ("before", "after"):
         if (out / "rl" / "samples" / f"{when}.png").exists():

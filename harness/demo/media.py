@@ -180,18 +180,9 @@ def _report(out: Path, summary: dict) -> None:
     for name, r in summary["accuracy"].items():
         lines.append(f"| {name} | {r['accuracy']:.3f} | {r['format_rate']:.3f} | {r['questions']} |")
     if rows:
-        import matplotlib
+        from harness.demo.report import plot_reward_curve
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot([r["step"] for r in rows], [r["reward/mean"] for r in rows])
-        ax.set_xlabel("RL step")
-        ax.set_ylabel("mean reward")
-        fig.tight_layout()
-        fig.savefig(out / "reward.png", dpi=100)
-        plt.close(fig)
+        plot_reward_curve(rows, out / "reward.png", "RL step", "mean reward")
         lines += ["", "![RL reward](reward.png)"]
     lines += ["", f"Settings: `{json.dumps(summary['settings'])}`; seed {summary['seed']}; "
                   f"{summary['wall_seconds']:.0f} s."]

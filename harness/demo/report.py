@@ -32,6 +32,22 @@ def _mean_times(rows: list[dict]) -> dict[str, float]:
     return {b: sum(r.get(f"time/{b}", 0.0) or 0.0 for r in rows) / len(rows) for b in BLOCKS}
 
 
+def plot_reward_curve(rows: list[dict], path: Path, xlabel: str, ylabel: str) -> None:
+    """A run's reward/mean per step, as the media and generation demos' reports show it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([r["step"] for r in rows], [r["reward/mean"] for r in rows])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _plot_rewards(rows: list[dict], path: Path) -> None:
     import matplotlib
 

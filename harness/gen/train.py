@@ -23,11 +23,10 @@ import logging
 from pathlib import Path
 
 import torch
-import yaml
 
 from harness.algos.flow_grpo import group_advantages, pooled_std, step_loss, trained_steps
 from harness.algos.gen_rewards import UnscorablePrompt
-from harness.config import ConfigError, to_dict
+from harness.config import ConfigError
 from harness.data.dataset import EpochSampler
 from harness.gen.config import GenModelConfig, GenRLConfig
 from harness.gen.data import GenPrompt, PromptSet, read_prompts, synthesize_gen
@@ -41,12 +40,11 @@ from harness.parallel.reduce import dp_sum, world_sum
 from harness.parallel.strategy import make_strategy
 from harness.trainer.common import (
     barrier,
-    check_out_dir,
     compute_precision,
     resolve_device,
     seed_everything,
 )
-from harness.trainer.run import Run, check_resume_config
+from harness.trainer.run import Run, prepare_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +83,13 @@ def _train(cfg: GenRLConfig, resume: bool) -> dict[str, float]:
         with timer.block("reward"):
             rewards = _score(run.model, reward, traj.latents[:, -1], prompts, a.group_size, s.batch)  # [N]
         with timer.block("advantage"):
-            adv = _advantages(run, rewards)  # [N]
+            moments = _reward_moments(run, rewards)
+            adv = _advantages(run, rewards, moments)  # [N]
         with timer.block("update"):
             run.model.train()
             stats = _update(run, reference, traj, cond, uncond, adv, steps)
             run.model.eval()
-        metrics = {**_reward_stats(run, rewards), **stats, "data/prompts": float(cfg.train.prompts_per_step),
+        metrics = {**_reward_stats(moments), **stats, "data/prompts": float(cfg.train.prompts_per_step),
                    "text/encoder_calls": float(texts.calls - calls)}
         if run.main and held_out is not None and cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0:
             metrics["eval/reward"] = evaluate(run.model, held_out, reward, texts, uncond, shape, cfg)
@@ -117,11 +116,7 @@ def open_gen_run(cfg: GenRLConfig, resume: bool, reward: GenReward) -> tuple[Run
     layout = build_layout(cfg.parallel.dp_size, cfg.parallel.sp_size)
     out = Path(cfg.run.out_dir)
     if layout.rank == 0:
-        check_out_dir(out, resume)
-        if resume:
-            check_resume_config(out / "config.yaml", cfg)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        prepare_out_dir(cfg, resume)
         _prepare_prompts(cfg)
         if cfg.model.path is None:
             _write_toy_model(cfg.model, out / TOY_MODEL)
@@ -231,13 +226,16 @@ def _score(model: GenModel, reward: GenReward, latents: torch.Tensor, prompts: l
     return torch.cat(out)
 
 
-def _advantages(run: Run, rewards: torch.Tensor) -> torch.Tensor:
+def _reward_moments(run: Run, rewards: torch.Tensor) -> tuple[float, float, float]:
+    """(count, sum, sum of squares) of every rank's rewards of the step (collective)."""
+    count, total, sq = dp_sum([float(len(rewards)), float(rewards.sum()), float((rewards**2).sum())], run.layout)
+    return count, total, sq
+
+
+def _advantages(run: Run, rewards: torch.Tensor, moments: tuple[float, float, float]) -> torch.Tensor:
     a = run.cfg.algo
     groups = torch.arange(len(rewards)) // a.group_size
-    std = None
-    if a.global_std:
-        count, total, sq = dp_sum([float(len(rewards)), float(rewards.sum()), float((rewards**2).sum())], run.layout)
-        std = pooled_std(count, total, sq)
+    std = pooled_std(*moments) if a.global_std else None
     return group_advantages(rewards, groups, clip=a.adv_clip, global_std=std)
 
 
@@ -277,9 +275,9 @@ def _update(run: Run, reference: GenModel | None, traj: Trajectory, cond: TextCo
     return stats
 
 
-def _reward_stats(run: Run, rewards: torch.Tensor) -> dict[str, float]:
-    count, total, sq = dp_sum([float(len(rewards)), float(rewards.sum()), float((rewards**2).sum())], run.layout)
-    return {"reward/mean": total / count, "reward/std": pooled_std(count, total, sq)}
+def _reward_stats(moments: tuple[float, float, float]) -> dict[str, float]:
+    count, total, _ = moments
+    return {"reward/mean": total / count, "reward/std": pooled_std(*moments)}
 
 
 # --- held-out scoring and pictures -------------------------------------------------------

@@ -179,13 +179,8 @@ def open_run(cfg: SFTConfig | RLConfig, resume: bool, name: str) -> Run:
     (synthesised once if asked), the model with its trainable parts chosen and checked
     against the data."""
     layout = build_layout(cfg.parallel.dp_size, cfg.parallel.sp_size)
-    out = Path(cfg.run.out_dir)
     if layout.rank == 0:
-        check_out_dir(out, resume)
-        if resume:
-            check_resume_config(out / "config.yaml", cfg)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        prepare_out_dir(cfg, resume)
         prepare_data(cfg.data)  # one rank synthesises; the others wait, then find it
     barrier(layout)
     seed_everything(cfg.run.seed)
@@ -205,6 +200,19 @@ def open_run(cfg: SFTConfig | RLConfig, resume: bool, name: str) -> Run:
     model.set_trainable(vision=not cfg.train.freeze_vision, projector=not cfg.train.freeze_projector)
     return Run(cfg, name, layout, make_strategy(cfg.parallel.zero_stage, layout), model, train, held_out,
                EpochSampler(len(train), cfg.run.seed))
+
+
+def prepare_out_dir(cfg, resume: bool) -> Path:
+    """Main rank, before anything else is written: run.out_dir checked (a new run must not
+    land on an earlier one; a resumed one must keep its settings), made, and the run's
+    config recorded in it."""
+    out = Path(cfg.run.out_dir)
+    check_out_dir(out, resume)
+    if resume:
+        check_resume_config(out / "config.yaml", cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return out
 
 
 # What a resumed run may change: how long it runs, how it logs, saves and evaluates, where
