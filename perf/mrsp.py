@@ -185,12 +185,14 @@ class AnonPeak:
     def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval
         self.start = self.peak = 0.0
+        self.samples = 0  # how many readings the thread has taken (tests wait on it)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, _status_gib("RssAnon"))
+            self.samples += 1
 
     def __enter__(self) -> AnonPeak:
         self.start = self.peak = _status_gib("RssAnon")

@@ -116,7 +116,11 @@ def test_anon_peak_sees_a_freed_allocation_and_not_library_pages():
     assert idle.peak - idle.start < 0.02  # GiB: nothing allocated
     with mrsp.AnonPeak(interval=0.001) as busy:
         block = np.ones(64 * 2**20 // 8)  # 64 MiB, written (resident), then freed
-        time.sleep(0.02)
+        # Wait until the sampler has read twice while the block lives: on a loaded CI
+        # machine the thread can be off the CPU for longer than any fixed sleep.
+        seen, deadline = busy.samples, time.monotonic() + 10
+        while busy.samples < seen + 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
         del block
     assert 0.055 < busy.peak - busy.start < 0.09, busy.peak - busy.start
 
