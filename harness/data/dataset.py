@@ -64,10 +64,12 @@ def prompt_content(record: Record) -> tuple[str | list[dict], list[str]]:
     return content, []
 
 
-def prompt_ids(model, record: Record):
-    """The chat prompt token ids [L] of a record for `model` (a `VideoLM`)."""
+def prompt_ids(model, record: Record, media: list[Medium] | None = None):
+    """The chat prompt token ids [L] of a record for `model` (a `VideoLM`); `media`, the
+    record's loaded media, give each image's size (vila's tiling makes its text depend on it)."""
     question, kinds = prompt_content(record)
-    return model.chat_prompt_ids(question, media=kinds)
+    sizes = [tuple(m.data.shape[:2]) for m in media or () if m.kind == "image" and m.data is not None]
+    return model.chat_prompt_ids(question, media=kinds, image_sizes=sizes or None)
 
 
 def sft_target(record: Record) -> str:

@@ -340,11 +340,13 @@ class VideoLM(nn.Module, ABC):
         return self.language_model.get_input_embeddings()(ids)
 
     def chat_prompt_ids(self, question: str | list[dict], system: str | None = None,
-                        media: tuple[str, ...] | list[str] = ("video",)) -> torch.Tensor:
+                        media: tuple[str, ...] | list[str] = ("video",),
+                        image_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """Token ids of a one-turn chat with the media (kinds, in order) before the question,
         ending with the assistant header, ready for `build_prompt`. `question` may instead be
         the user content itself, a list of {"type": "text" | "image" ...} items (`media`
-        then empty): images placed inside the text."""
+        then empty): images placed inside the text. `image_sizes`: each image's (height,
+        width), read only by a family whose prompt text depends on them (vila's tiling)."""
         messages = [{"role": "system", "content": system}] if system else []
         if isinstance(question, list):
             if media:

@@ -298,7 +298,8 @@ class OmniModel(VideoLM):
     # --- prompts -----------------------------------------------------------------------
 
     def chat_prompt_ids(self, question: str | list[dict], system: str | None = None,
-                        media: tuple[str, ...] | list[str] = ("video",)) -> torch.Tensor:
+                        media: tuple[str, ...] | list[str] = ("video",),
+                        image_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """As the base; `media` ("video", "audio") is a video with its own audio track, one
         placeholder group (module docstring): rendered as a video item, then given its audio
         markers, which is what transformers' processor does to a video with

@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
+from harness.data.image_tiles import dynamic_tiles, tile_count
 from harness.data.video import preprocess_siglip
 from harness.errors import HarnessError
 from harness.model.interface import MediaEmbeds, PromptEmbeds, VideoLM, VideoPixels, mean_spacing
@@ -103,7 +104,7 @@ class VilaModel(VideoLM):
         self.spec = spec
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.loaded_config = dict(loaded_config or {})
-        if spec.prompt_format == "harness-v0" or spec.tiles_images:
+        if spec.prompt_format == "harness-v0" or spec.image_aspect == "dynamic_s2":
             self.media_kinds = ("video",)  # no image path here for these: see _no_medium
         _check_geometry(spec, vision_tower.config, projector.merge)
 
@@ -113,9 +114,9 @@ class VilaModel(VideoLM):
             return err
         if self.spec.prompt_format == "harness-v0":
             return HarnessError(f"{err}: a checkpoint of the harness's first vila layout was trained on videos only")
-        if self.spec.tiles_images:
-            return HarnessError(f"{err}: its image_aspect_ratio {self.spec.image_aspect!r} tiles a prompt's image "
-                                f"(NVILA's dynamic tiling), which is not implemented; 'resize' and 'pad' are")
+        if self.spec.image_aspect == "dynamic_s2":
+            return HarnessError(f"{err}: its image_aspect_ratio 'dynamic_s2' tiles an image at several scales for "
+                                f"the S2 vision tower, which is not implemented ('resize', 'pad' and 'dynamic' are)")
         return err
 
     @property
@@ -168,13 +169,30 @@ class VilaModel(VideoLM):
 
     def encode_image(self, image: np.ndarray) -> MediaEmbeds:
         """One image [H, W, 3] uint8 as the released processor and image encoder see it: the
-        tower's square input ("pad" centres it on the mean colour first), projected, unpooled."""
+        tower's square input ("pad" centres it on the mean colour first), projected, unpooled.
+        Under "dynamic" tiling: every tile, then the thumbnail (one unit each); which of them
+        a prompt takes depends on its other images (`build_prompt`)."""
         s = self.image_size
-        x = preprocess_siglip(image[None], s, self.image_mean, self.image_std,
-                              pad_square=self.spec.aspect == "pad")  # [1, 3, S, S]
+        if self.spec.tiles_images:
+            x = dynamic_tiles(image, s, self.image_mean, self.image_std, *self.spec.tiles)  # [N, 3, S, S]
+        else:
+            x = preprocess_siglip(image[None], s, self.image_mean, self.image_std,
+                                  pad_square=self.spec.aspect == "pad")  # [1, 3, S, S]
         side = _merged_side(self.spec, self.vision_tower.config, self.mm_projector.merge)
-        unit = VideoPixels(x[:, None], 1, 0.0, (self.patch_grid, self.patch_grid))  # [1, 1, 3, S, S]
-        return MediaEmbeds(self._project(unit), (side, side), 0.0, kind="image")  # [1, side*side, D]
+        units = VideoPixels(x[:, None], len(x), 0.0, (self.patch_grid, self.patch_grid))  # [N, 1, 3, S, S]
+        return MediaEmbeds(self._project(units), (side, side), 0.0, kind="image")  # [N, side*side, D]
+
+    def build_prompt(self, input_ids: torch.Tensor,
+                     media: MediaEmbeds | list[MediaEmbeds] | tuple = ()) -> PromptEmbeds:
+        """As the base. Under "dynamic" tiling a prompt's only image fills one `<image>` per
+        tile (`chat_prompt_ids` wrote them); with several images each takes its last unit,
+        the whole image resized, which is what the released processor gives them."""
+        media = [media] if isinstance(media, MediaEmbeds) else list(media)
+        if self.spec.tiles_images:
+            images = sum(m.kind == "image" for m in media)
+            media = [one for m in media for one in (_units(m) if images == 1 else [_units(m)[-1]])
+                     ] if images else media
+        return super().build_prompt(input_ids, media)
 
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
         side = _merged_side(self.spec, self.vision_tower.config, self.mm_projector.merge)
@@ -233,7 +251,8 @@ class VilaModel(VideoLM):
         return super().placeholder_id(kind)
 
     def chat_prompt_ids(self, question: str | list[dict], system: str | None = None,
-                        media: tuple[str, ...] | list[str] = ("video",)) -> torch.Tensor:
+                        media: tuple[str, ...] | list[str] = ("video",),
+                        image_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
         if isinstance(question, list):
             if media:
                 raise ValueError("give the media either inside the content list or in `media`, not both")
@@ -250,7 +269,17 @@ class VilaModel(VideoLM):
         messages = [{"role": "system", "content": system}] if system else []
         # extract_media: the parts in order, each medium as its token, text as it is
         user = "".join(MEDIA_TOKENS[item["type"]] if item["type"] != "text" else item["text"] for item in content)
-        messages.append({"role": "user", "content": user.strip()})
+        user = user.strip()
+        if self.spec.tiles_images and kinds == ["image"]:
+            # the prompt's only image becomes its tiles, each its own "<image>\n" (the released
+            # processor rewrites the text so, before tokenising)
+            if not image_sizes or len(image_sizes) != 1:
+                raise ValueError(f"a prompt's single image is tiled under image_aspect_ratio 'dynamic': give its "
+                                 f"(height, width) as image_sizes (got {image_sizes!r})")
+            (h, w), = image_sizes
+            n = tile_count(w, h, self.image_size, *self.spec.tiles)
+            user = user.replace(MEDIA_TOKENS["image"], f"{MEDIA_TOKENS['image']}\n" * n)
+        messages.append({"role": "user", "content": user})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         dropped = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
         ids = [i for i in self.tokenizer(text)["input_ids"] if i not in dropped]
@@ -327,6 +356,11 @@ class VilaModel(VideoLM):
         llm = Qwen2ForCausalLM(llm_config)
         projector = Projector(spec.projector_type, vision.hidden_size, llm_config.hidden_size)
         return cls(tower, projector, llm, tokenizer, spec)
+
+
+def _units(medium: MediaEmbeds) -> list[MediaEmbeds]:
+    """A medium's units, each a medium of its own: [U, T, D] -> U x [1, T, D]."""
+    return [dataclasses.replace(medium, embeds=medium.embeds[u : u + 1]) for u in range(medium.embeds.shape[0])]
 
 
 def _tsp_pool(tokens: torch.Tensor, units: int, pool: tuple[int, int, int]) -> torch.Tensor:

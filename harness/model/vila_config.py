@@ -67,13 +67,16 @@ class VilaSpec:
     # "harness-v0": this harness before it read the released layout (Qwen's `<|video_pad|>`
     # placeholder, every id kept), for checkpoints trained that way
     prompt_format: str = "released"
-    # the config's own image_aspect_ratio: "dynamic" / "dynamic_s2" tile a prompt's single
-    # image (not implemented: such a model's prompts take no images here); frames resize
+    # the config's own image_aspect_ratio: "dynamic" tiles a prompt's single image
+    # (harness/data/image_tiles.py) into min_tiles..max_tiles tiles; "dynamic_s2" tiles it at
+    # several scales for the S2 tower (not implemented: such a model takes no images here);
+    # video frames always resize
     image_aspect: str = "resize"
+    tiles: tuple[int, int] = (1, 12)  # (min_tiles, max_tiles), VILAConfig's defaults
 
     @property
     def tiles_images(self) -> bool:
-        return self.image_aspect in ("dynamic", "dynamic_s2")
+        return self.image_aspect == "dynamic"
 
 
 def _json(path: Path) -> dict:
@@ -154,6 +157,11 @@ def read_spec(path: str | Path) -> VilaSpec:
     layer = top.get("mm_vision_select_layer", -2)
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise ValueError(f"{where}: mm_vision_select_layer must be an integer, got {layer!r}")
+    tiles = (top.get("min_tiles", 1), top.get("max_tiles", 12))
+    if aspect == "dynamic" and (not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in tiles)
+                                or tiles[0] > tiles[1]):
+        raise ValueError(f"{where}: min_tiles / max_tiles {tiles} must be integers with 1 <= min_tiles <= "
+                         f"max_tiles (image_aspect_ratio 'dynamic' tiles images by them)")
     prompt_format = top.get("harness_prompt_format", "released")
     if "harness_family" in top and "video_encoder" not in top:
         # Written by this harness before it saved the released layout: every tower token
@@ -171,6 +179,7 @@ def read_spec(path: str | Path) -> VilaSpec:
         select_feature=feature,
         aspect=_ASPECT[aspect],
         image_aspect=aspect or "resize",
+        tiles=tiles if aspect == "dynamic" else VilaSpec.tiles,
         video_encoder=encoder,
         chat_template=top.get("chat_template"),
         prompt_format=prompt_format,
@@ -240,4 +249,6 @@ def top_config(spec: VilaSpec, llm_hidden: int, vision_hidden: int, image_size: 
     })
     if spec.prompt_format != "released":
         out["harness_prompt_format"] = spec.prompt_format
+    if spec.tiles_images:
+        out.update(min_tiles=spec.tiles[0], max_tiles=spec.tiles[1])
     return out

@@ -33,10 +33,11 @@ def prompt_batches(model: VideoLM, dataset: QADataset, batch_prompts: int, disk:
     for start in range(0, len(records), batch_prompts):
         chunk, prompts = [], []
         for rec in records[start : start + batch_prompts]:
-            media = [_medium(model, dataset, rec, m, disk) for m in dataset.media(rec)]
+            loaded = dataset.media(rec)
+            media = [_medium(model, dataset, rec, m, disk) for m in loaded]
             if any(m is None for m in media):
                 continue
-            prompts.append(model.build_prompt(prompt_ids(model, rec), media))
+            prompts.append(model.build_prompt(prompt_ids(model, rec, loaded), media))
             chunk.append(rec)
         yield start, chunk, prompts
 

@@ -186,7 +186,7 @@ def _load_prompts(run: Run, videos: StepVideoCache, draw: int, use: int) -> list
         rec = train.records[i]
         media = train.media(rec)
         if all(_on_disk(videos, m) or train.load_medium(rec, m) for m in media):
-            items.append(PromptItem(rec, media, prompt_ids(run.model, rec), position))
+            items.append(PromptItem(rec, media, prompt_ids(run.model, rec, media), position))
     train.ledger.check(reduce=dp_summer(layout))  # collective: every rank judges the global share
     return items
 

@@ -96,7 +96,8 @@ def _backward(run: Run, micro: list, n_tokens: int, weight: float) -> float:
     with run.timer.block("encode"):
         encoded = [[model.encode_medium(m.kind, m.data) for m in media] for _, media, _ in micro]
     with run.timer.block("forward"):
-        prompts = [model.build_prompt(prompt_ids(model, r), e) for (r, _, _), e in zip(micro, encoded, strict=True)]
+        prompts = [model.build_prompt(prompt_ids(model, r, m), e)
+                   for (r, m, _), e in zip(micro, encoded, strict=True)]
         batch = pack_sequences(model, prompts, [t for _, _, t in micro], run.cfg.train.padding_free)
         logp = response_logprobs(model, batch)  # [B, R]
         loss = -(logp * batch.response_mask).sum() / max(n_tokens, 1) * weight

@@ -276,17 +276,75 @@ def test_image_prompts_refused_where_the_released_code_has_none(released, tmp_pa
         old.encode_medium("image", np.zeros((28, 28, 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("aspect", ["dynamic", "dynamic_s2"])
-def test_tiling_aspects_take_videos_and_refuse_images_by_name(tmp_path, aspect):
-    """NVILA's `dynamic` / `dynamic_s2` tile a prompt's single image (mm_utils.py
-    `process_image`); frames still resize, so videos run, images are refused with the reason,
-    and a save keeps the config's own aspect for the authors' code."""
-    root = write_released_vila(tmp_path / "ck", top_overrides={"image_aspect_ratio": aspect})
+def test_s2_tiling_takes_videos_and_refuses_images_by_name(tmp_path):
+    """NVILA's `dynamic_s2` tiles a prompt's single image at several scales for the S2 tower
+    (mm_utils.py `process_image`): not implemented. Frames still resize, so videos run,
+    images are refused with the reason, and a save keeps the config's own aspect."""
+    root = write_released_vila(tmp_path / "ck", top_overrides={"image_aspect_ratio": "dynamic_s2"})
     model = load_model(root)
     assert model.media_kinds == ("video",) and model.spec.aspect == "resize"
     frames = np.random.default_rng(0).integers(0, 255, (2, 28, 28, 3), dtype=np.uint8)
     model.build_prompt(model.chat_prompt_ids("Why?"), model.encode_frames(frames, np.arange(2.0)))
-    with pytest.raises(Exception, match=f"{aspect}.*tiles a prompt's image"):
+    with pytest.raises(Exception, match="dynamic_s2.*S2 vision tower"):
         model.chat_prompt_ids("Count.", media=("image",))
     model.save_pretrained(tmp_path / "again")
-    assert json.loads((tmp_path / "again" / "config.json").read_text())["image_aspect_ratio"] == aspect
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["image_aspect_ratio"] == "dynamic_s2"
+
+
+def test_dynamic_tiling_prompt_is_the_released_processors(released, tmp_path):
+    """`image_aspect_ratio: "dynamic"` (auto_processor.py `__single_call__`): a prompt's only
+    image becomes its tiles then a thumbnail, and the user text's `<image>` becomes
+    `<image>\n` once per tile before tokenising. A 112 x 56 image at the tower's 56 is a
+    (2, 1) grid: tile 0 is its left half, tile 1 its right half, tile 2 the whole image
+    resized, each as the `resize` model (same weights) encodes that picture alone. Prompts
+    with several images are not tiled: they equal the `resize` model's."""
+    model = load_model(write_released_vila(tmp_path / "dyn", top_overrides={"image_aspect_ratio": "dynamic"}))
+    plain = load_model(released)
+    tok = model.tokenizer
+    assert model.media_kinds == ("image", "video") and model.spec.tiles == (1, 12)
+    image = np.random.default_rng(5).integers(0, 255, (56, 112, 3), dtype=np.uint8)
+    ids = model.chat_prompt_ids("Count.", media=("image",), image_sizes=[(56, 112)])
+    text = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\n<image>\n<image>\n<image>\nCount.<|im_end|>\n<|im_start|>assistant\n")
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert ids.tolist() == [i for i in tok(text)["input_ids"] if i != im_end]
+
+    medium = model.encode_image(image)
+    assert medium.embeds.shape == (3, 4, 64)
+    prompt = model.build_prompt(ids, medium)
+    newline = model.embed_tokens(torch.tensor(tok("\n")["input_ids"]))[0]
+    pictures = [image[:, :56], image[:, 56:], image]
+    assert [kind for kind, _, _ in prompt.spans] == ["image"] * 3
+    for (_, start, end), picture in zip(prompt.spans, pictures, strict=True):
+        assert end - start == 4 + 1
+        # one batch of three tower inputs against one at a time: float32 reordering only
+        torch.testing.assert_close(prompt.embeds[start:start + 4], plain.encode_image(picture).embeds[0],
+                                   rtol=1e-4, atol=1e-4)
+        assert torch.equal(prompt.embeds[end - 1], newline)  # the image encoder's end text
+        assert prompt.input_ids[end].item() == tok("\n")["input_ids"][0]  # the rewritten text's "\n"
+
+    content = [{"type": "image"}, {"type": "text", "text": "and"}, {"type": "image"}]
+    two = [image, image[:, :56]]
+    tiled = model.build_prompt(model.chat_prompt_ids(content, media=(), image_sizes=[i.shape[:2] for i in two]),
+                               [model.encode_image(i) for i in two])
+    untiled = plain.build_prompt(plain.chat_prompt_ids(content, media=()), [plain.encode_image(i) for i in two])
+    assert torch.equal(tiled.input_ids, untiled.input_ids)
+    torch.testing.assert_close(tiled.embeds, untiled.embeds, rtol=1e-4, atol=1e-4)  # batched tiles, as above
+
+    with pytest.raises(ValueError, match="image_sizes"):
+        model.chat_prompt_ids("Count.", media=("image",))
+    model.save_pretrained(tmp_path / "again")
+    saved = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert (saved["image_aspect_ratio"], saved["min_tiles"], saved["max_tiles"]) == ("dynamic", 1, 12)
+
+
+def test_tile_limits_are_read_and_checked(tmp_path):
+    root = write_released_vila(tmp_path / "a", top_overrides={"image_aspect_ratio": "dynamic", "max_tiles": 2})
+    model = load_model(root)
+    assert model.spec.tiles == (1, 2)
+    square = np.zeros((120, 120, 3), dtype=np.uint8)  # (2, 2) would suit it; max_tiles 2 allows (1, 1)
+    assert model.encode_image(square).embeds.shape[0] == 1
+    bad = write_released_vila(tmp_path / "b", top_overrides={"image_aspect_ratio": "dynamic", "min_tiles": 3,
+                                                             "max_tiles": 2})
+    with pytest.raises(ValueError, match="min_tiles"):
+        load_model(bad)

@@ -161,3 +161,26 @@ def test_audio_in_video_reads_video_records_with_their_audio_track(omni_data, tm
     assert _rows(tmp_path / "run")[0]["video/encoder_calls"] == 4  # 2 prompts x (video + audio)
     with pytest.raises(ConfigError, match="audio_in_video needs a family that takes audio"):
         _rl(tmp_path, tmp_path / "bad", **{**extra, "model.family": "qwen2_5_vl", "data.audio_in_video": True})
+
+
+def test_vila_dynamic_tiling_trains_and_evaluates(image_data, tmp_path):
+    """A vila checkpoint with NVILA's `image_aspect_ratio: "dynamic"`: single-image prompts
+    are tiled, which needs each image's size when the prompt text is built (SFT, its eval,
+    and the RL collection would stop with 'image_sizes' otherwise)."""
+    import json
+
+    from harness.model.build import init_model
+
+    ck = tmp_path / "dyn"
+    init_model("vila", "tiny").save_pretrained(ck)
+    config = json.loads((ck / "config.json").read_text())
+    (ck / "config.json").write_text(json.dumps({**config, "image_aspect_ratio": "dynamic", "max_tiles": 4}))
+    assert load_model(ck).spec.tiles_images
+    cfg = load_config("configs/sft/toy-text.yaml", tiny_overrides(image_data, tmp_path / "sft", **{
+        "model.family": "vila", "model.path": str(ck), "run.steps": 2, "run.eval_every": 2,
+        "run.save_every": 2, "train.batch_size": 4}), SFTConfig)
+    train_sft(cfg)
+    evals = [r for r in read_metrics(tmp_path / "sft" / "metrics.jsonl") if "eval/accuracy" in r]
+    assert evals and evals[-1]["eval/questions"] == 10
+    train_rl(_rl(image_data, tmp_path / "rl", family="vila", **{"model.path": str(ck)}))
+    assert len(_rows(tmp_path / "rl")) == 2
