@@ -152,9 +152,6 @@ class GenRLConfig:
         if p.sp_size != 1:
             raise ConfigError("parallel.sp_size must be 1 for gen-rl: a sample's latents are short; "
                               "scale out with parallel.dp_size")
-        if p.zero_stage >= 2:
-            raise ConfigError("gen-rl runs parallel.zero_stage 0 or 1 (FSDP2 units for diffusion "
-                              "transformers are not set up)")
         if self.train.prompts_per_step % p.dp_size:
             raise ConfigError(f"train.prompts_per_step={self.train.prompts_per_step} must divide over "
                               f"parallel.dp_size={p.dp_size}")

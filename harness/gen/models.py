@@ -71,6 +71,18 @@ class GenModel(nn.Module):
         twin = copy.deepcopy(self.transformer).requires_grad_(False).eval()
         return GenModel(self.kind, self.pipe, self.shift, self.max_text_len, transformer=twin)
 
+    def sharding_units(self) -> list[nn.Module]:
+        """ZeRO-2/3 units, inner first: each transformer block, then the transformer itself
+        (its patch and time embeddings, norms, output projection and, for Wan, the root's
+        `scale_shift_table`). The transformer runs as one call, so the units nest."""
+        blocks = self.transformer.transformer_blocks if self.kind == "sd3" else self.transformer.blocks
+        return [*blocks, self.transformer]
+
+    def copy_shares(self) -> list[nn.Module]:
+        """What a copy of this model shares instead of duplicating (sharding's whole-model
+        copies): the pipeline's frozen parts."""
+        return self._frozen_parts()
+
     def set_activation_checkpointing(self, on: bool) -> None:
         if on:
             self.transformer.enable_gradient_checkpointing()
@@ -161,6 +173,21 @@ class GenModel(nn.Module):
         if (frames - 1) % ft:
             raise ValueError(f"frames={frames}: the Wan VAE takes 1 + {ft}k frames")
         return (c, (frames - 1) // ft + 1, height // fs, width // fs)
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] (images [B, 3, H, W], videos [B, F, 3, H, W]) -> the latents the
+        transformer sees (the VAE posterior's mean, normalised): `decode`'s inverse."""
+        vae = self.pipe.vae
+        x = pixels.to(self.device, torch.float32) * 2 - 1
+        if self.kind == "sd3":
+            z = vae.encode(x).latent_dist.mean  # [B, C, h, w]
+            return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+        z = vae.encode(x.transpose(1, 2)).latent_dist.mean  # [B, C, f, h, w]
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean, device=z.device).view(shape)
+        std = torch.tensor(vae.config.latents_std, device=z.device).view(shape)
+        return (z - mean) / std
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,8 @@ size, assembled into the released pipeline class, so the code paths are the real
 
     tiny: seconds-scale tests (every weight random)
     toy:  the CPU demo; its VAE is first fit to the toy world (harness/gen/toy_vae.py
-          says why), and the image model's transformer pretrained briefly on captioned
-          toy pictures (harness/gen/toy_pretrain.py); the text encoders stay random
+          says why), and the transformer pretrained briefly on captioned toy pictures or
+          videos (harness/gen/toy_pretrain.py); the text encoders stay random
 
 Sizes (latent channels 4 instead of 16; the VAE downsamples 4x in space for sd3, 2x in
 space and time for wan) keep a 32 x 32 image or a 5-frame 16 x 16 video a few hundred
@@ -36,12 +36,11 @@ def init_gen_model(kind: str, size: str = "tiny", seed: int = 0) -> GenModel:
     pipe = _sd3_pipeline(s) if kind == "sd3" else _wan_pipeline(s)
     model = GenModel(kind, pipe, SHIFT, TEXT_TOKENS)
     if size == "toy":
-        from harness.gen.toy_pretrain import pretrain_toy_sd3
+        from harness.gen.toy_pretrain import pretrain_toy
         from harness.gen.toy_vae import fit_toy_vae
 
         fit_toy_vae(pipe.vae, kind, seed=seed)
-        if kind == "sd3":
-            pretrain_toy_sd3(model, seed=seed)
+        pretrain_toy(model, seed=seed)
     return model
 
 

@@ -129,7 +129,8 @@ def open_gen_run(cfg: GenRLConfig, resume: bool, reward: GenReward) -> tuple[Run
         _check_scorable(split, reward)
     model = build_gen_model(cfg.model, out / TOY_MODEL)
     model.latent_shape(cfg.sample.height, cfg.sample.width, cfg.sample.frames)  # sizes checked before any step
-    run = Run(cfg, "gen-rl", layout, make_strategy(cfg.parallel.zero_stage, layout), model, train, None,
+    strategy = make_strategy(cfg.parallel.zero_stage, layout, units=GenModel.sharding_units)
+    run = Run(cfg, "gen-rl", layout, strategy, model, train, None,
               EpochSampler(len(train), cfg.run.seed))
     return run, held_out
 

@@ -10,8 +10,10 @@ of the DP x SP world, with torch's FSDP2 (`fully_shard`).
     load_full_state_dict(model, sd), load_full_optimizer_state(optimizer, sd)  # resume
 
 Units. Each unit (decoder layer, input embeddings, final norm, lm_head, and a trainable
-vision tower / projector; the caller picks them) is sharded on its own, and no unit holds
-another. `VideoLM` never runs one root forward (it calls `embed_tokens`, `language_model`
+vision tower / projector; the caller picks them) is sharded on its own. A unit may hold
+units listed before it (a diffusion transformer's blocks, then the transformer: FSDP2 then
+manages the root's own parameters, its embeddings and norms, in the root unit), when the
+model runs that root as one forward call. A `VideoLM`'s units are disjoint: it never runs one root forward (it calls `embed_tokens`, `language_model`
 and `lm_head` separately), and FSDP2 makes the first unit that runs forward the root of
 everything under it: a sharded parent (`language_model`) whose child (`embed_tokens`) ran
 first fails with "requires running forward through the root module first". Disjoint units
@@ -83,7 +85,7 @@ def shard_model(model: nn.Module, units: list[nn.Module], stage: int) -> None:
     if is_sharded(model):
         raise RuntimeError("model is already sharded")
     _check_units(model, units)
-    skeleton = _meta_copy(model)
+    skeleton = _copy(model, meta=True)
     device = next(model.parameters()).device
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for unit in units:
@@ -142,7 +144,7 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def full_copy(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """A plain (unsharded) copy of `model` holding `state_dict`: what `save_pretrained`
     needs, on the rank that writes the checkpoint."""
-    plain = copy.deepcopy(_state(model).skeleton)
+    plain = _copy(_state(model).skeleton)
     plain.load_state_dict(state_dict, strict=True, assign=True)
     return plain
 
@@ -198,7 +200,8 @@ def _state(model: nn.Module) -> _State:
 
 def _gather(model: nn.Module) -> None:
     state = _state(model)
-    for unit in state.units:
+    # outer units first: FSDP2 initialises a root before the units inside it
+    for unit in reversed(state.units):
         unit.unshard()
         unit.set_reshard_after_forward(False, recurse=False)
         unit.set_reshard_after_backward(state.stage == 3, recurse=False)
@@ -220,12 +223,16 @@ def _register_train_switch(model: nn.Module, unit: nn.Module) -> None:
 
 
 def _check_units(model: nn.Module, units: list[nn.Module]) -> None:
-    inside: dict[int, int] = {}
+    """Units are disjoint or nested, inner units listed first (fully_shard must see them
+    before the unit around them); every trainable parameter lies in one; no parameter is
+    shared by units that do not nest."""
+    inside = [{id(m) for m in unit.modules()} for unit in units]
     for k, unit in enumerate(units):
-        for m in unit.modules():
-            if id(m) in inside:
-                raise ValueError(f"sharding units {inside[id(m)]} and {k} overlap; units must be disjoint")
-            inside[id(m)] = k
+        for j in range(k):
+            if id(unit) in inside[j]:
+                raise ValueError(f"sharding unit {k} lies inside unit {j}: list inner units first")
+            if inside[j] & inside[k] and id(units[j]) not in inside[k]:
+                raise ValueError(f"sharding units {j} and {k} overlap; units must be disjoint or nested")
     covered = {id(p) for unit in units for p in unit.parameters()}
     loose = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
     if loose:
@@ -233,15 +240,20 @@ def _check_units(model: nn.Module, units: list[nn.Module]) -> None:
     owner: dict[int, int] = {}
     for k, unit in enumerate(units):
         for p in unit.parameters():
-            if owner.setdefault(id(p), k) != k:
+            j = owner.setdefault(id(p), k)
+            if j != k and id(units[j]) not in inside[k]:
                 raise ValueError("a parameter is shared by two sharding units (tied input/output "
                                  "embeddings?); ZeRO-2/3 support untied weights only")
 
 
-def _meta_copy(model: nn.Module) -> nn.Module:
-    """Deep copy with parameters on the meta device (no memory); buffers kept."""
-    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-            for p in model.parameters()}
+def _copy(model: nn.Module, meta: bool = False) -> nn.Module:
+    """Deep copy of `model`, its parameters on the meta device with `meta` (no memory);
+    buffers kept. Modules the model names in `copy_shares()` (frozen parts held beside its
+    registered children, e.g. a pipeline's text encoders) are shared, not duplicated."""
+    memo = {id(m): m for m in getattr(model, "copy_shares", list)()}
+    if meta:
+        memo.update({id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+                     for p in model.parameters()})
     return copy.deepcopy(model, memo)
 
 

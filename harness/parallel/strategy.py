@@ -21,7 +21,7 @@ Strategies (`parallel.zero_stage`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -115,12 +115,15 @@ class Sharded(Replicated):
     collective (parameter all-gather, gradient reduce-scatter), so every rank must run as
     many passes: a rank with fewer examples adds weight-0 stand-ins."""
 
-    def __init__(self, layout: Layout, stage: int) -> None:
+    def __init__(self, layout: Layout, stage: int,
+                 units: Callable[[nn.Module], list[nn.Module]] | None = None) -> None:
+        """`units`: how to cut the model into FSDP2 units (`sharding_units` for a `VideoLM`)."""
         super().__init__(layout)
         self.stage = stage
+        self.units = units or sharding_units
 
-    def prepare(self, model: VideoLM) -> None:
-        sharding.shard_model(model, sharding_units(model), self.stage)
+    def prepare(self, model: nn.Module) -> None:
+        sharding.shard_model(model, self.units(model), self.stage)
 
     def trainable(self, model: nn.Module) -> list[nn.Parameter]:
         return sharding.trainable_parameters(model)  # the shards, as AdamW must step them
@@ -152,11 +155,13 @@ class Sharded(Replicated):
             sharding.load_full_optimizer_state(optimizer, optimizer_state)
 
 
-def make_strategy(zero_stage: int, layout: Layout) -> Replicated:
+def make_strategy(zero_stage: int, layout: Layout,
+                  units: Callable[[nn.Module], list[nn.Module]] | None = None) -> Replicated:
     """`parallel.zero_stage` on this layout (ZeRO-1 needs more than one rank to shard over;
-    the config refuses stages 2/3 on one rank)."""
+    the config refuses stages 2/3 on one rank). `units`: how ZeRO-2/3 cut the model
+    (`sharding_units` below for a `VideoLM`)."""
     if zero_stage >= 2:
-        return Sharded(layout, zero_stage)
+        return Sharded(layout, zero_stage, units)
     if zero_stage == 1 and layout.world_size > 1:
         return ZeroOne(layout)
     return Replicated(layout)

@@ -100,15 +100,14 @@ def test_bad_settings_are_refused_before_the_model(tmp_path):
     with pytest.raises(ConfigError, match="cannot score 1 of 1 prompts"):
         train_gen_rl(cfg)
     for bad, match in ((["sample.frames=5"], "sample.frames is for video"),
-                       (["parallel.dp_size=2", "parallel.zero_stage=2"], "zero_stage 0 or 1"),
                        (["algo.group_size=1"], "group_size must be >= 2"),
                        (["sample.noise_level=0"], "ODE")):
         with pytest.raises(ConfigError, match=match):
             load_config(CONFIGS["sd3"], bad, GenRLConfig)
 
 
-def _dp_worker(rank: int, world: int, overrides: list[str]) -> dict:
-    cfg = load_config(CONFIGS["sd3"], overrides, GenRLConfig)
+def _dp_worker(rank: int, world: int, kind: str, overrides: list[str]) -> dict:
+    cfg = load_config(CONFIGS[kind], overrides, GenRLConfig)
     train_gen_rl(cfg)
     if rank:
         return {}
@@ -116,20 +115,24 @@ def _dp_worker(rank: int, world: int, overrides: list[str]) -> dict:
 
 
 @pytest.mark.distributed
-@pytest.mark.timeout(600)
-def test_dp2_trains_the_weights_of_one_process(tmp_path):
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(("kind", "zero"), [("sd3", 0), ("wan", 2), ("sd3", 3)])
+def test_dp2_trains_the_weights_of_one_process(tmp_path, kind, zero):
     """Each of 2 ranks samples one prompt's group (keys by its place in the global draw);
-    advantages use the std of both ranks' rewards; gradients are summed over ranks."""
+    advantages use the std of both ranks' rewards; gradients are summed over ranks. Under
+    ZeRO-2/3 (FSDP2 units: each transformer block inside the transformer's own unit) the
+    weights are those of one process too, and the final folder is the whole pipeline."""
     data = tmp_path / "data"
-    one = load_config(CONFIGS["sd3"], _overrides("sd3", data, tmp_path / "one", **{"run.steps": 2}), GenRLConfig)
+    one = load_config(CONFIGS[kind], _overrides(kind, data, tmp_path / "one", **{"run.steps": 2}), GenRLConfig)
     train_gen_rl(one)
     single = GenModel.from_pretrained(tmp_path / "one" / "final").state_dict()
-    dp2 = run_distributed(_dp_worker, 2, _overrides("sd3", data, tmp_path / "dp2", **{
-        "run.steps": 2, "parallel.dp_size": 2}))[0]
+    dp2 = run_distributed(_dp_worker, 2, kind, _overrides(kind, data, tmp_path / "dp2", **{
+        "run.steps": 2, "parallel.dp_size": 2, "parallel.zero_stage": zero}))[0]
     from harness.gen.toy import init_gen_model
 
-    init = init_gen_model("sd3", "tiny", seed=0).state_dict()
+    init = init_gen_model(kind, "tiny", seed=0).state_dict()
     assert max(float((single[k] - v).abs().max()) for k, v in init.items()) > 1e-4  # the steps trained
+    assert dp2.keys() == single.keys()
     worst = max(float((single[k] - v).abs().max()) for k, v in dp2.items())
     assert worst < 2e-5, worst
     for key in ("reward/mean", "loss"):

@@ -142,3 +142,43 @@ def test_dp2_rl_skip_budget_stops_every_rank_with_the_global_count(toy_data, tmp
     # the case the sum is for: one rank stopped without a failure of its own (rank 0's first
     # share, [9, 2] with run.seed 0, has none; if the sampler changes, pick another video)
     assert sum("v0001" in m for m in messages) == 1, messages
+
+
+@pytest.mark.parametrize("kind", ["sd3", "wan"])
+def test_diffusion_units_nest_inner_first_and_cover_every_trainable_parameter(kind):
+    """A diffusion transformer runs as one call, so its ZeRO-2/3 units nest: each block,
+    then the transformer (which keeps its embeddings, norms and Wan's root-level
+    scale_shift_table). Listing the outer unit first, overlapping units that do not nest,
+    and a trainable parameter outside every unit are refused."""
+    from torch import nn
+
+    from harness.gen.toy import init_gen_model
+    from harness.parallel.sharding import _check_units
+
+    model = init_gen_model(kind, "tiny")
+    units = model.sharding_units()
+    assert units[-1] is model.transformer and len(units) == 1 + model.transformer.config.num_layers
+    _check_units(model, units)
+    with pytest.raises(ValueError, match="list inner units first"):
+        _check_units(model, units[::-1])
+    a, b, c = [m for m in units[0].children() if any(True for _ in m.parameters())][:3]
+    with pytest.raises(ValueError, match="overlap"):
+        _check_units(model, [nn.ModuleList([a, b]), nn.ModuleList([b, c]), model.transformer])
+    with pytest.raises(ValueError, match="outside every sharding unit"):
+        _check_units(model, units[:-1])
+
+
+def test_whole_model_copies_share_a_pipelines_frozen_parts():
+    """Sharding keeps a meta skeleton and builds whole copies for saving: a generation
+    model's VAE and text encoders (billions of frozen parameters in SD3.5's T5) are shared
+    by those copies, never duplicated; the transformer is copied."""
+    from harness.gen.toy import init_gen_model
+    from harness.parallel.sharding import _copy
+
+    model = init_gen_model("sd3", "tiny")
+    skeleton = _copy(model, meta=True)
+    whole = _copy(skeleton)
+    for twin in (skeleton, whole):
+        assert twin.pipe.vae is model.pipe.vae and twin.pipe.text_encoder_3 is model.pipe.text_encoder_3
+        assert twin.transformer is not model.transformer and twin.pipe.transformer is twin.transformer
+    assert next(skeleton.transformer.parameters()).device.type == "meta"
