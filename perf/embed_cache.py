@@ -21,7 +21,7 @@ def _epochs(rows: list[dict], steps_per_epoch: int) -> list[dict]:
         part = rows[e * steps_per_epoch : (e + 1) * steps_per_epoch]
         out.append({"video_s": sum(r["time/data"] + r["time/encode"] for r in part),
                      "step_s": sum(v for r in part for k, v in r.items() if k.startswith("time/")),
-                     "encoder_calls": sum(r["video/encoder_calls"] for r in part),
+                     "encoder_calls": sum(r["media/encoder_calls"] for r in part),
                      "disk_hits": sum(r["video/disk_hits"] for r in part)})
     return out
 

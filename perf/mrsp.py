@@ -278,7 +278,7 @@ def summarise_metrics(rows: list[dict], warmup: int) -> dict[str, Any]:
         if any(f"time/{name}" in r for r in measured):
             blocks[name] = statistics.median(values)
     totals = [sum((r.get(k) or 0.0) for k in r if k.startswith("time/") and "/" not in k[5:]) for r in measured]
-    calls = [r.get("video/encoder_calls", 0.0) for r in measured]
+    calls = [r.get("media/encoder_calls", 0.0) for r in measured]
     lengths = [r.get("response/length_mean", 0.0) for r in measured]
     return {"sec_per_step": statistics.median(totals), "steps_measured": len(measured),
             "step_seconds": totals, "blocks": blocks, "encoder_calls": statistics.median(calls),

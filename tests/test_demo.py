@@ -39,7 +39,7 @@ def test_demo_quick_runs_every_stage_then_reuses(tmp_path, capsys):
     base = [r for r in _rows(out / "rl-baseline") if "reward/mean" in r]
     assert [r["step"] for r in rl] == [1, 2] and len(base) == 1
     # MR-SP encodes each prompt's video once per step; the baseline again in every pass
-    assert rl[0]["video/encoder_calls"] == rl[0]["data/prompts"] < base[0]["video/encoder_calls"]
+    assert rl[0]["media/encoder_calls"] == rl[0]["data/prompts"] < base[0]["media/encoder_calls"]
 
     assert main(["demo", "--quick", "--procs", "1", "--engine", "hf", "--out", str(out)]) == 0
     second = capsys.readouterr().out

@@ -16,7 +16,9 @@ import torch
 
 from harness.gen import toy_world
 
-FIT_STEPS = {"sd3": 1500, "wan": 600}  # measured: reconstructions then score 0.3-0.8 on shape_match (1000 steps)
+# measured (cosine-decayed lr): the wan VAE's reconstructions of toy videos score
+# motion_match 0.59 after 1,200 steps and 0.74 after 1,600 (the drawn videos: 0.99)
+FIT_STEPS = {"sd3": 1500, "wan": 2000}
 
 
 def toy_batch(kind: str, n: int, g: torch.Generator, size: int = 32, frames: int = 5
@@ -33,6 +35,7 @@ def fit_toy_vae(vae, kind: str, steps: int | None = None, seed: int = 0, frames:
     steps = FIT_STEPS[kind] if steps is None else steps
     vae.requires_grad_(True).train()
     opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     loss = torch.tensor(0.0)
     for _ in range(steps):
         x = toy_batch(kind, 16 if kind == "sd3" else 8, g, frames=frames)[0] * 2 - 1  # [-1, 1]
@@ -44,6 +47,7 @@ def fit_toy_vae(vae, kind: str, steps: int | None = None, seed: int = 0, frames:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        decay.step()
     vae.eval()
     with torch.no_grad():
         z = vae.encode(toy_batch(kind, 64 if kind == "sd3" else 32, g, frames=frames)[0] * 2 - 1).latent_dist.mean

@@ -127,6 +127,6 @@ def _counters(run: Run, batch: Collection, budget: RewardBudget, videos: StepVid
     """What the step counted, over every DP rank."""
     calls, hits, prompts, dropped = dp_sum([videos.encoder_calls - calls_before, videos.disk_hits - hits_before,
                                             len({id(s.item) for s in batch.samples}), batch.dropped_groups], run.layout)
-    return {"reward/errors": float(budget.step_errors), "video/encoder_calls": calls, "video/disk_hits": hits,
+    return {"reward/errors": float(budget.step_errors), "media/encoder_calls": calls, "video/disk_hits": hits,
             "data/prompts": prompts,
             "data/dropped_groups": dropped, "data/passed_over": float(batch.passed_over)}

@@ -102,7 +102,8 @@ def test_toy_vae_fit_learns_the_toy_world_and_normalises_its_latents(kind):
     model = init_gen_model(kind, "tiny", seed=0)
     vae = model.pipe.vae
     g = torch.Generator().manual_seed(1)
-    x = (toy_vae._pictures(8, 32, g) if kind == "sd3" else toy_vae._videos(4, 5, 16, g)) * 2 - 1
+    pixels = toy_vae.toy_batch(kind, 8 if kind == "sd3" else 4, g)[0]  # [B, 3, (F,) H, W] in [0, 1]
+    x = pixels * 2 - 1
 
     def error() -> float:
         with torch.no_grad():
@@ -120,14 +121,34 @@ def test_toy_vae_fit_learns_the_toy_world_and_normalises_its_latents(kind):
         mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
         normed = (z - mean) / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     assert abs(float(normed.mean())) < 0.3 and 0.6 < float(normed.std()) < 1.5
+    # the model's own encode applies the same normalisation (videos given as [B, F, 3, H, W])
+    torch.testing.assert_close(model.encode(pixels if kind == "sd3" else pixels.transpose(1, 2)), normed)
 
 
-def test_toy_pretraining_lowers_the_flow_matching_loss():
-    """The toy image model's base training (rectified flow on captioned toy pictures)."""
-    from harness.gen.toy_pretrain import pretrain_toy_sd3
+@pytest.mark.parametrize("kind", ["sd3", "wan"])
+def test_toy_pretraining_lowers_the_flow_matching_loss(kind):
+    """The toy models' base training (rectified flow on captioned toy pictures or videos)."""
+    from harness.gen.toy_pretrain import pretrain_toy
 
-    model = init_gen_model("sd3", "tiny", seed=0)
-    first = pretrain_toy_sd3(model, steps=1, seed=0, batch=16)
-    last = pretrain_toy_sd3(model, steps=60, seed=1, batch=16)
+    model = init_gen_model(kind, "tiny", seed=0)
+    first = pretrain_toy(model, steps=1, seed=0, batch=16)
+    last = pretrain_toy(model, steps=60, seed=1, batch=16)
     assert last < 0.8 * first
     assert not model.transformer.training
+
+
+def test_toy_world_draws_what_its_captions_say():
+    """Scored by the rewards (written apart from the drawing): the pictures' shapes and the
+    videos' moving colours match their own captions, and a caption swapped for another
+    scores worse."""
+    from harness.algos.gen_rewards import motion_match, shape_match
+    from harness.gen import toy_world
+
+    g = torch.Generator().manual_seed(0)
+    videos, captions = toy_world.videos(32, 5, 16, g)
+    frames = videos.transpose(1, 2)  # [B, F, 3, H, W]
+    assert float(motion_match(frames, captions).min()) > 0.8
+    assert float(motion_match(frames, captions[1:] + captions[:1]).mean()) < 0.6
+    pictures, captions = toy_world.pictures(32, 32, g)
+    own = shape_match(pictures, captions)
+    assert float(own.mean()) > 0.6 and float(own.mean()) > float(shape_match(pictures, captions[::-1]).mean()) + 0.2

@@ -73,7 +73,7 @@ def test_dp2_samples_and_trains_as_one_process(toy_data, tmp_path):
             # the pre-clip norm sees a gradient off by a constant factor; the rest are the
             # whole step's, not rank 0's half (sums of every rank's samples)
             for key in ("grad_norm", "loss", "reward/mean", "reward/std", "reward/mixed_groups",
-                        "response/length_mean", "response/length_max", "data/prompts", "video/encoder_calls"):
+                        "response/length_mean", "response/length_max", "data/prompts", "media/encoder_calls"):
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), (name, key, a[key], b[key])
 
 
@@ -185,7 +185,7 @@ def test_sp2_with_the_disk_cache_writes_reads_and_trains_as_one_process(toy_data
         worst = max(float((sp2[k] - single[k]).abs().max()) for k in single)
         assert worst < 2e-5, (name, worst)
         rows = [r for r in read_metrics(tmp_path / name / "metrics.jsonl") if "loss" in r]
-        calls = sum(r["video/encoder_calls"] for r in rows)
+        calls = sum(r["media/encoder_calls"] for r in rows)
         assert calls == 0 if name == "read" else calls > 0, (name, calls)
     one, two = ({p.name: load_file(p)["embedding"] for p in (tmp_path / d).rglob("*.safetensors")}
                 for d in ("one", "two"))

@@ -40,10 +40,10 @@ def test_config_validation(tmp_path):
 
 def test_summarise_metrics_skips_warmup_and_sums_top_level_blocks():
     rows = [
-        {"step": 1, "reward/mean": 0.0, "time/rollout": 9.0, "time/update": 9.0, "video/encoder_calls": 2},
+        {"step": 1, "reward/mean": 0.0, "time/rollout": 9.0, "time/update": 9.0, "media/encoder_calls": 2},
         {"step": 2, "reward/mean": 0.0, "time/rollout": 1.0, "time/update": 2.0, "time/update/backward": 1.5,
-         "video/encoder_calls": 2},
-        {"step": 3, "reward/mean": 0.0, "time/rollout": 1.0, "time/update": 4.0, "video/encoder_calls": 2},
+         "media/encoder_calls": 2},
+        {"step": 3, "reward/mean": 0.0, "time/rollout": 1.0, "time/update": 4.0, "media/encoder_calls": 2},
         {"step": 3, "eval/accuracy": 0.5},
     ]
     s = mrsp.summarise_metrics(rows, warmup=1)

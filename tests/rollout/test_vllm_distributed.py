@@ -132,7 +132,7 @@ def test_sp2_rl_with_vllm_engine_on_every_rank(runs):
     rows = [r for r in read_metrics(folder / "sp2" / "metrics.jsonl") if "reward/mean" in r]
     assert len(rows) == 2
     assert all(r["rollout/logp_diff_max"] < LOGPROB_TOL and r["time/sync"] > 0 for r in rows)
-    assert all(r["video/encoder_calls"] == 1 for r in rows)  # one prompt, its video encoded once
+    assert all(r["media/encoder_calls"] == 1 for r in rows)  # one prompt, its video encoded once
     start = init_model("vila", "toy", seed=0).state_dict()
     assert max(float((sp2[k] - start[k]).abs().max()) for k in sp2) > 0  # it trained
 

@@ -41,10 +41,10 @@ def test_rl_encodes_each_video_once_across_epochs_and_runs_and_trains_the_same(t
     train_rl(_cfg(toy_data, tmp_path / "first", **{"train.embed_cache_dir": cache}))
     train_rl(_cfg(toy_data, tmp_path / "second", **{"train.embed_cache_dir": cache}))
     plain, first, second = (_rows(tmp_path / n) for n in ("plain", "first", "second"))
-    assert [r["video/encoder_calls"] for r in plain] == [4, 4, 4]
-    assert sum(r["video/encoder_calls"] for r in first) == 3  # the split's 3 videos
-    assert [r["video/encoder_calls"] + r["video/disk_hits"] for r in first] == [4, 4, 4]
-    assert [(r["video/encoder_calls"], r["video/disk_hits"]) for r in second] == [(0, 4)] * 3
+    assert [r["media/encoder_calls"] for r in plain] == [4, 4, 4]
+    assert sum(r["media/encoder_calls"] for r in first) == 3  # the split's 3 videos
+    assert [r["media/encoder_calls"] + r["video/disk_hits"] for r in first] == [4, 4, 4]
+    assert [(r["media/encoder_calls"], r["video/disk_hits"]) for r in second] == [(0, 4)] * 3
     assert len(list(cache.rglob("*.safetensors"))) == 3
     for run in (first, second):
         for key in ("reward/mean", "loss", "kl", "grad_norm", "response/length_mean"):

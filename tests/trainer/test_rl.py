@@ -35,7 +35,7 @@ def _train_rows(out):
 def test_video_encoded_once_per_prompt_per_step(toy_data, tmp_path):
     train_rl(_cfg(toy_data, tmp_path / "cached"))
     rows = _train_rows(tmp_path / "cached")
-    assert [r["video/encoder_calls"] for r in rows] == [PROMPTS] * 2
+    assert [r["media/encoder_calls"] for r in rows] == [PROMPTS] * 2
     assert all(r["time/encode"] > 0 for r in rows)
     assert all(r["reward/std"] > 0 for r in rows)  # the length reward varies: real updates
 
@@ -46,7 +46,7 @@ def test_baseline_reencodes_everywhere_and_computes_the_same(toy_data, tmp_path)
     train_rl(_cfg(toy_data, tmp_path / "cached"))
     train_rl(_cfg(toy_data, tmp_path / "base", **{"train.cache_video_embeds": False, "train.shared_prefix": False}))
     cached, base = _train_rows(tmp_path / "cached"), _train_rows(tmp_path / "base")
-    assert [r["video/encoder_calls"] for r in base] == [PROMPTS * N * 4] * 2
+    assert [r["media/encoder_calls"] for r in base] == [PROMPTS * N * 4] * 2
     for key in ("reward/mean", "loss", "kl", "response/length_mean"):
         assert [r[key] for r in cached] == pytest.approx([r[key] for r in base], rel=1e-5, abs=1e-7), key
 

@@ -46,7 +46,7 @@ def test_text_rl_resumes_exactly(text_data, tmp_path, family):
     train_rl(_rl(text_data, tmp_path / "b", family, **{"run.steps": 4}), resume=True)
     a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
     assert [r["step"] for r in b] == [1, 2, 3, 4]
-    assert all(r["video/encoder_calls"] == 0 for r in a)  # text prompts: nothing to encode
+    assert all(r["media/encoder_calls"] == 0 for r in a)  # text prompts: nothing to encode
     for key in ("reward/mean", "loss", "kl"):
         assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-5, abs=1e-7), key
     wa = load_model(tmp_path / "a" / "final").state_dict()
@@ -97,7 +97,7 @@ def test_image_rl_resumes_exactly_and_encodes_each_image_once_per_step(image_dat
     train_rl(_rl(image_data, tmp_path / "b", **{**extra, "run.steps": 2}))
     train_rl(_rl(image_data, tmp_path / "b", **extra), resume=True)
     a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
-    assert all(r["video/encoder_calls"] >= 2 for r in a)  # 2 prompts, 1 or 2 images each
+    assert all(r["media/encoder_calls"] >= 2 for r in a)  # 2 prompts, 1 or 2 images each
     for key in ("reward/mean", "loss", "kl"):
         assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-5, abs=1e-7), key
     wa = load_model(tmp_path / "a" / "final").state_dict()
@@ -135,7 +135,7 @@ def test_omni_rl_resumes_exactly(omni_data, tmp_path, medium):
     train_rl(_rl(data, tmp_path / "b", **extra), resume=True)
     a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
     per_prompt = 2 if medium == "video+audio" else 1  # the video and its audio track
-    assert all(r["video/encoder_calls"] == 2 * per_prompt for r in a)
+    assert all(r["media/encoder_calls"] == 2 * per_prompt for r in a)
     for key in ("reward/mean", "loss", "kl"):
         assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-5, abs=1e-7), key
     wa = load_model(tmp_path / "a" / "final").state_dict()
@@ -158,7 +158,7 @@ def test_audio_in_video_reads_video_records_with_their_audio_track(omni_data, tm
     (tmp_path / "videos").symlink_to(src / "videos")
     extra = {"model.family": "qwen2_5_omni", "data.num_frames": 4, "run.steps": 1}
     train_rl(_rl(tmp_path, tmp_path / "run", **extra, **{"data.audio_in_video": True}))
-    assert _rows(tmp_path / "run")[0]["video/encoder_calls"] == 4  # 2 prompts x (video + audio)
+    assert _rows(tmp_path / "run")[0]["media/encoder_calls"] == 4  # 2 prompts x (video + audio)
     with pytest.raises(ConfigError, match="audio_in_video needs a family that takes audio"):
         _rl(tmp_path, tmp_path / "bad", **{**extra, "model.family": "qwen2_5_vl", "data.audio_in_video": True})
 
