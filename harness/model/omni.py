@@ -45,7 +45,6 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -57,14 +56,11 @@ from transformers import (
 )
 
 from harness.data.audio import AudioClip, log_mel_features, omni_feature_extractor
-from harness.data.video import patchify_qwen
 from harness.errors import HarnessError
 from harness.model.interface import (
     MediaEmbeds,
     PromptEmbeds,
     VideoLM,
-    VideoPixels,
-    mean_spacing,
     splice_media,
 )
 from harness.model.omni_config import POSITION_ID_PER_SECONDS
@@ -78,11 +74,9 @@ from harness.model.omni_positions import (
 from harness.model.qwen_vl import (
     CLIP_MEAN,
     CLIP_STD,
-    VIDEO_MAX_PIXELS,
-    VIDEO_MIN_PIXELS,
     VIDEO_TOTAL_PIXELS,
+    QwenVision,
     tower_settings,
-    video_frame_max_pixels,
 )
 from harness.parallel.encode import encode_split
 
@@ -127,7 +121,7 @@ def _feature_settings(fe: WhisperFeatureExtractor) -> dict:
                               "n_samples", "nb_max_frames")}
 
 
-class OmniModel(VideoLM):
+class OmniModel(QwenVision, VideoLM):
     family = "qwen2_5_omni"
     media_kinds = ("image", "video", "audio")
 
@@ -179,10 +173,6 @@ class OmniModel(VideoLM):
             tower.gradient_checkpointing_disable()
 
     @property
-    def _vision(self):
-        return self.model.config.vision_config
-
-    @property
     def video_token_id(self) -> int:
         return self.tokens.video
 
@@ -192,56 +182,7 @@ class OmniModel(VideoLM):
             raise self._no_medium(kind)
         return ids[kind]
 
-    # --- images and video: Qwen2.5-VL's tower ------------------------------------------
-
-    @property
-    def video_pixels(self) -> tuple[int, int, int]:
-        """(min, max, total) frame-area bounds for video: the checkpoint's `video_*_pixels`
-        keys when its preprocessor config has them, else qwen-omni-utils' defaults (the
-        released preprocessor_config.json holds the image bounds only)."""
-        p = self.preprocess_cfg
-        return (int(p.get("video_min_pixels", VIDEO_MIN_PIXELS)), int(p.get("video_max_pixels", VIDEO_MAX_PIXELS)),
-                int(p.get("video_total_pixels", VIDEO_TOTAL_PIXELS)))
-
-    def _patchify(self, frames: np.ndarray, min_pixels: int, max_pixels: int) -> tuple[torch.Tensor, tuple]:
-        v, p = self._vision, self.preprocess_cfg
-        return patchify_qwen(frames, patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size,
-                             merge_size=v.spatial_merge_size, min_pixels=min_pixels, max_pixels=max_pixels,
-                             mean=tuple(p.get("image_mean", CLIP_MEAN)), std=tuple(p.get("image_std", CLIP_STD)))
-
-    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray,
-                   frame_seconds: float | None = None) -> VideoPixels:
-        lo, hi, total = self.video_pixels
-        pixels, (t, h, w) = self._patchify(frames, lo, video_frame_max_pixels(len(frames), lo, hi, total))
-        units = pixels.reshape(t, h * w, -1)  # [U, h*w, K]: patches are grouped by unit first
-        spacing = mean_spacing(timestamps) if frame_seconds is None else frame_seconds
-        # the processor's video_second_per_grid: temporal_patch_size / fps
-        return VideoPixels(units, len(frames), spacing * self._vision.temporal_patch_size, (h, w))
-
-    def encode_image(self, image: np.ndarray) -> MediaEmbeds:
-        """An image as the released image processor sees it (Qwen2-VL's: resized within the
-        checkpoint's `min_pixels` / `max_pixels`, repeated over one temporal patch): one unit."""
-        p = self.preprocess_cfg
-        pixels, (t, h, w) = self._patchify(image[None], int(p.get("min_pixels", VIDEO_MIN_PIXELS)),
-                                           int(p.get("max_pixels", VIDEO_MAX_PIXELS)))  # [h*w, K], t == 1
-        unit = VideoPixels(pixels.reshape(t, h * w, -1), 1, 0.0, (h, w))
-        return MediaEmbeds(self.encode_units(unit), self.token_grid(unit), 0.0, kind="image")
-
-    def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
-        h, w = pixels.grid_hw
-        m = self._vision.spatial_merge_size
-        return h // m, w // m
-
-    def encode_unit_block(self, pixels: VideoPixels) -> torch.Tensor:
-        u = pixels.units.shape[0]
-        h, w = pixels.grid_hw
-        visual = self.model.visual
-        flat = pixels.units.reshape(u * h * w, -1).to(self.device, visual.dtype)  # [U*h*w, K]
-        # the vision attention never crosses a temporal unit (cu_seqlens per unit), so any
-        # slice of the units encodes to exactly its rows
-        grid = torch.tensor([[u, h, w]], device=self.device)
-        out = visual(flat, grid_thw=grid).pooler_output  # [U*h*w/m^2, D]
-        return out.reshape(u, -1, out.shape[-1])  # [U, T, D]
+    # images and video: Qwen2.5-VL's tower (QwenVision)
 
     def encoder_settings(self) -> dict:
         return {"family": self.family, "preprocess": self.preprocess_cfg, "video_pixels": list(self.video_pixels),

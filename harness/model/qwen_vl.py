@@ -60,7 +60,69 @@ def tower_settings(config) -> dict:
     return {k: v for k, v in config.to_diff_dict().items() if k not in ("dtype", "torch_dtype")}
 
 
-class QwenVLModel(VideoLM):
+class QwenVision:
+    """Qwen2.5-VL's vision path, shared by `qwen2_5_vl` and `qwen2_5_omni` (whose thinker
+    holds the same tower): frames and images patchified as Qwen2-VL's processors do, units
+    of `temporal_patch_size` frames through the tower, its patch merger as the projector.
+    The class using it holds `model` (its config has `vision_config`), `preprocess_cfg`, and
+    names the tower first in `vision_modules()`."""
+
+    @property
+    def _vision(self):
+        return self.model.config.vision_config
+
+    @property
+    def video_pixels(self) -> tuple[int, int, int]:
+        """(min, max, total) frame-area bounds for video: the checkpoint's `video_*_pixels`
+        keys when its preprocessor config has them, else qwen-vl-utils' (and
+        qwen-omni-utils') defaults: released preprocessor configs hold the image bounds only."""
+        p = self.preprocess_cfg
+        return (int(p.get("video_min_pixels", VIDEO_MIN_PIXELS)), int(p.get("video_max_pixels", VIDEO_MAX_PIXELS)),
+                int(p.get("video_total_pixels", VIDEO_TOTAL_PIXELS)))
+
+    def _patchify(self, frames: np.ndarray, min_pixels: int, max_pixels: int) -> tuple[torch.Tensor, tuple]:
+        v, p = self._vision, self.preprocess_cfg
+        return patchify_qwen(frames, patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size,
+                             merge_size=v.spatial_merge_size, min_pixels=min_pixels, max_pixels=max_pixels,
+                             mean=tuple(p.get("image_mean", CLIP_MEAN)), std=tuple(p.get("image_std", CLIP_STD)))
+
+    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray,
+                   frame_seconds: float | None = None) -> VideoPixels:
+        lo, hi, total = self.video_pixels
+        pixels, (t, h, w) = self._patchify(frames, lo, video_frame_max_pixels(len(frames), lo, hi, total))
+        units = pixels.reshape(t, h * w, -1)  # [U, h*w, K]: patches are grouped by unit first
+        spacing = mean_spacing(timestamps) if frame_seconds is None else frame_seconds
+        # the processors' second_per_grid: temporal_patch_size / fps
+        return VideoPixels(units, len(frames), spacing * self._vision.temporal_patch_size, (h, w))
+
+    def encode_image(self, image: np.ndarray) -> MediaEmbeds:
+        """An image as Qwen2-VL's image processor sees it: resized within the checkpoint's
+        image bounds (`min_pixels` / `max_pixels`) and repeated over one temporal patch, so
+        it is one unit of the video path."""
+        p = self.preprocess_cfg
+        pixels, (t, h, w) = self._patchify(image[None], int(p.get("min_pixels", VIDEO_MIN_PIXELS)),
+                                           int(p.get("max_pixels", VIDEO_MAX_PIXELS)))  # [h*w, K], t == 1
+        unit = VideoPixels(pixels.reshape(t, h * w, -1), 1, 0.0, (h, w))
+        return MediaEmbeds(self.encode_units(unit), self.token_grid(unit), 0.0, kind="image")
+
+    def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
+        h, w = pixels.grid_hw
+        m = self._vision.spatial_merge_size
+        return h // m, w // m
+
+    def encode_unit_block(self, pixels: VideoPixels) -> torch.Tensor:
+        u = pixels.units.shape[0]
+        h, w = pixels.grid_hw
+        visual = self.vision_modules()[0]
+        flat = pixels.units.reshape(u * h * w, -1).to(self.device, visual.dtype)  # [U*h*w, K]
+        # The vision attention never crosses a temporal unit (cu_seqlens split per unit), so
+        # units encode independently: a rank can encode any slice of them.
+        grid = torch.tensor([[u, h, w]], device=self.device)
+        out = visual(flat, grid_thw=grid).pooler_output  # [U*h*w/m^2, D]
+        return out.reshape(u, -1, out.shape[-1])  # [U, T, D]
+
+
+class QwenVLModel(QwenVision, VideoLM):
     family = "qwen2_5_vl"
     media_kinds = ("image", "video")
 
@@ -82,37 +144,6 @@ class QwenVLModel(VideoLM):
         # Qwen2.5-VL's patch merger (2x2 merge + MLP) plays the projector's role.
         return self.model.model.visual, self.model.model.visual.merger
 
-    @property
-    def _vision(self):
-        return self.model.config.vision_config
-
-    @property
-    def video_pixels(self) -> tuple[int, int, int]:
-        """(min, max, total) frame-area bounds for video: the checkpoint's `video_*_pixels`
-        keys when its preprocessor config has them, else qwen-vl-utils' defaults."""
-        p = self.preprocess_cfg
-        return (int(p.get("video_min_pixels", VIDEO_MIN_PIXELS)), int(p.get("video_max_pixels", VIDEO_MAX_PIXELS)),
-                int(p.get("video_total_pixels", VIDEO_TOTAL_PIXELS)))
-
-    def preprocess(self, frames: np.ndarray, timestamps: np.ndarray,
-                   frame_seconds: float | None = None) -> VideoPixels:
-        v, p = self._vision, self.preprocess_cfg
-        lo, hi, total = self.video_pixels
-        pixels, (t, h, w) = patchify_qwen(
-            frames,
-            patch_size=v.patch_size,
-            temporal_patch_size=v.temporal_patch_size,
-            merge_size=v.spatial_merge_size,
-            min_pixels=lo,
-            max_pixels=video_frame_max_pixels(len(frames), lo, hi, total),
-            mean=tuple(p.get("image_mean", CLIP_MEAN)),
-            std=tuple(p.get("image_std", CLIP_STD)),
-        )  # [t*h*w, 3*tps*p*p]
-        units = pixels.reshape(t, h * w, -1)  # [U, h*w, K]: patches are grouped by unit first
-        spacing = mean_spacing(timestamps) if frame_seconds is None else frame_seconds
-        seconds = spacing * v.temporal_patch_size
-        return VideoPixels(units, len(frames), seconds, (h, w))
-
     def encoder_settings(self) -> dict:
         return {"family": self.family, "preprocess": self.preprocess_cfg, "video_pixels": list(self.video_pixels),
                 "tower": tower_settings(self._vision)}
@@ -121,36 +152,6 @@ class QwenVLModel(VideoLM):
         if kind == "image":
             return self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         return super().placeholder_id(kind)
-
-    def encode_image(self, image: np.ndarray) -> MediaEmbeds:
-        """An image as Qwen2-VL's image processor sees it: resized within the checkpoint's
-        image bounds (`min_pixels` / `max_pixels`) and repeated over one temporal patch, so
-        it is one unit of the video path."""
-        v, p = self._vision, self.preprocess_cfg
-        pixels, (t, h, w) = patchify_qwen(
-            image[None], patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size,
-            merge_size=v.spatial_merge_size, min_pixels=int(p.get("min_pixels", VIDEO_MIN_PIXELS)),
-            max_pixels=int(p.get("max_pixels", VIDEO_MAX_PIXELS)),
-            mean=tuple(p.get("image_mean", CLIP_MEAN)), std=tuple(p.get("image_std", CLIP_STD)),
-        )  # [h*w, K], t == 1
-        unit = VideoPixels(pixels.reshape(t, h * w, -1), 1, 0.0, (h, w))
-        return MediaEmbeds(self.encode_units(unit), self.token_grid(unit), 0.0, kind="image")
-
-    def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
-        h, w = pixels.grid_hw
-        m = self._vision.spatial_merge_size
-        return h // m, w // m
-
-    def encode_unit_block(self, pixels: VideoPixels) -> torch.Tensor:
-        u = pixels.units.shape[0]
-        h, w = pixels.grid_hw
-        visual = self.model.model.visual
-        flat = pixels.units.reshape(u * h * w, -1).to(self.device, visual.dtype)  # [U*h*w, K]
-        # Qwen2.5-VL's vision attention never crosses a temporal unit (cu_seqlens split per
-        # unit), so units encode independently: a rank can encode any slice of them.
-        grid = torch.tensor([[u, h, w]], device=self.device)
-        out = visual(flat, grid_thw=grid).pooler_output  # [U*h*w/m^2, D]
-        return out.reshape(u, -1, out.shape[-1])  # [U, T, D]
 
     def prompt_positions(self, input_ids: torch.Tensor, media: list[MediaEmbeds],
                          spans: tuple[tuple[str, int, int], ...]) -> torch.Tensor:
