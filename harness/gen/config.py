@@ -14,7 +14,7 @@ from harness.config import (
     _one_of,
     _positive,
 )
-from harness.gen.models import KINDS
+from harness.gen.models import KINDS, LORA_TARGETS, LoraSpec
 
 
 @dataclass
@@ -27,8 +27,24 @@ class GenModelConfig:
     dtype: str = "float32"  # the transformer's weights (fp32 master weights)
     compute_dtype: str | None = None  # "bfloat16": autocast over fp32 weights
     activation_checkpointing: bool = False
+    # > 0: train a LoRA adapter of this rank instead of the whole transformer (Flow-GRPO's
+    # SD3 default: 32, alpha 64); the KL reference is then the base (the adapter off)
+    lora_rank: int = 0
+    lora_alpha: float | None = None  # None: 2 x lora_rank (Flow-GRPO's ratio)
+    lora_targets: list[str] | None = None  # module names; None: models.LORA_TARGETS[kind]
+
+    def lora(self) -> LoraSpec | None:
+        if not self.lora_rank:
+            return None
+        alpha = 2.0 * self.lora_rank if self.lora_alpha is None else float(self.lora_alpha)
+        return LoraSpec(self.lora_rank, alpha, tuple(self.lora_targets or LORA_TARGETS[self.kind]))
 
     def check(self) -> None:
+        _non_negative("model.lora_rank", self.lora_rank)
+        if not self.lora_rank and (self.lora_alpha is not None or self.lora_targets is not None):
+            raise ConfigError("model.lora_alpha / model.lora_targets need model.lora_rank > 0")
+        if self.lora_alpha is not None:
+            _positive("model.lora_alpha", self.lora_alpha)
         _one_of("model.kind", self.kind, KINDS)
         _one_of("model.size", self.size, ("tiny", "toy"))
         _one_of("model.device", self.device, ("auto", "cpu", "cuda"))

@@ -24,9 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 KINDS = ("sd3", "wan")
+# LoRA's target modules by default: Flow-GRPO's for SD3 (scripts/train_sd3.py: every
+# attention projection, the joint text stream's included); for Wan its self- and
+# cross-attention projections
+LORA_TARGETS = {
+    "sd3": ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
+            "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v"),
+    "wan": ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+            "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0"),
+}
+LORA_FILE = "lora.safetensors"
 _PIPELINES = {"StableDiffusion3Pipeline": "sd3", "WanPipeline": "wan"}
 NUM_TRAIN_TIMESTEPS = 1000  # diffusers' flow-matching schedulers: timestep = sigma * 1000
 
@@ -51,10 +62,28 @@ class TextCond:
         return TextCond(torch.cat([c.embeds for c in conds]), pooled)
 
 
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA adapter on the transformer's `targets` (peft through diffusers' adapter
+    support; A Gaussian, B zero at the start, so the adapted model starts as the base)."""
+
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+
+    def config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.rank, lora_alpha=self.alpha, init_lora_weights="gaussian",
+                          target_modules=list(self.targets))
+
+
 class GenModel(nn.Module):
-    def __init__(self, kind: str, pipe, shift: float, max_text_len: int, transformer: nn.Module | None = None):
+    def __init__(self, kind: str, pipe, shift: float, max_text_len: int, transformer: nn.Module | None = None,
+                 base_only: bool = False):
         """`transformer`: another transformer over the same frozen parts (the reference
-        model of the KL term); default the pipeline's."""
+        model of the KL term); default the pipeline's. `base_only`: run it with its LoRA
+        adapter off (the reference of a LoRA run is the base model)."""
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown generation model kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -63,11 +92,25 @@ class GenModel(nn.Module):
         self.pipe = pipe  # a diffusers pipeline, not a module: its frozen parts stay out of state_dict
         self.shift = float(shift)  # the flow schedule's shift (SD3.5 and Wan2.1: 3.0)
         self.max_text_len = max_text_len  # T5 / UMT5 tokens per prompt
+        self.base_only = base_only
+        self.lora: LoraSpec | None = None
+        self.source: Path | None = None  # the folder it was loaded from (a LoRA checkpoint's base)
         for part in self._frozen_parts():
             part.requires_grad_(False).eval()
 
+    def add_lora(self, spec: LoraSpec) -> None:
+        """Train a LoRA adapter instead of the whole transformer: only its weights require
+        gradients (and so reach the optimizer and the checkpoints)."""
+        if self.lora is not None:
+            raise ValueError("the transformer already has a LoRA adapter")
+        self.transformer.add_adapter(spec.config())
+        self.lora = spec
+
     def frozen_copy(self) -> GenModel:
-        """The reference policy: a frozen copy of the transformer over the same frozen parts."""
+        """The reference policy: a frozen copy of the transformer over the same frozen parts;
+        with LoRA, the same transformer with its adapter off (the base, never trained)."""
+        if self.lora is not None:
+            return GenModel(self.kind, self.pipe, self.shift, self.max_text_len, self.transformer, base_only=True)
         twin = copy.deepcopy(self.transformer).requires_grad_(False).eval()
         return GenModel(self.kind, self.pipe, self.shift, self.max_text_len, transformer=twin)
 
@@ -149,6 +192,15 @@ class GenModel(nn.Module):
         return v_uncond + guidance * (v_cond - v_uncond)
 
     def _forward(self, latents: torch.Tensor, t: torch.Tensor, cond: TextCond) -> torch.Tensor:
+        if not self.base_only:
+            return self._transformer_call(latents, t, cond)
+        self.transformer.disable_adapters()
+        try:
+            return self._transformer_call(latents, t, cond)
+        finally:
+            self.transformer.enable_adapters()
+
+    def _transformer_call(self, latents: torch.Tensor, t: torch.Tensor, cond: TextCond) -> torch.Tensor:
         dtype = next(self.transformer.parameters()).dtype
         x, text = latents.to(dtype), cond.embeds.to(latents.device, dtype)
         if self.kind == "sd3":
@@ -207,21 +259,61 @@ class GenModel(nn.Module):
     # --- persistence -----------------------------------------------------------------
 
     def save_pretrained(self, out: str | Path) -> None:
-        self.pipe.save_pretrained(out)
-        _write_json(Path(out) / "harness_gen.json", {"kind": self.kind, "shift": self.shift,
-                                                     "max_text_len": self.max_text_len})
+        """The whole pipeline in diffusers' layout. With LoRA: the adapter fused into a copy
+        of the transformer (the folder loads as a plain pipeline), and the adapter itself in
+        `lora/`, as the pipeline's `save_lora_weights` writes it (for `load_lora_weights`
+        onto the base pipeline)."""
+        out = Path(out)
+        pipe = self.pipe
+        if self.lora is not None:
+            with torch.no_grad():
+                fused = copy.deepcopy(self.transformer)
+                fused.fuse_lora()
+                fused.unload_lora()
+            pipe = type(pipe)(**{**pipe.components, "transformer": fused})
+            from peft.utils import get_peft_model_state_dict
+
+            # the pipeline's own LoRA format: `pipe.load_lora_weights(out / "lora")` reads it
+            # with the adapter's config (rank, alpha, targets) as its metadata: without it the
+            # loader assumes alpha = rank
+            type(pipe).save_lora_weights(out / "lora", transformer_lora_layers=get_peft_model_state_dict(
+                self.transformer), transformer_lora_adapter_metadata=self.transformer.peft_config["default"].to_dict())
+        pipe.save_pretrained(out)
+        _write_json(out / "harness_gen.json", {"kind": self.kind, "shift": self.shift,
+                                               "max_text_len": self.max_text_len})
 
     def save_trainable(self, out: str | Path) -> None:
-        """What a checkpoint holds: the transformer alone (diffusers' layout, `transformer/`);
-        the frozen parts come back from the run's model.path or toy seed."""
-        self.transformer.save_pretrained(Path(out) / "transformer")
-        _write_json(Path(out) / "harness_gen.json", {"kind": self.kind, "checkpoint": "transformer only"})
+        """What a checkpoint holds: the transformer alone (diffusers' layout, `transformer/`),
+        or with LoRA the adapter's weights alone (`lora.safetensors`, keys as `state_dict()`'s);
+        the frozen parts (and a LoRA run's base) come back from the run's model folder."""
+        out = Path(out)
+        if self.lora is None:
+            self.transformer.save_pretrained(out / "transformer")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if _is_lora(k)},
+                      out / LORA_FILE)
+        _write_json(out / "harness_gen.json", {"kind": self.kind, "checkpoint": "transformer only",
+                                               "lora": None if self.lora is None else list(self.lora.targets)})
 
     def load_trainable(self, folder: str | Path) -> dict[str, torch.Tensor]:
-        """The state dict a `save_trainable` folder holds (keys as `state_dict()`'s)."""
+        """The state dict a `save_trainable` folder holds (keys as `state_dict()`'s); a LoRA
+        checkpoint's base weights are read from the folder the model was loaded from."""
+        folder = Path(folder)
         dtype = next(self.transformer.parameters()).dtype
-        loaded = type(self.transformer).from_pretrained(Path(folder) / "transformer", dtype=dtype)
-        return {f"transformer.{k}": v for k, v in loaded.state_dict().items()}
+        if self.lora is None:
+            loaded = type(self.transformer).from_pretrained(folder / "transformer", dtype=dtype)
+            return {f"transformer.{k}": v for k, v in loaded.state_dict().items()}
+        if self.source is None:
+            raise ValueError("a LoRA checkpoint needs the base model's folder; this model was not loaded from one")
+        base = type(self.transformer).from_pretrained(self.source / "transformer", dtype=dtype)
+        base.add_adapter(self.lora.config())
+        state = {f"transformer.{k}": v for k, v in base.state_dict().items()}
+        adapter = load_file(folder / LORA_FILE)
+        if set(adapter) != {k for k in state if _is_lora(k)}:
+            raise ValueError(f"{folder / LORA_FILE} does not hold this model's LoRA weights (rank or targets differ?)")
+        state.update(adapter)
+        return state
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> GenModel:
@@ -244,7 +336,13 @@ class GenModel(nn.Module):
         shift = extra.get("shift", sched.get("shift", sched.get("flow_shift", 1.0)))
         # the anchors' text lengths: T5 128 tokens for SD3 (Flow-GRPO), UMT5 512 for Wan (diffusers)
         max_len = extra.get("max_text_len", 128 if kind == "sd3" else 512)
-        return cls(kind, pipe, shift, max_len)
+        model = cls(kind, pipe, shift, max_len)
+        model.source = path
+        return model
+
+
+def _is_lora(key: str) -> bool:
+    return ".lora_A." in key or ".lora_B." in key
 
 
 def _check_multiple(what: str, values: tuple[int, ...], factor: int) -> None:

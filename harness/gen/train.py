@@ -176,8 +176,21 @@ def build_gen_model(cfg: GenModelConfig, toy_folder: Path) -> GenModel:
     model = GenModel.from_pretrained(cfg.path or toy_folder, dtype=dtype)
     if model.kind != cfg.kind:
         raise ConfigError(f"model.path {cfg.path} holds a {model.kind} pipeline but model.kind={cfg.kind}")
+    if cfg.lora() is not None:
+        _add_lora(model, cfg.lora(), cfg.seed)
     model.set_activation_checkpointing(cfg.activation_checkpointing)
     return model.place(resolve_device(cfg), dtype).eval()
+
+
+def _add_lora(model: GenModel, spec, seed: int) -> None:
+    """The adapter, its A matrices drawn from `model.seed` alone (the same on every rank,
+    whatever the global RNG has served)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model.add_lora(spec)
+        except ValueError as e:  # peft: a target name the transformer does not have
+            raise ConfigError(f"model.lora_targets: {str(e).splitlines()[0]}") from None
 
 
 class TextCache:

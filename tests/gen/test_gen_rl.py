@@ -116,18 +116,21 @@ def _dp_worker(rank: int, world: int, kind: str, overrides: list[str]) -> dict:
 
 @pytest.mark.distributed
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize(("kind", "zero"), [("sd3", 0), ("wan", 2), ("sd3", 3)])
-def test_dp2_trains_the_weights_of_one_process(tmp_path, kind, zero):
+@pytest.mark.parametrize(("kind", "zero", "lora"), [("sd3", 0, 0), ("wan", 2, 0), ("sd3", 3, 0), ("wan", 3, 4)])
+def test_dp2_trains_the_weights_of_one_process(tmp_path, kind, zero, lora):
     """Each of 2 ranks samples one prompt's group (keys by its place in the global draw);
     advantages use the std of both ranks' rewards; gradients are summed over ranks. Under
     ZeRO-2/3 (FSDP2 units: each transformer block inside the transformer's own unit) the
-    weights are those of one process too, and the final folder is the whole pipeline."""
+    weights are those of one process too, and the final folder is the whole pipeline; with
+    a LoRA adapter (frozen base and trainable adapter in the same units) as well."""
     data = tmp_path / "data"
-    one = load_config(CONFIGS[kind], _overrides(kind, data, tmp_path / "one", **{"run.steps": 2}), GenRLConfig)
+    extra = {"model.lora_rank": lora, "optim.lr": 1e-2} if lora else {}
+    one = load_config(CONFIGS[kind], _overrides(kind, data, tmp_path / "one", **{"run.steps": 2, **extra}),
+                      GenRLConfig)
     train_gen_rl(one)
     single = GenModel.from_pretrained(tmp_path / "one" / "final").state_dict()
     dp2 = run_distributed(_dp_worker, 2, kind, _overrides(kind, data, tmp_path / "dp2", **{
-        "run.steps": 2, "parallel.dp_size": 2, "parallel.zero_stage": zero}))[0]
+        "run.steps": 2, "parallel.dp_size": 2, "parallel.zero_stage": zero, **extra}))[0]
     from harness.gen.toy import init_gen_model
 
     init = init_gen_model(kind, "tiny", seed=0).state_dict()

@@ -107,21 +107,26 @@ def test_perf_size_builds_with_16_tokens_per_frame():
 
 
 def test_anon_peak_sees_a_freed_allocation_and_not_library_pages():
+    import mmap
     import time
-
-    import numpy as np
 
     with mrsp.AnonPeak(interval=0.001) as idle:
         time.sleep(0.02)
     assert idle.peak - idle.start < 0.02  # GiB: nothing allocated
+    size = 64 * 2**20
     with mrsp.AnonPeak(interval=0.001) as busy:
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, written (resident), then freed
+        # Private anonymous pages straight from the kernel: a malloc'd block (numpy's) can
+        # reuse pages the process already holds from earlier tests, and then RssAnon stays
+        # put (seen in the full suite); a shared mapping would count as RssShmem.
+        block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+        for at in range(0, size, mmap.PAGESIZE):
+            block[at] = 1  # written: resident
         # Wait until the sampler has read twice while the block lives: on a loaded CI
         # machine the thread can be off the CPU for longer than any fixed sleep.
         seen, deadline = busy.samples, time.monotonic() + 10
         while busy.samples < seen + 2 and time.monotonic() < deadline:
             time.sleep(0.005)
-        del block
+        block.close()  # unmapped: freed
     assert 0.055 < busy.peak - busy.start < 0.09, busy.peak - busy.start
 
 
