@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.data.video import _normalize, _resize_uint8
+from harness.data.video import normalize_pixels, resize_uint8
 
 
 def tile_grid(width: int, height: int, image_size: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:
@@ -51,8 +51,8 @@ def dynamic_tiles(image: np.ndarray, image_size: int, mean: tuple[float, ...], s
     h, w = image.shape[:2]
     cols, rows = tile_grid(w, h, image_size, min_tiles, max_tiles)
     s = image_size
-    grid = _resize_uint8(image[None], rows * s, cols * s)[0]  # [3, rows*S, cols*S]
+    grid = resize_uint8(image[None], rows * s, cols * s)[0]  # [3, rows*S, cols*S]
     tiles = grid.reshape(3, rows, s, cols, s).permute(1, 3, 0, 2, 4).reshape(rows * cols, 3, s, s)
     if rows * cols != 1:
-        tiles = torch.cat([tiles, _resize_uint8(image[None], s, s)])  # [N, 3, S, S]: + thumbnail
-    return _normalize(tiles, tuple(mean), tuple(std))
+        tiles = torch.cat([tiles, resize_uint8(image[None], s, s)])  # [N, 3, S, S]: + thumbnail
+    return normalize_pixels(tiles, tuple(mean), tuple(std))

@@ -370,7 +370,7 @@ def _as_uint8_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return src
 
 
-def _resize_uint8(frames: np.ndarray | torch.Tensor, height: int, width: int) -> torch.Tensor:
+def resize_uint8(frames: np.ndarray | torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bicubic antialiased resize of uint8 [N, H, W, 3] to float [N, 3, height, width] in [0, 255].
 
     The result is clamped and rounded to integers: the reference processors (PIL, and
@@ -393,7 +393,7 @@ def _resize_uint8(frames: np.ndarray | torch.Tensor, height: int, width: int) ->
     return out
 
 
-def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def normalize_pixels(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """[N, 3, H, W] in [0, 255] -> (x / 255 - mean) / std per channel."""
     m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
@@ -430,8 +430,8 @@ def preprocess_siglip(
         raise ValueError(f"image_size must be >= 1, got {image_size}")
     if pad_square:
         frames = pad_to_square(frames, tuple(int(m * 255) for m in mean))  # [N, M, M, 3]
-    x = _resize_uint8(frames, image_size, image_size)  # [N, 3, S, S]
-    return _normalize(x, tuple(mean), tuple(std))  # [N, 3, S, S]
+    x = resize_uint8(frames, image_size, image_size)  # [N, 3, S, S]
+    return normalize_pixels(x, tuple(mean), tuple(std))  # [N, 3, S, S]
 
 
 def smart_resize(
@@ -495,7 +495,7 @@ def patchify_qwen(
     src = _as_uint8_frames(frames)  # [T, H, W, 3]
     t, h, w, _ = src.shape
     rh, rw = smart_resize(h, w, patch_size * merge_size, min_pixels, max_pixels)
-    x = _normalize(_resize_uint8(src, rh, rw), mean, std)  # [T, 3, rh, rw]
+    x = normalize_pixels(resize_uint8(src, rh, rw), mean, std)  # [T, 3, rh, rw]
     pad = (-t) % temporal_patch_size
     if pad:
         x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)], dim=0)  # [T', 3, rh, rw]

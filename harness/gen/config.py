@@ -22,7 +22,7 @@ class GenModelConfig:
     kind: str = "sd3"  # sd3 (image) | wan (video); must match a model.path's pipeline
     path: str | None = None  # a diffusers pipeline folder; None: a toy model of `size`
     size: str = "tiny"  # toy sizes: tiny | toy
-    seed: int = 0  # the toy model's random weights
+    seed: int = 0  # the toy model's random weights, and a LoRA adapter's initial A matrices
     device: str = "auto"
     dtype: str = "float32"  # the transformer's weights (fp32 master weights)
     compute_dtype: str | None = None  # "bfloat16": autocast over fp32 weights
@@ -37,7 +37,8 @@ class GenModelConfig:
         if not self.lora_rank:
             return None
         alpha = 2.0 * self.lora_rank if self.lora_alpha is None else float(self.lora_alpha)
-        return LoraSpec(self.lora_rank, alpha, tuple(self.lora_targets or LORA_TARGETS[self.kind]))
+        targets = LORA_TARGETS[self.kind] if self.lora_targets is None else self.lora_targets
+        return LoraSpec(self.lora_rank, alpha, tuple(targets))
 
     def check(self) -> None:
         _non_negative("model.lora_rank", self.lora_rank)
@@ -45,6 +46,9 @@ class GenModelConfig:
             raise ConfigError("model.lora_alpha / model.lora_targets need model.lora_rank > 0")
         if self.lora_alpha is not None:
             _positive("model.lora_alpha", self.lora_alpha)
+        if self.lora_targets is not None and not self.lora_targets:
+            raise ConfigError("model.lora_targets is empty: name the modules to adapt, or leave it unset "
+                              "for the kind's defaults")
         _one_of("model.kind", self.kind, KINDS)
         _one_of("model.size", self.size, ("tiny", "toy"))
         _one_of("model.device", self.device, ("auto", "cpu", "cuda"))

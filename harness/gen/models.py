@@ -19,6 +19,7 @@ parts of the pipeline and are written only with the whole folder.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,7 +271,8 @@ class GenModel(nn.Module):
                 fused = copy.deepcopy(self.transformer)
                 fused.fuse_lora()
                 fused.unload_lora()
-            pipe = type(pipe)(**{**pipe.components, "transformer": fused})
+            pipe = copy.copy(pipe)  # the same parts and settings, the fused transformer swapped in
+            pipe.register_modules(transformer=fused)
             from peft.utils import get_peft_model_state_dict
 
             # the pipeline's own LoRA format: `pipe.load_lora_weights(out / "lora")` reads it
@@ -289,31 +291,39 @@ class GenModel(nn.Module):
         out = Path(out)
         if self.lora is None:
             self.transformer.save_pretrained(out / "transformer")
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if _is_lora(k)},
-                      out / LORA_FILE)
-        _write_json(out / "harness_gen.json", {"kind": self.kind, "checkpoint": "transformer only",
-                                               "lora": None if self.lora is None else list(self.lora.targets)})
+            _write_json(out / "harness_gen.json", {"kind": self.kind, "checkpoint": "transformer"})
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if _is_lora(k)},
+                  out / LORA_FILE)
+        _write_json(out / "harness_gen.json", {"kind": self.kind, "checkpoint": "lora adapter",
+                                               "lora": self._lora_record()})
 
     def load_trainable(self, folder: str | Path) -> dict[str, torch.Tensor]:
-        """The state dict a `save_trainable` folder holds (keys as `state_dict()`'s); a LoRA
-        checkpoint's base weights are read from the folder the model was loaded from."""
+        """The tensors a `save_trainable` folder holds (keys as `state_dict()`'s): the whole
+        transformer, or a LoRA adapter alone (the frozen base stays as loaded), checked to be
+        this model's adapter (rank, alpha, targets) on this base."""
         folder = Path(folder)
-        dtype = next(self.transformer.parameters()).dtype
         if self.lora is None:
+            dtype = next(self.transformer.parameters()).dtype
             loaded = type(self.transformer).from_pretrained(folder / "transformer", dtype=dtype)
             return {f"transformer.{k}": v for k, v in loaded.state_dict().items()}
-        if self.source is None:
-            raise ValueError("a LoRA checkpoint needs the base model's folder; this model was not loaded from one")
-        base = type(self.transformer).from_pretrained(self.source / "transformer", dtype=dtype)
-        base.add_adapter(self.lora.config())
-        state = {f"transformer.{k}": v for k, v in base.state_dict().items()}
-        adapter = load_file(folder / LORA_FILE)
-        if set(adapter) != {k for k in state if _is_lora(k)}:
-            raise ValueError(f"{folder / LORA_FILE} does not hold this model's LoRA weights (rank or targets differ?)")
-        state.update(adapter)
-        return state
+        saved = json.loads((folder / "harness_gen.json").read_text()).get("lora")
+        if saved != self._lora_record():
+            raise ValueError(f"{folder} holds a LoRA adapter of another setting or base ({saved}); this run's is "
+                             f"{self._lora_record()}")
+        return load_file(folder / LORA_FILE)
+
+    def _lora_record(self) -> dict:
+        """What a LoRA checkpoint must match to resume: the adapter's settings and the base
+        (its transformer folder's config and weight files by name and size)."""
+        base = None
+        if self.source is not None:
+            folder = self.source / "transformer"
+            files = sorted((f.name, f.stat().st_size) for f in folder.glob("*.safetensors"))
+            base = hashlib.sha256(json.dumps([(folder / "config.json").read_text(), files]).encode()).hexdigest()
+        spec = self.lora
+        return {"rank": spec.rank, "alpha": spec.alpha, "targets": list(spec.targets), "base": base}
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> GenModel:

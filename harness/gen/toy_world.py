@@ -37,6 +37,8 @@ def videos(n: int, frames: int, size: int, g: torch.Generator) -> tuple[torch.Te
     """n videos [n, 3, frames, size, size] in [0, 1] and their captions: a shape 3/8 of the
     frame wide moving one pixel a frame, its whole path inside the frame."""
     side = max(2, size * 3 // 8)
+    if side + frames - 1 > size:
+        raise ValueError(f"a {size}-pixel frame cannot hold a {side}-pixel shape moving {frames - 1} pixels")
     yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
     r = (side - 1) / 2
     masks = {"square": torch.ones(side, side, dtype=torch.bool),

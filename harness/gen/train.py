@@ -176,13 +176,14 @@ def build_gen_model(cfg: GenModelConfig, toy_folder: Path) -> GenModel:
     model = GenModel.from_pretrained(cfg.path or toy_folder, dtype=dtype)
     if model.kind != cfg.kind:
         raise ConfigError(f"model.path {cfg.path} holds a {model.kind} pipeline but model.kind={cfg.kind}")
-    if cfg.lora() is not None:
-        _add_lora(model, cfg.lora(), cfg.seed)
+    lora = cfg.lora()
+    if lora is not None:
+        _add_lora(model, lora, cfg.seed, defaults=cfg.lora_targets is None)
     model.set_activation_checkpointing(cfg.activation_checkpointing)
     return model.place(resolve_device(cfg), dtype).eval()
 
 
-def _add_lora(model: GenModel, spec, seed: int) -> None:
+def _add_lora(model: GenModel, spec, seed: int, defaults: bool) -> None:
     """The adapter, its A matrices drawn from `model.seed` alone (the same on every rank,
     whatever the global RNG has served)."""
     with torch.random.fork_rng(devices=[]):
@@ -190,7 +191,8 @@ def _add_lora(model: GenModel, spec, seed: int) -> None:
         try:
             model.add_lora(spec)
         except ValueError as e:  # peft: a target name the transformer does not have
-            raise ConfigError(f"model.lora_targets: {str(e).splitlines()[0]}") from None
+            which = f"the {model.kind} defaults {list(spec.targets)}" if defaults else "model.lora_targets"
+            raise ConfigError(f"LoRA targets ({which}): {str(e).splitlines()[0]}") from None
 
 
 class TextCache:

@@ -190,8 +190,8 @@ class VilaModel(VideoLM):
         media = [media] if isinstance(media, MediaEmbeds) else list(media)
         if self.spec.tiles_images:
             images = sum(m.kind == "image" for m in media)
-            media = [one for m in media for one in (_units(m) if images == 1 else [_units(m)[-1]])
-                     ] if images else media
+            media = [one for m in media for one in (
+                [m] if m.kind != "image" else _units(m) if images == 1 else _units(m)[-1:])]
         return super().build_prompt(input_ids, media)
 
     def token_grid(self, pixels: VideoPixels) -> tuple[int, int]:
@@ -269,17 +269,16 @@ class VilaModel(VideoLM):
         messages = [{"role": "system", "content": system}] if system else []
         # extract_media: the parts in order, each medium as its token, text as it is
         user = "".join(MEDIA_TOKENS[item["type"]] if item["type"] != "text" else item["text"] for item in content)
-        user = user.strip()
         if self.spec.tiles_images and kinds == ["image"]:
             # the prompt's only image becomes its tiles, each its own "<image>\n" (the released
-            # processor rewrites the text so, before tokenising)
+            # processor rewrites the text so; tokenize_conversation strips it afterwards)
             if not image_sizes or len(image_sizes) != 1:
                 raise ValueError(f"a prompt's single image is tiled under image_aspect_ratio 'dynamic': give its "
                                  f"(height, width) as image_sizes (got {image_sizes!r})")
             (h, w), = image_sizes
             n = tile_count(w, h, self.image_size, *self.spec.tiles)
             user = user.replace(MEDIA_TOKENS["image"], f"{MEDIA_TOKENS['image']}\n" * n)
-        messages.append({"role": "user", "content": user})
+        messages.append({"role": "user", "content": user.strip()})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         dropped = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
         ids = [i for i in self.tokenizer(text)["input_ids"] if i not in dropped]

@@ -132,6 +132,10 @@ def read_spec(path: str | Path) -> VilaSpec:
         if top.get(key):
             raise ValueError(f"{where}: {key}={top[key]!r} is not implemented (S2 tiling and image "
                              f"start/end tokens are not part of this harness)")
+    if (top.get("video_max_tiles") or 1) > 1 and top.get("image_aspect_ratio") in ("dynamic", "dynamic_s2"):
+        # modeling_vila.py's generate_content tiles every frame then, its processor does not
+        raise ValueError(f"{where}: video_max_tiles={top['video_max_tiles']} (tiled video frames) is not "
+                         f"implemented; frames are resized whole")
     if top.get("num_time_tokens"):
         raise ValueError(f"{where}: num_time_tokens={top['num_time_tokens']} (time tokens) is not implemented")
     tower = _json(path / "vision_tower" / "config.json")

@@ -13,8 +13,9 @@ Units. Each unit (decoder layer, input embeddings, final norm, lm_head, and a tr
 vision tower / projector; the caller picks them) is sharded on its own. A unit may hold
 units listed before it (a diffusion transformer's blocks, then the transformer: FSDP2 then
 manages the root's own parameters, its embeddings and norms, in the root unit), when the
-model runs that root as one forward call. A `VideoLM`'s units are disjoint: it never runs one root forward (it calls `embed_tokens`, `language_model`
-and `lm_head` separately), and FSDP2 makes the first unit that runs forward the root of
+model runs that root as one forward call. A `VideoLM`'s units are disjoint: it never runs
+one root forward (it calls `embed_tokens`, `language_model` and `lm_head` separately), and
+FSDP2 makes the first unit that runs forward the root of
 everything under it: a sharded parent (`language_model`) whose child (`embed_tokens`) ran
 first fails with "requires running forward through the root module first". Disjoint units
 are each their own root, so direct calls work. Every trainable parameter must lie in a unit
@@ -75,7 +76,8 @@ class _State:
 
 
 def shard_model(model: nn.Module, units: list[nn.Module], stage: int) -> None:
-    """Shard `units` (disjoint submodules of `model`, holding every trainable parameter)
+    """Shard `units` (submodules of `model`, disjoint or nested inner-first, holding every
+    trainable parameter)
     over the default process group, in place. Leaves the parameters gathered."""
     if stage not in (2, 3):
         raise ValueError(f"sharding stage must be 2 or 3, got {stage}")
@@ -149,13 +151,16 @@ def full_copy(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Modul
     return plain
 
 
-def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], partial: bool = False) -> None:
     """Load full (unsharded) weights, present on every rank, into the sharded model
-    (collective). Keys must match exactly."""
+    (collective). Keys must match exactly, or with `partial` be a subset (the rest keep
+    their values)."""
     state = _state(model)
     for unit in state.units:
         unit.reshard()
     own = dict(_named_tensors(model))
+    if partial:
+        own = {k: v for k, v in own.items() if k in state_dict}
     if own.keys() != state_dict.keys():
         missing, extra = sorted(own.keys() - state_dict.keys()), sorted(state_dict.keys() - own.keys())
         raise RuntimeError(f"state dict does not fit the model: missing {missing[:5]}, unexpected {extra[:5]}")
@@ -237,13 +242,17 @@ def _check_units(model: nn.Module, units: list[nn.Module]) -> None:
     loose = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
     if loose:
         raise ValueError(f"trainable parameters outside every sharding unit: {loose[:5]}")
+    # each unit's own parameters: those of its modules outside the units nested in it
     owner: dict[int, int] = {}
     for k, unit in enumerate(units):
-        for p in unit.parameters():
-            j = owner.setdefault(id(p), k)
-            if j != k and id(units[j]) not in inside[k]:
-                raise ValueError("a parameter is shared by two sharding units (tied input/output "
-                                 "embeddings?); ZeRO-2/3 support untied weights only")
+        nested = set().union(*(inside[j] for j in range(k) if id(units[j]) in inside[k]))
+        for m in unit.modules():
+            if id(m) in nested:
+                continue
+            for p in m.parameters(recurse=False):
+                if owner.setdefault(id(p), k) != k:
+                    raise ValueError("a parameter is shared by two sharding units (tied input/output "
+                                     "embeddings?); ZeRO-2/3 support untied weights only")
 
 
 def _copy(model: nn.Module, meta: bool = False) -> nn.Module:

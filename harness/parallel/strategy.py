@@ -89,9 +89,13 @@ class Replicated:
         return model, optimizer
 
     def load_state(self, model: nn.Module, optimizer, weights: Mapping[str, torch.Tensor],
-                   optimizer_state: dict | None) -> None:
-        """Full (unsharded) weights and optimizer state, present on every rank."""
-        model.load_state_dict(weights, strict=True)
+                   optimizer_state: dict | None, trainable_only: bool = False) -> None:
+        """Full (unsharded) weights and optimizer state, present on every rank. With
+        `trainable_only` the weights may leave out frozen tensors (a checkpoint of a LoRA
+        adapter), which keep their values; every trainable parameter must be there."""
+        if trainable_only:
+            check_covers_trainable(model, weights)
+        model.load_state_dict(weights, strict=not trainable_only)
         if optimizer is not None:
             optimizer.load_state_dict(optimizer_state)
 
@@ -149,10 +153,21 @@ class Sharded(Replicated):
         return self.whole_model(model), sharding.full_optimizer_state(optimizer)
 
     def load_state(self, model: nn.Module, optimizer, weights: Mapping[str, torch.Tensor],
-                   optimizer_state: dict | None) -> None:
-        sharding.load_full_state_dict(model, dict(weights))  # each rank keeps its shards
+                   optimizer_state: dict | None, trainable_only: bool = False) -> None:
+        if trainable_only:
+            check_covers_trainable(model, weights)
+        sharding.load_full_state_dict(model, dict(weights), partial=trainable_only)  # each rank keeps its shards
         if optimizer is not None:
             sharding.load_full_optimizer_state(optimizer, optimizer_state)
+
+
+def check_covers_trainable(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless `weights` name only the model's tensors and hold every trainable one."""
+    own = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(weights) - own or trainable - set(weights):
+        raise RuntimeError(f"weights do not fit the model: unexpected {sorted(set(weights) - own)[:5]}, "
+                           f"trainable but missing {sorted(trainable - set(weights))[:5]}")
 
 
 def make_strategy(zero_stage: int, layout: Layout,

@@ -244,7 +244,9 @@ def load_checkpoint(
         raise CheckpointError(f"{path / 'model'} cannot be loaded (damaged?): {str(e).splitlines()[0]}") from e
     strategy = strategy or Replicated(SINGLE_PROCESS)
     try:
-        strategy.load_state(model, optimizer, weights, state["optimizer"])
+        # a model writing only what trains (`save_trainable`) reads back only that
+        strategy.load_state(model, optimizer, weights, state["optimizer"],
+                            trainable_only=hasattr(model, "load_trainable"))
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit the given model or optimizer: {e}") from e
     del weights

@@ -59,7 +59,9 @@ def test_the_reference_is_the_base_and_the_adapter_loads_in_diffusers(tmp_path):
     train_gen_rl(cfg)
     run = tmp_path / "a"
     trained = build_gen_model(cfg.model, run / "toy_model")
-    trained.load_state_dict(trained.load_trainable(sorted((run / "checkpoints").iterdir())[-1] / "model"))
+    adapter = trained.load_trainable(sorted((run / "checkpoints").iterdir())[-1] / "model")  # the adapter alone
+    assert adapter and all(".lora_" in k for k in adapter)
+    assert not trained.load_state_dict(adapter, strict=False).unexpected_keys
     base = GenModel.from_pretrained(run / "toy_model")
     fused = GenModel.from_pretrained(run / "final")
     adapted = GenModel.from_pretrained(run / "toy_model")
@@ -77,10 +79,30 @@ def test_the_reference_is_the_base_and_the_adapter_loads_in_diffusers(tmp_path):
     torch.testing.assert_close(v["adapted"], v["trained"], rtol=1e-4, atol=1e-5)
 
 
+def test_a_lora_checkpoint_resumes_only_with_its_setting_and_base(tmp_path):
+    """Another alpha would silently rescale the adapter (the resume's settings check refuses
+    it), another base would silently change the model: the checkpoint records the base (its
+    transformer folder's config and files) with the adapter's settings and refuses it."""
+    data = tmp_path / "data"
+    over = {**LORA, "run.steps": 1, "run.save_every": 1}
+    train_gen_rl(load_config(CONFIGS["sd3"], _overrides("sd3", data, tmp_path / "a", **over), GenRLConfig))
+    more = {**over, "run.steps": 2}
+    with pytest.raises(Exception, match="lora_alpha: None -> 3.0"):
+        train_gen_rl(load_config(CONFIGS["sd3"], _overrides("sd3", data, tmp_path / "a", **{
+            **more, "model.lora_alpha": 3.0}), GenRLConfig), resume=True)
+    config = tmp_path / "a" / "toy_model" / "transformer" / "config.json"
+    config.write_text(config.read_text().replace("{", '{"note": "another base", ', 1))
+    with pytest.raises(Exception, match="another setting or base"):
+        train_gen_rl(load_config(CONFIGS["sd3"], _overrides("sd3", data, tmp_path / "a", **more), GenRLConfig),
+                     resume=True)
+
+
 def test_lora_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="need model.lora_rank"):
         load_config(CONFIGS["sd3"], ["model.lora_alpha=8"], GenRLConfig)
     cfg = load_config(CONFIGS["sd3"], _overrides("sd3", tmp_path / "data", tmp_path / "a", **{
         **LORA, "model.lora_targets": "[attn.nope]"}), GenRLConfig)
-    with pytest.raises(ConfigError, match="model.lora_targets"):
+    with pytest.raises(ConfigError, match="LoRA targets \\(model.lora_targets\\)"):
         train_gen_rl(cfg)
+    with pytest.raises(ConfigError, match="lora_targets is empty"):
+        load_config(CONFIGS["sd3"], ["model.lora_rank=4", "model.lora_targets=[]"], GenRLConfig)

@@ -150,6 +150,7 @@ def test_an_extra_tensor_in_the_projector_is_an_error(tmp_path):
 @pytest.mark.parametrize("overrides, match", [
     ({"s2": True}, "s2"),
     ({"num_time_tokens": 100}, "time tokens"),
+    ({"image_aspect_ratio": "dynamic", "video_max_tiles": 4}, "tiled video frames"),
     ({"mm_vision_select_feature": "patch"}, "not a square grid"),
     ({"video_encoder": '{"_target_": "llava.model.encoders.FancyEncoder"}'}, "FancyEncoder"),
 ])
@@ -331,6 +332,12 @@ def test_dynamic_tiling_prompt_is_the_released_processors(released, tmp_path):
     assert torch.equal(tiled.input_ids, untiled.input_ids)
     torch.testing.assert_close(tiled.embeds, untiled.embeds, rtol=1e-4, atol=1e-4)  # batched tiles, as above
 
+    # the image last: the rewritten text is stripped after the rewrite, as released
+    last = model.chat_prompt_ids([{"type": "text", "text": "Count:"}, {"type": "image"}], media=(),
+                                 image_sizes=[(56, 112)])
+    assert last.tolist() == [i for i in tok(text.replace("<image>\n<image>\n<image>\nCount.",
+                                                         "Count:<image>\n<image>\n<image>"))["input_ids"]
+                             if i != im_end]
     with pytest.raises(ValueError, match="image_sizes"):
         model.chat_prompt_ids("Count.", media=("image",))
     model.save_pretrained(tmp_path / "again")
