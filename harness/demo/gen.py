@@ -4,8 +4,8 @@ stages under `--out` (each reused when its output exists; `--fresh` starts over)
   1. toy prompts (harness/gen/data.py): GenEval-style image prompts or video prompts, with
      held-out combinations,
   2. gen-rl (configs/gen/toy-image.yaml or toy-video.yaml; `--quick`: a tiny model and a
-     few steps): the toy model is built and its VAE fit, held-out prompts scored before
-     training, Flow-GRPO steps, scored again after,
+     few steps): the toy model is built (its VAE fit, its transformer pretrained on the toy
+     world), held-out prompts scored before training, Flow-GRPO steps, scored again after,
   3. report.md: the held-out reward before / after, the reward curve, and the sample grids
      before and after (video: frame strips; GIFs beside them).
 """
