@@ -237,9 +237,7 @@ class GenModel(nn.Module):
             z = vae.encode(x).latent_dist.mean  # [B, C, h, w]
             return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
         z = vae.encode(x.transpose(1, 2)).latent_dist.mean  # [B, C, f, h, w]
-        shape = (1, -1, 1, 1, 1)
-        mean = torch.tensor(vae.config.latents_mean, device=z.device).view(shape)
-        std = torch.tensor(vae.config.latents_std, device=z.device).view(shape)
+        mean, std = _wan_stats(vae, z.device)
         return (z - mean) / std
 
     @torch.no_grad()
@@ -251,9 +249,7 @@ class GenModel(nn.Module):
             z = z / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
             pixels = vae.decode(z, return_dict=False)[0]  # [B, 3, H, W]
         else:
-            shape = (1, -1, 1, 1, 1)
-            mean = torch.tensor(vae.config.latents_mean, device=z.device).view(shape)
-            std = torch.tensor(vae.config.latents_std, device=z.device).view(shape)
+            mean, std = _wan_stats(vae, z.device)
             pixels = vae.decode(z * std + mean, return_dict=False)[0].transpose(1, 2)  # [B, F, 3, H, W]
         return (pixels / 2 + 0.5).clamp(0, 1)
 
@@ -349,6 +345,13 @@ class GenModel(nn.Module):
         model = cls(kind, pipe, shift, max_len)
         model.source = path
         return model
+
+
+def _wan_stats(vae, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Wan VAE's per-channel latent mean and std, shaped [1, C, 1, 1, 1]."""
+    shape = (1, -1, 1, 1, 1)
+    return (torch.tensor(vae.config.latents_mean, device=device).view(shape),
+            torch.tensor(vae.config.latents_std, device=device).view(shape))
 
 
 def _is_lora(key: str) -> bool:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.gen import toy_world
 from harness.gen.models import GenModel
-from harness.gen.toy_vae import toy_batch
 
 # measured on held-out prompts (guidance 4.5): sd3 shape_match ~0.26 after 1,650 steps; wan
 # motion_match 0.10 untrained, 0.15 after 500 steps, 0.21 after 1,000, 0.25 after 1,500
@@ -37,7 +37,7 @@ def pretrain_toy(model: GenModel, steps: int | None = None, caption_keep: float 
     model.transformer.train()
     loss = torch.tensor(0.0)
     for _ in range(steps):
-        pixels, captions = toy_batch(model.kind, batch, g)
+        pixels, captions = toy_world.batch(model.kind, batch, g)
         if model.kind == "wan":
             pixels = pixels.transpose(1, 2)  # [B, F, 3, H, W], as `encode` takes videos
         keep = torch.rand(batch, generator=g) < caption_keep

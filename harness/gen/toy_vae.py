@@ -21,13 +21,6 @@ from harness.gen import toy_world
 FIT_STEPS = {"sd3": 1500, "wan": 2000}
 
 
-def toy_batch(kind: str, n: int, g: torch.Generator, size: int = 32, frames: int = 5
-              ) -> tuple[torch.Tensor, list[str]]:
-    """A batch of the toy world in [0, 1] with captions: pictures [n, 3, 32, 32] for sd3,
-    videos [n, 3, frames, 16, 16] for wan (the toy video is half the picture's side)."""
-    return toy_world.pictures(n, size, g) if kind == "sd3" else toy_world.videos(n, frames, size // 2, g)
-
-
 def fit_toy_vae(vae, kind: str, steps: int | None = None, seed: int = 0, frames: int = 5) -> dict:
     """Fit `vae` (in place) to reconstruct the toy world; returns the final loss and the
     latent normalisation written into its config."""
@@ -38,7 +31,7 @@ def fit_toy_vae(vae, kind: str, steps: int | None = None, seed: int = 0, frames:
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     loss = torch.tensor(0.0)
     for _ in range(steps):
-        x = toy_batch(kind, 16 if kind == "sd3" else 8, g, frames=frames)[0] * 2 - 1  # [-1, 1]
+        x = toy_world.batch(kind, 16 if kind == "sd3" else 8, g, frames=frames)[0] * 2 - 1  # [-1, 1]
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
         recon = vae.decode(z).sample
@@ -50,7 +43,7 @@ def fit_toy_vae(vae, kind: str, steps: int | None = None, seed: int = 0, frames:
         decay.step()
     vae.eval()
     with torch.no_grad():
-        z = vae.encode(toy_batch(kind, 64 if kind == "sd3" else 32, g, frames=frames)[0] * 2 - 1).latent_dist.mean
+        z = vae.encode(toy_world.batch(kind, 64 if kind == "sd3" else 32, g, frames=frames)[0] * 2 - 1).latent_dist.mean
     if kind == "sd3":
         norm = {"shift_factor": float(z.mean()), "scaling_factor": float(1 / z.std())}
     else:

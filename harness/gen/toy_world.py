@@ -62,3 +62,9 @@ def videos(n: int, frames: int, size: int, g: torch.Generator) -> tuple[torch.Te
         out.append(video)
         captions.append(f"a {colour} {shape} moving {direction}")
     return torch.stack(out), captions
+
+
+def batch(kind: str, n: int, g: torch.Generator, size: int = 32, frames: int = 5) -> tuple[torch.Tensor, list[str]]:
+    """A batch of the toy world for a model kind, in [0, 1] with captions: pictures
+    [n, 3, 32, 32] for sd3, videos [n, 3, frames, 16, 16] for wan (half the picture's side)."""
+    return pictures(n, size, g) if kind == "sd3" else videos(n, frames, size // 2, g)

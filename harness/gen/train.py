@@ -10,8 +10,8 @@ One step reads as timed blocks:
   -> update (every sample's trained steps re-scored with gradients: the clipped ratio loss
   plus kl_coef x the flow_grpo KL to the starting model; one optimizer update per step).
 Held-out prompts are scored with the ODE sampler (sample.eval_num_steps, noise 0) before
-training, at run.eval_every and at the end (out_dir/eval.json: before and after), and a
-grid of samples is drawn before and after training (out_dir/samples/). The run shares SFT's and RL's setup, checkpoints, metrics, bad-step
+training, at run.eval_every and at the end (out_dir/eval.json: before and after); the first
+run.sample_grid of the before and after samples are saved as pictures (out_dir/samples/). The run shares SFT's and RL's setup, checkpoints, metrics, bad-step
 rule and exact resume (harness/trainer/run.py); the toy models and prompt sets make it run
 on CPU in minutes (docs/gen-rl.md).
 """
@@ -65,11 +65,10 @@ def _train(cfg: GenRLConfig, resume: bool) -> dict[str, float]:
     uncond = texts.get([s.negative_prompt]) if s.guidance > 1 else None
     steps = trained_steps(s.num_steps, a.timestep_fraction)
     shape = run.model.latent_shape(s.height, s.width, s.frames)
-    if run.main and run.first_step == 0:
-        _draw(run, held_out, texts, uncond, shape, "before")
-        if held_out is not None:  # the untrained model's held-out reward, kept for the final comparison
-            before = evaluate(run.model, held_out, reward, texts, uncond, shape, cfg)
-            (run.out / "eval_before.json").write_text(json.dumps({"eval/reward": before}) + "\n")
+    if run.main and run.first_step == 0 and held_out is not None:
+        # the untrained model's held-out reward, kept for the final comparison
+        before = evaluate(run.model, held_out, reward, texts, uncond, shape, cfg, run.out / "samples" / "before")
+        (run.out / "eval_before.json").write_text(json.dumps({"eval/reward": before}) + "\n")
     for step in run.steps():
         timer = run.timer
         with timer.block("data"):
@@ -95,14 +94,12 @@ def _train(cfg: GenRLConfig, resume: bool) -> dict[str, float]:
             metrics["eval/reward"] = evaluate(run.model, held_out, reward, texts, uncond, shape, cfg)
         run.end_step(step, metrics, postfix={"reward": f"{metrics['reward/mean']:.3f}"})
     final = run.finish()
-    if run.main and run.first_step < cfg.run.steps:
-        if held_out is not None:
-            final["eval/reward"] = evaluate(run.model, held_out, reward, texts, uncond, shape, cfg)
-            before = json.loads((run.out / "eval_before.json").read_text())["eval/reward"]
-            summary = {"before": before, "after": final["eval/reward"], "steps": cfg.run.steps,
-                       "prompts": len(held_out)}
-            (run.out / "eval.json").write_text(json.dumps(summary, indent=1) + "\n")
-        _draw(run, held_out, texts, uncond, shape, "after")
+    if run.main and run.first_step < cfg.run.steps and held_out is not None:
+        final["eval/reward"] = evaluate(run.model, held_out, reward, texts, uncond, shape, cfg,
+                                        run.out / "samples" / "after")
+        before = json.loads((run.out / "eval_before.json").read_text())["eval/reward"]
+        summary = {"before": before, "after": final["eval/reward"], "steps": cfg.run.steps, "prompts": len(held_out)}
+        (run.out / "eval.json").write_text(json.dumps(summary, indent=1) + "\n")
     barrier(run.layout)
     return final
 
@@ -301,10 +298,15 @@ def _reward_stats(moments: tuple[float, float, float]) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: GenModel, held_out: PromptSet, reward: GenReward, texts: TextCache, uncond: TextCond | None,
-             shape: tuple[int, ...], cfg: GenRLConfig) -> float:
-    """Mean reward of one ODE sample per held-out prompt (fixed noise per prompt)."""
+             shape: tuple[int, ...], cfg: GenRLConfig, samples: Path | None = None) -> float:
+    """Mean reward of one ODE sample per held-out prompt (fixed noise per prompt); with
+    `samples`, the first `run.sample_grid` of those samples are also saved there."""
     pixels = _ode_pixels(model, held_out.prompts, texts, uncond, shape, cfg)
     scores = reward(pixels, [p.prompt for p in held_out.prompts], [p.metadata for p in held_out.prompts])
+    k = cfg.run.sample_grid
+    if samples is not None and k:
+        for path in save_samples(pixels[:k], [p.prompt for p in held_out.prompts[:k]], samples):
+            log.info("samples -> %s", path)
     return float(scores.mean())
 
 
@@ -315,14 +317,3 @@ def _ode_pixels(model: GenModel, prompts: list[GenPrompt], texts: TextCache, unc
     cond = texts.get([p.prompt for p in prompts])
     traj = _rollout(model, cond, uncond, keys, shape, s.eval_num_steps, s.guidance, 0.0, s.batch)
     return torch.cat([model.decode(traj.latents[i : i + s.batch, -1]) for i in range(0, len(prompts), s.batch)])
-
-
-def _draw(run: Run, held_out: PromptSet | None, texts: TextCache, uncond: TextCond | None,
-          shape: tuple[int, ...], when: str) -> None:
-    k = run.cfg.run.sample_grid
-    if held_out is None or not k:
-        return
-    prompts = held_out.prompts[:k]
-    pixels = _ode_pixels(run.model, prompts, texts, uncond, shape, run.cfg)
-    for path in save_samples(pixels, [p.prompt for p in prompts], run.out / "samples" / when):
-        log.info("samples %s -> %s", when, path)

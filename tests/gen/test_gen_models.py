@@ -97,12 +97,12 @@ def test_toy_vae_fit_learns_the_toy_world_and_normalises_its_latents(kind):
     """A few steps of the toy size's VAE fit lower its reconstruction error and leave the
     latent normalisation the pipeline applies (SD3: shift/scale; Wan: per-channel mean/std)
     such that the encoded toy world has zero mean and unit std."""
-    from harness.gen import toy_vae
+    from harness.gen import toy_vae, toy_world
 
     model = init_gen_model(kind, "tiny", seed=0)
     vae = model.pipe.vae
     g = torch.Generator().manual_seed(1)
-    pixels = toy_vae.toy_batch(kind, 8 if kind == "sd3" else 4, g)[0]  # [B, 3, (F,) H, W] in [0, 1]
+    pixels = toy_world.batch(kind, 8 if kind == "sd3" else 4, g)[0]  # [B, 3, (F,) H, W] in [0, 1]
     x = pixels * 2 - 1
 
     def error() -> float:
